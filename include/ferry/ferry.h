@@ -1,0 +1,315 @@
+/*
+ * ferry — stream a model's weights from one pinned host copy into a fixed VRAM budget.
+ *
+ * This is ferry's only public C header. It is C99-clean and has no dependency beyond
+ * <stddef.h> and <stdint.h>.
+ *
+ * Lifecycle of a runtime (each call names the phase it is valid in):
+ *
+ *     ferry_create                 -> DEFINE
+ *     ferry_group_define           DEFINE
+ *     ferry_tensor_define          DEFINE
+ *     ferry_schedule_declare       DEFINE or PLANNED (optional; else learned on pass 1)
+ *     ferry_plan                   DEFINE -> PLANNED  (layout, residency, pinned arena, slab)
+ *     ferry_tensor_host_ptr        PLANNED (writable) or SEALED (immutable bytes read-only)
+ *     ferry_tensor_copy_in         PLANNED
+ *     ferry_seal                   PLANNED -> SEALED  (read-only images, resident onload)
+ *     ferry_acquire / _release     SEALED
+ *     ferry_tensor_device_ptr      SEALED, while the tensor's group is acquired
+ *     ferry_synchronize            any phase
+ *     ferry_stats_get              any phase
+ *     ferry_destroy                any phase
+ *
+ * Errors: every call returns a ferry_status. On failure the calling thread's
+ * ferry_last_error() names the call, the object and the cause, and the runtime stays
+ * usable: a failed call changes nothing.
+ *
+ * Threads: a runtime may be used from several threads at once. Every call that takes a
+ * runtime takes its one internal lock for a short time; calls from different threads are
+ * serialized, never interleaved. The exceptions: ferry_destroy must not race with any
+ * other call on the same runtime, and on the sim backend an acquire with a NULL stream
+ * waits for the group's bytes outside the lock. ferry_last_error() is per thread.
+ */
+#ifndef FERRY_FERRY_H
+#define FERRY_FERRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define FERRY_API
+#elif defined(__GNUC__)
+#define FERRY_API __attribute__((visibility("default")))
+#else
+#define FERRY_API
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* Version                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+#define FERRY_VERSION_MAJOR 0
+#define FERRY_VERSION_MINOR 1
+#define FERRY_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH */
+#define FERRY_VERSION_NUMBER \
+    (FERRY_VERSION_MAJOR * 10000 + FERRY_VERSION_MINOR * 100 + FERRY_VERSION_PATCH)
+
+/* "MAJOR.MINOR.PATCH" of the library actually loaded. */
+FERRY_API const char *ferry_version(void);
+/* FERRY_VERSION_NUMBER of the library actually loaded. */
+FERRY_API uint32_t ferry_version_number(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* Status codes. Values are pinned and never reused; new codes may be added.            */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum ferry_status {
+    FERRY_OK = 0,
+    FERRY_ERROR_INVALID_ARGUMENT = 1,    /* NULL pointer, bad enum, bad config field      */
+    FERRY_ERROR_INVALID_HANDLE = 2,      /* NULL/garbage runtime, or a handle of the wrong
+                                            kind or out of range                           */
+    FERRY_ERROR_FOREIGN_HANDLE = 3,      /* a handle of another, live runtime             */
+    FERRY_ERROR_STALE_HANDLE = 4,        /* a handle of a runtime already destroyed       */
+    FERRY_ERROR_WRONG_PHASE = 5,         /* call not valid in the runtime's phase         */
+    FERRY_ERROR_INVALID_SIZE = 6,        /* zero bytes, or shape and bytes disagree       */
+    FERRY_ERROR_SIZE_TOO_LARGE = 7,      /* bytes can never fit the budget, or overflow   */
+    FERRY_ERROR_BUDGET_TOO_SMALL = 8,    /* no plan fits: the message gives the minimum   */
+    FERRY_ERROR_DUPLICATE_NAME = 9,      /* group or tensor name already used             */
+    FERRY_ERROR_NOT_ACQUIRED = 10,       /* release without acquire, device ptr of a group
+                                            not acquired                                   */
+    FERRY_ERROR_NO_FREE_SLOT = 11,       /* every slot of the group's size class is held  */
+    FERRY_ERROR_GROUP_BUSY = 12,         /* a group with mutable tensors is still acquired */
+    FERRY_ERROR_EMPTY = 13,              /* plan with no groups, or a group with no tensors */
+    FERRY_ERROR_OUT_OF_RANGE = 14,       /* copy-in offset + bytes past the tensor's end  */
+    FERRY_ERROR_OUT_OF_HOST_MEMORY = 15, /* pinned host memory could not be allocated     */
+    FERRY_ERROR_OUT_OF_DEVICE_MEMORY = 16, /* the VRAM slab could not be reserved         */
+    FERRY_ERROR_BACKEND_UNAVAILABLE = 17, /* cuda asked for but not built, or no device   */
+    FERRY_ERROR_DEVICE = 18,             /* the device runtime reported an error          */
+    FERRY_ERROR_INTERNAL = 19            /* a bug in ferry: please report the message     */
+} ferry_status;
+
+/* A static, never-NULL description of a status ("ok", "wrong phase", ...). Unknown
+   values give "unknown status". */
+FERRY_API const char *ferry_status_string(ferry_status status);
+
+/* The calling thread's message for its last failed ferry call, e.g.
+   "ferry_acquire(group 'block.3'): group is already acquired 2 times ...". Empty string
+   when the last call succeeded. Valid until the thread's next ferry call. */
+FERRY_API const char *ferry_last_error(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* Configuration                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum ferry_backend {
+    FERRY_BACKEND_AUTO = 0, /* cuda when built and a device exists, else sim */
+    FERRY_BACKEND_CUDA = 1,
+    FERRY_BACKEND_SIM = 2
+} ferry_backend;
+
+/*
+ * Runtime configuration. Always call ferry_config_init() first: it sets struct_size and
+ * every default, so a caller built against an older header keeps working.
+ *
+ * Environment overrides, applied at ferry_create over the struct's values:
+ *   FERRY_BACKEND=auto|cuda|sim       FERRY_SIM_H2D_GBPS=<GB/s>   FERRY_SIM_D2H_GBPS=<GB/s>
+ *   FERRY_SIM_LATENCY_US=<us>         FERRY_SIM_CHAOS=0|1         FERRY_SIM_SEED=<n>
+ */
+typedef struct ferry_config {
+    size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
+    ferry_backend backend;     /* default FERRY_BACKEND_AUTO                              */
+    int32_t device;            /* CUDA device ordinal, default 0                          */
+    uint64_t vram_budget;      /* bytes of VRAM ferry may hold, required (> 0)            */
+    uint32_t slots_per_class;  /* streaming slots per size class, >= 2, default 2         */
+    int32_t synchronous;       /* 1: copies on the caller's stream, no copy stream,
+                                  no prefetch. Default 0                                  */
+    const char *name;          /* runtime name (copied), default "ferry"                  */
+    double sim_h2d_gbps;       /* sim: modeled host-to-device GB/s, 0 = unlimited         */
+    double sim_d2h_gbps;       /* sim: modeled device-to-host GB/s, 0 = unlimited         */
+    double sim_latency_us;     /* sim: modeled cost of each copy call in microseconds     */
+    int32_t sim_chaos;         /* sim: 1 = random delays, poison slot memory on reuse     */
+    uint64_t sim_seed;         /* sim: seed of the chaos generator                        */
+} ferry_config;
+
+FERRY_API void ferry_config_init(ferry_config *config);
+
+/* ------------------------------------------------------------------------------------ */
+/* Handles                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct ferry_runtime ferry_runtime;
+
+/* Group and tensor handles are values. They carry their runtime's identity, so a handle
+   used with the wrong runtime, or after its runtime is destroyed, is detected. The zero
+   value is never a valid handle. */
+typedef struct ferry_group {
+    uint64_t id;
+} ferry_group;
+typedef struct ferry_tensor {
+    uint64_t id;
+} ferry_tensor;
+
+typedef enum ferry_phase {
+    FERRY_PHASE_DEFINE = 0,
+    FERRY_PHASE_PLANNED = 1,
+    FERRY_PHASE_SEALED = 2
+} ferry_phase;
+
+/* Element types, for frameworks that build views of tensors. Sizes in bytes are always
+   given explicitly; dtype and shape are carried, and checked against bytes when given. */
+typedef enum ferry_dtype {
+    FERRY_DTYPE_UNKNOWN = 0, /* raw bytes: shape is not checked */
+    FERRY_DTYPE_U8 = 1,
+    FERRY_DTYPE_I8 = 2,
+    FERRY_DTYPE_I16 = 3,
+    FERRY_DTYPE_I32 = 4,
+    FERRY_DTYPE_I64 = 5,
+    FERRY_DTYPE_F16 = 6,
+    FERRY_DTYPE_BF16 = 7,
+    FERRY_DTYPE_F32 = 8,
+    FERRY_DTYPE_F64 = 9,
+    FERRY_DTYPE_BOOL = 10
+} ferry_dtype;
+
+#define FERRY_MAX_DIMS 8
+
+/* Tensor flags. */
+#define FERRY_TENSOR_MUTABLE 1u /* may be written on the device; written back on eviction,
+                                   synchronize and destroy. Default: immutable, never
+                                   copied device-to-host. */
+
+/* ------------------------------------------------------------------------------------ */
+/* Lifecycle                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/* Creates a runtime in phase DEFINE. config must not be NULL (a budget is required);
+   fields are validated here, each bad one named in the error. */
+FERRY_API ferry_status ferry_create(const ferry_config *config, ferry_runtime **out);
+
+/* Waits for in-flight work (device-wide), writes back dirty mutable tensors, frees
+   everything. NULL is a no-op returning FERRY_OK. */
+FERRY_API ferry_status ferry_destroy(ferry_runtime *runtime);
+
+FERRY_API ferry_status ferry_phase_get(ferry_runtime *runtime, ferry_phase *out);
+
+/* DEFINE. Group names are unique per runtime, 1..255 bytes. */
+FERRY_API ferry_status ferry_group_define(ferry_runtime *runtime, const char *name,
+                                          ferry_group *out);
+
+/* DEFINE. Tensor names are unique within their group. shape may be NULL when ndim is 0.
+   When dtype is not FERRY_DTYPE_UNKNOWN and ndim > 0, the product of shape times the
+   dtype's size must equal bytes. flags: 0 or FERRY_TENSOR_MUTABLE. */
+FERRY_API ferry_status ferry_tensor_define(ferry_runtime *runtime, ferry_group group,
+                                           const char *name, uint64_t bytes,
+                                           ferry_dtype dtype, uint32_t ndim,
+                                           const int64_t *shape, uint32_t flags,
+                                           ferry_tensor *out);
+
+/* DEFINE or PLANNED. The order in which groups are acquired in one pass; a group may
+   appear more than once. Prefetch follows it, wrapping from its end to its start. When
+   none is declared, the order of the first pass is learned. Declared before plan, the
+   planner also weighs groups by how often they appear. */
+FERRY_API ferry_status ferry_schedule_declare(ferry_runtime *runtime,
+                                              const ferry_group *order, size_t count);
+
+/* DEFINE -> PLANNED. Lays out images, chooses resident groups and size classes,
+   allocates the pinned host arena and reserves the VRAM slab. */
+FERRY_API ferry_status ferry_plan(ferry_runtime *runtime);
+
+/* PLANNED or SEALED. The tensor's bytes in the host store. Writable in PLANNED; after
+   seal, immutable tensors are read-only (a write faults) and a mutable tensor's bytes
+   are current only after ferry_synchronize. */
+FERRY_API ferry_status ferry_tensor_host_ptr(ferry_runtime *runtime, ferry_tensor tensor,
+                                             void **out);
+
+/* PLANNED. Copies bytes into the tensor's host bytes at offset. */
+FERRY_API ferry_status ferry_tensor_copy_in(ferry_runtime *runtime, ferry_tensor tensor,
+                                            uint64_t offset, const void *src,
+                                            uint64_t bytes);
+
+/* PLANNED -> SEALED. Immutable images become read-only; resident groups are onloaded
+   (this call waits for those copies). */
+FERRY_API ferry_status ferry_seal(ferry_runtime *runtime);
+
+/* SEALED. Makes the group's bytes available to work submitted to `stream` after this
+   call: a cudaStream_t on cuda (NULL: the legacy default stream); on sim NULL means the
+   calling thread, and the call returns once the bytes are in place. The host does not
+   wait when the group was prefetched or is resident. Then prefetches the next groups of
+   the schedule. A group may be acquired by several holders at once. */
+FERRY_API ferry_status ferry_acquire(ferry_runtime *runtime, ferry_group group,
+                                     void *stream);
+
+/* SEALED. Ends one holder's use: the group's slot may be reused once the work submitted
+   to `stream` before this call is done. The bytes stay in the slot, so acquiring the
+   group again before the slot is reused costs no copy. */
+FERRY_API ferry_status ferry_release(ferry_runtime *runtime, ferry_group group,
+                                     void *stream);
+
+/* SEALED, while the tensor's group is acquired. The tensor's device address. */
+FERRY_API ferry_status ferry_tensor_device_ptr(ferry_runtime *runtime, ferry_tensor tensor,
+                                               void **out);
+
+/* Any phase. Writes back every dirty mutable tensor of groups not acquired (fails with
+   FERRY_ERROR_GROUP_BUSY, changing nothing, if a group with mutable tensors is acquired)
+   and waits until ferry's copies are done. Host bytes of mutable tensors are then
+   current. */
+FERRY_API ferry_status ferry_synchronize(ferry_runtime *runtime);
+
+/* ------------------------------------------------------------------------------------ */
+/* Queries                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+/* Counters. Byte and event counts are totals since create. Set struct_size to
+   sizeof(ferry_stats) before the call; a smaller (older) struct is filled up to its
+   size. Invariant: acquires == resident_hits + hits + misses. */
+typedef struct ferry_stats {
+    size_t struct_size;
+    uint32_t backend;              /* ferry_backend actually used (CUDA or SIM)          */
+    uint32_t phase;                /* ferry_phase                                        */
+    uint64_t bytes_h2d;            /* host-to-device bytes copied                        */
+    uint64_t bytes_d2h;            /* device-to-host bytes copied (writebacks only)      */
+    uint64_t onloads;              /* group copies host-to-device (resident included)    */
+    uint64_t acquires;
+    uint64_t releases;
+    uint64_t resident_hits;        /* acquires of resident groups                        */
+    uint64_t hits;                 /* acquires of streamed groups already in a slot      */
+    uint64_t misses;               /* acquires that had to issue their group's copy      */
+    uint64_t prefetches_issued;
+    uint64_t prefetches_used;      /* prefetched groups acquired before eviction         */
+    uint64_t prefetches_wasted;    /* prefetched groups evicted before any acquire       */
+    uint64_t writebacks;           /* mutable tensors copied device-to-host              */
+    uint64_t passes;               /* times the schedule's first group was acquired      */
+    uint64_t groups;
+    uint64_t resident_groups;
+    uint64_t size_classes;
+    uint64_t streaming_slots;
+    uint64_t model_bytes;          /* sum of tensor bytes                                */
+    uint64_t streamed_bytes_per_pass; /* planner's figure: bytes a pass must copy         */
+    uint64_t vram_budget;
+    uint64_t slab_bytes;           /* VRAM reserved: resident + streaming, <= budget     */
+    uint64_t slab_resident_bytes;
+    uint64_t slab_streaming_bytes;
+    uint64_t slab_used_bytes;      /* resident + slots currently holding a group         */
+    uint64_t slab_used_peak_bytes;
+    uint64_t host_pinned_bytes;    /* pinned host arena                                  */
+    uint64_t host_pinned_peak_bytes;
+} ferry_stats;
+
+FERRY_API ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out);
+
+/* Describes a group after plan: resident or not, its size class (-1 when resident),
+   image bytes. Any of the out pointers may be NULL. */
+FERRY_API ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group,
+                                        int32_t *resident, int32_t *size_class,
+                                        uint64_t *image_bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FERRY_FERRY_H */

@@ -1,0 +1,85 @@
+// The device interface: everything ferry asks of a GPU, implemented by the cuda backend
+// (cuda_device.cpp) and by the sim backend (sim_device.cpp), which emulates the device in
+// host memory for tests. Everything above this interface is backend-independent.
+//
+// Semantics follow the CUDA runtime: work on one stream runs in order; record() captures
+// the work submitted to the stream so far; stream_wait() makes later work on the stream
+// wait for the event's latest record() at the time of the call (an event never recorded
+// is complete). A Stream of nullptr is the caller's default stream: the legacy default
+// stream on cuda, the calling thread itself on sim (work "on" it runs inline, waits
+// block the caller).
+//
+// Every call that can fail throws ferry::Error with a status and a message.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ferry/ferry.h"
+
+namespace ferry {
+
+using Stream = void *;
+using Event = void *;
+using HostFn = void (*)(void *user);
+
+class Device {
+   public:
+    virtual ~Device() = default;
+
+    virtual ferry_backend backend() const = 0;
+    // Human-readable name of the device ("sim", "NVIDIA H100 80GB HBM3").
+    virtual std::string name() const = 0;
+
+    // Device memory. reserve() returns at least 256-byte aligned memory.
+    virtual void *reserve(std::size_t bytes) = 0;
+    virtual void unreserve(void *ptr) noexcept = 0;
+
+    // Pinned (page-locked) host memory, page-aligned, so parts of it can be mprotect()ed.
+    virtual void *alloc_pinned(std::size_t bytes) = 0;
+    virtual void free_pinned(void *ptr, std::size_t bytes) noexcept = 0;
+
+    // Streams for ferry's own use (the copy stream) and for tests/benchmarks (compute).
+    virtual Stream create_stream() = 0;
+    virtual void destroy_stream(Stream stream) noexcept = 0;
+
+    virtual Event create_event() = 0;
+    virtual void destroy_event(Event event) noexcept = 0;
+
+    // Asynchronous copies on a stream. Host memory must be pinned for overlap.
+    virtual void copy_h2d(void *dst, const void *src, std::size_t bytes, Stream stream) = 0;
+    virtual void copy_d2h(void *dst, const void *src, std::size_t bytes, Stream stream) = 0;
+
+    virtual void record(Event event, Stream stream) = 0;
+    virtual void stream_wait(Stream stream, Event event) = 0;
+    // Host waits.
+    virtual void event_synchronize(Event event) = 0;
+    virtual void stream_synchronize(Stream stream) = 0;
+    // Waits for all work on the device, on every stream (cudaDeviceSynchronize).
+    virtual void device_synchronize() = 0;
+
+    // Runs fn(user) on the stream, in order with its other work (cudaLaunchHostFunc).
+    virtual void launch_host(Stream stream, HostFn fn, void *user) = 0;
+};
+
+// Backend options as resolved from ferry_config and the environment.
+struct SimOptions {
+    double h2d_gbps = 0.0;    // 0: unlimited
+    double d2h_gbps = 0.0;    // 0: unlimited
+    double latency_us = 0.0;  // per copy call
+    bool chaos = false;       // random delays, poison copy destinations before writing
+    std::uint64_t seed = 1;
+};
+
+std::unique_ptr<Device> make_sim_device(const SimOptions &options);
+
+// Throws Error(FERRY_ERROR_BACKEND_UNAVAILABLE) when ferry was built without CUDA or no
+// device with that ordinal exists.
+std::unique_ptr<Device> make_cuda_device(int ordinal);
+
+// True when ferry was built with the cuda backend and at least one device is visible.
+bool cuda_device_available();
+
+}  // namespace ferry

@@ -1,0 +1,36 @@
+// The planner: at plan time, chooses which groups stay resident in VRAM and how the
+// streamed ones are split into size classes, so that the bytes copied per pass are as
+// few as the budget allows once the streaming slots are set aside.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace ferry {
+
+struct PlanInput {
+    std::vector<std::uint64_t> group_bytes;  // image bytes of each group (> 0)
+    std::vector<std::uint64_t> uses_per_pass;  // acquires per pass of each group (>= 1);
+                                               // empty means 1 for every group
+    std::uint64_t budget = 0;                  // VRAM bytes
+    std::uint32_t slots_per_class = 2;         // streaming slots per size class (>= 2)
+};
+
+struct Plan {
+    std::vector<bool> resident;                // per group
+    std::vector<int> size_class;               // per group: class index, -1 when resident
+    std::vector<std::uint64_t> class_slot_bytes;  // per class: bytes of each of its slots
+    std::uint64_t resident_bytes = 0;          // sum of resident group bytes
+    std::uint64_t streaming_bytes = 0;         // slots_per_class * sum(class_slot_bytes)
+    std::uint64_t streamed_bytes_per_pass = 0;  // sum over streamed groups of bytes * uses
+};
+
+// The cheapest VRAM footprint any plan can have: the largest group must fit into slots
+// of its class, or be resident with the others streamed. Used in error messages.
+std::uint64_t minimum_budget(const PlanInput &input);
+
+// Returns a plan with resident_bytes + streaming_bytes <= budget. Throws
+// Error(FERRY_ERROR_BUDGET_TOO_SMALL) naming minimum_budget() when none exists.
+Plan make_plan(const PlanInput &input);
+
+}  // namespace ferry
