@@ -1,0 +1,164 @@
+"""DLPack capsules and array-interface dicts over raw memory, with ctypes only.
+
+A capsule made here does not own the memory it points at: it keeps only its own small
+DLManagedTensor alive until the consumer (torch, numpy, cupy, ...) calls the deleter.
+The memory must stay valid as long as the consumer's tensor is used (for a device view
+of a ferry tensor: while its group is acquired).
+"""
+
+import ctypes
+import enum
+
+__all__ = [
+    "DeviceType",
+    "dlpack_dtype",
+    "make_capsule",
+    "array_interface",
+    "typestr",
+]
+
+
+class DeviceType(enum.IntEnum):
+    CPU = 1
+    CUDA = 2
+    CUDA_HOST = 3
+
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", _DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype", _DLDataType),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.POINTER(ctypes.c_int64)),
+        ("byte_offset", ctypes.c_uint64),
+    ]
+
+
+class _DLManagedTensor(ctypes.Structure):
+    pass
+
+
+_Deleter = ctypes.CFUNCTYPE(None, ctypes.POINTER(_DLManagedTensor))
+_DLManagedTensor._fields_ = [
+    ("dl_tensor", _DLTensor),
+    ("manager_ctx", ctypes.c_void_p),
+    ("deleter", _Deleter),
+]
+
+# DLDataTypeCode
+_INT, _UINT, _FLOAT, _BFLOAT, _COMPLEX, _BOOL = 0, 1, 2, 4, 5, 6
+
+# dtype name -> (DLPack code, bits, array-interface typestr)
+_DTYPES = {
+    "uint8": (_UINT, 8, "|u1"),
+    "int8": (_INT, 8, "|i1"),
+    "int16": (_INT, 16, "<i2"),
+    "int32": (_INT, 32, "<i4"),
+    "int64": (_INT, 64, "<i8"),
+    "float16": (_FLOAT, 16, "<f2"),
+    "bfloat16": (_BFLOAT, 16, "<V2"),  # no array-interface type: raw 2-byte records
+    "float32": (_FLOAT, 32, "<f4"),
+    "float64": (_FLOAT, 64, "<f8"),
+    "bool": (_BOOL, 8, "|b1"),
+    "complex64": (_COMPLEX, 64, "<c8"),
+    "complex128": (_COMPLEX, 128, "<c16"),
+}
+
+
+def dlpack_dtype(name):
+    """(code, bits) of a dtype name such as "float32"."""
+    code, bits, _ = _DTYPES[name]
+    return code, bits
+
+
+def typestr(name):
+    """The __array_interface__ typestr of a dtype name (bfloat16: "<V2", raw bytes)."""
+    return _DTYPES[name][2]
+
+
+def itemsize(name):
+    return _DTYPES[name][1] // 8
+
+
+# --- keeping managed tensors alive until their deleter runs ---------------------------
+
+_live = {}  # address of a _DLManagedTensor -> (managed tensor, shape array, owner)
+
+
+@_Deleter
+def _delete(managed):
+    _live.pop(ctypes.cast(managed, ctypes.c_void_p).value, None)
+
+
+_pyapi = ctypes.pythonapi
+_pyapi.PyCapsule_New.restype = ctypes.py_object
+_pyapi.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+_pyapi.PyCapsule_IsValid.restype = ctypes.c_int
+_pyapi.PyCapsule_IsValid.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+_pyapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
+_pyapi.PyCapsule_GetPointer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+
+_CAPSULE_NAME = b"dltensor"
+_CapsuleDestructor = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+@_CapsuleDestructor
+def _capsule_destructor(capsule):
+    # A capsule never consumed still bears its name: free its managed tensor. A consumed
+    # one was renamed "used_dltensor" and its consumer calls the deleter.
+    if _pyapi.PyCapsule_IsValid(capsule, _CAPSULE_NAME):
+        address = _pyapi.PyCapsule_GetPointer(capsule, _CAPSULE_NAME)
+        _live.pop(address, None)
+
+
+def make_capsule(data, shape, dtype, device_type, device_id=0, owner=None):
+    """A "dltensor" PyCapsule of a C-contiguous array at address ``data``.
+
+    dtype is a name such as "float32"; owner is any object to keep alive as long as the
+    consumer holds the capsule's tensor."""
+    code, bits = dlpack_dtype(dtype)
+    shape = tuple(int(d) for d in shape)
+    managed = _DLManagedTensor()
+    shape_array = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+    t = managed.dl_tensor
+    t.data = data or None
+    t.device = _DLDevice(int(device_type), int(device_id))
+    t.ndim = len(shape)
+    t.dtype = _DLDataType(code, bits, 1)
+    t.shape = ctypes.cast(shape_array, ctypes.POINTER(ctypes.c_int64))
+    t.strides = None  # compact row-major
+    t.byte_offset = 0
+    managed.manager_ctx = None
+    managed.deleter = _delete
+    address = ctypes.addressof(managed)
+    _live[address] = (managed, shape_array, owner)
+    return _pyapi.PyCapsule_New(
+        address, _CAPSULE_NAME, ctypes.cast(_capsule_destructor, ctypes.c_void_p)
+    )
+
+
+def array_interface(data, shape, dtype, readonly=False, version=3):
+    """An __array_interface__ / __cuda_array_interface__ dict (C-contiguous)."""
+    out = {
+        "shape": tuple(int(d) for d in shape),
+        "typestr": typestr(dtype),
+        "data": (int(data or 0), bool(readonly)),
+        "strides": None,
+        "version": version,
+    }
+    return out
+
+
+def live_capsules():
+    """How many managed tensors made here are still held (for tests)."""
+    return len(_live)

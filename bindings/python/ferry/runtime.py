@@ -1,0 +1,572 @@
+"""Runtime, Group and Tensor: the C lifecycle of include/ferry/ferry.h, in Python.
+
+    with ferry.Runtime("1GiB", backend="sim") as rt:        # ferry_create .. ferry_destroy
+        g = rt.define_group("block.0")                       # DEFINE
+        w = g.define_tensor("w", dtype="float32", shape=(1024, 1024))
+        rt.plan()                                            # -> PLANNED
+        w.copy_in(data)                                      # load the host store
+        rt.seal()                                            # -> SEALED
+        with g.acquired():                                   # ferry_acquire/_release
+            view = w.device_view()                           # DLPack / array interface
+"""
+
+import contextlib
+import ctypes
+import enum
+import math
+
+from . import _lib
+from . import dlpack as _dlpack
+from .errors import ClosedError, InvalidArgumentError, check
+from .units import parse_bytes
+
+__all__ = [
+    "Backend",
+    "DType",
+    "Phase",
+    "Runtime",
+    "Group",
+    "Tensor",
+    "HostView",
+    "CudaView",
+    "STATS_KEYS",
+    "version",
+    "version_number",
+]
+
+TENSOR_MUTABLE = 1
+MAX_DIMS = 8
+
+
+class Backend(enum.IntEnum):
+    AUTO = 0
+    CUDA = 1
+    SIM = 2
+
+
+class Phase(enum.IntEnum):
+    DEFINE = 0
+    PLANNED = 1
+    SEALED = 2
+
+
+class DType(enum.IntEnum):
+    UNKNOWN = 0
+    U8 = 1
+    I8 = 2
+    I16 = 3
+    I32 = 4
+    I64 = 5
+    F16 = 6
+    BF16 = 7
+    F32 = 8
+    F64 = 9
+    BOOL = 10
+
+    @property
+    def itemsize(self):
+        return _ITEMSIZE[self]
+
+    @property
+    def array_name(self):
+        """The numpy/torch-style name ("float32"); None for UNKNOWN."""
+        return _ARRAY_NAME.get(self)
+
+    @classmethod
+    def of(cls, value):
+        """A DType from a DType, an int, a name ("f32", "float32", "bfloat16"), or a
+        numpy or torch dtype (anything whose str() is such a name)."""
+        if value is None:
+            return cls.UNKNOWN
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value)
+        name = str(value).lower()
+        if name.startswith("torch."):
+            name = name[len("torch.") :]
+        try:
+            return _BY_NAME[name]
+        except KeyError:
+            raise InvalidArgumentError(f"ferry: no ferry dtype for {value!r}") from None
+
+
+_ITEMSIZE = {
+    DType.UNKNOWN: 1,
+    DType.U8: 1,
+    DType.I8: 1,
+    DType.I16: 2,
+    DType.I32: 4,
+    DType.I64: 8,
+    DType.F16: 2,
+    DType.BF16: 2,
+    DType.F32: 4,
+    DType.F64: 8,
+    DType.BOOL: 1,
+}
+_ARRAY_NAME = {
+    DType.U8: "uint8",
+    DType.I8: "int8",
+    DType.I16: "int16",
+    DType.I32: "int32",
+    DType.I64: "int64",
+    DType.F16: "float16",
+    DType.BF16: "bfloat16",
+    DType.F32: "float32",
+    DType.F64: "float64",
+    DType.BOOL: "bool",
+}
+_BY_NAME = {name: dt for dt, name in _ARRAY_NAME.items()}
+_BY_NAME.update(
+    {
+        "unknown": DType.UNKNOWN,
+        "u8": DType.U8,
+        "i8": DType.I8,
+        "i16": DType.I16,
+        "i32": DType.I32,
+        "i64": DType.I64,
+        "f16": DType.F16,
+        "half": DType.F16,
+        "bf16": DType.BF16,
+        "f32": DType.F32,
+        "float": DType.F32,
+        "f64": DType.F64,
+        "double": DType.F64,
+        "bool_": DType.BOOL,
+        "short": DType.I16,
+        "int": DType.I32,
+        "long": DType.I64,
+    }
+)
+
+STATS_KEYS = tuple(name for name, _ in _lib.StatsStruct._fields_ if name != "struct_size")
+
+
+def version():
+    """The loaded library's version, "MAJOR.MINOR.PATCH"."""
+    return _lib.lib().ferry_version().decode()
+
+
+def version_number():
+    """The loaded library's MAJOR * 10000 + MINOR * 100 + PATCH."""
+    return int(_lib.lib().ferry_version_number())
+
+
+def _stream_address(stream):
+    """A stream argument as a C pointer: None, an int, a torch stream (.cuda_stream) or a
+    cupy-like stream (.ptr)."""
+    if stream is None:
+        return None
+    if isinstance(stream, int):
+        return stream or None
+    for attr in ("cuda_stream", "ptr", "handle"):
+        value = getattr(stream, attr, None)
+        if isinstance(value, int):
+            return value or None
+    raise InvalidArgumentError(f"ferry: not a stream: {stream!r}")
+
+
+class Runtime:
+    """One ferry runtime: ferry_create on construction, ferry_destroy on close().
+
+    vram_budget: bytes, or a string such as "8GiB". The other keywords are the fields of
+    ferry_config (backend: "auto", "cuda", "sim" or a Backend); unset ones keep the
+    library's defaults, and the FERRY_* environment variables still override them."""
+
+    def __init__(
+        self,
+        vram_budget,
+        *,
+        backend=None,
+        device=None,
+        slots_per_class=None,
+        synchronous=None,
+        name=None,
+        sim_h2d_gbps=None,
+        sim_d2h_gbps=None,
+        sim_latency_us=None,
+        sim_chaos=None,
+        sim_seed=None,
+    ):
+        self._ptr = None
+        self._lib = _lib.lib()
+        cfg = _lib.ConfigStruct()
+        self._lib.ferry_config_init(ctypes.byref(cfg))
+        cfg.vram_budget = parse_bytes(vram_budget)
+        if backend is not None:
+            if isinstance(backend, str):
+                try:
+                    backend = Backend[backend.upper()]
+                except KeyError:
+                    raise InvalidArgumentError(
+                        f"ferry: backend must be auto, cuda or sim, not {backend!r}"
+                    ) from None
+            cfg.backend = int(backend)
+        if device is not None:
+            cfg.device = int(device)
+        if slots_per_class is not None:
+            cfg.slots_per_class = int(slots_per_class)
+        if synchronous is not None:
+            cfg.synchronous = int(bool(synchronous))
+        if name is not None:
+            cfg.name = str(name).encode()
+        if sim_h2d_gbps is not None:
+            cfg.sim_h2d_gbps = float(sim_h2d_gbps)
+        if sim_d2h_gbps is not None:
+            cfg.sim_d2h_gbps = float(sim_d2h_gbps)
+        if sim_latency_us is not None:
+            cfg.sim_latency_us = float(sim_latency_us)
+        if sim_chaos is not None:
+            cfg.sim_chaos = int(bool(sim_chaos))
+        if sim_seed is not None:
+            cfg.sim_seed = int(sim_seed)
+        ptr = ctypes.c_void_p()
+        check(self._lib.ferry_create(ctypes.byref(cfg), ctypes.byref(ptr)))
+        self._ptr = ptr
+        self.name = cfg.name.decode() if cfg.name else "ferry"
+        self.device = int(cfg.device)
+        self.groups = []
+        self._group_names = {}
+        self.backend = Backend(self.stats()["backend"])
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def closed(self):
+        return self._ptr is None
+
+    def _handle(self):
+        if self._ptr is None:
+            raise ClosedError(f"ferry: runtime '{self.name}' is closed")
+        return self._ptr
+
+    def close(self):
+        """ferry_destroy: waits for in-flight work, writes back dirty mutable tensors,
+        frees everything. Idempotent. Views handed out before are dangling after it."""
+        if self._ptr is None:
+            return
+        ptr, self._ptr = self._ptr, None
+        check(self._lib.ferry_destroy(ptr))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - nothing to report to at collection time
+            pass
+
+    def __repr__(self):
+        state = "closed" if self.closed else self.phase.name.lower()
+        return f"<ferry.Runtime '{self.name}' {self.backend.name.lower()} {state}>"
+
+    @property
+    def phase(self):
+        out = ctypes.c_int()
+        check(self._lib.ferry_phase_get(self._handle(), ctypes.byref(out)))
+        return Phase(out.value)
+
+    def define_group(self, name):
+        """DEFINE. A new group (names unique per runtime, 1..255 bytes)."""
+        out = _lib.GroupHandle()
+        check(self._lib.ferry_group_define(self._handle(), name.encode(), ctypes.byref(out)))
+        group = Group(self, name, out)
+        self.groups.append(group)
+        self._group_names[name] = group
+        return group
+
+    def group(self, name):
+        """The group defined under name (KeyError when none)."""
+        return self._group_names[name]
+
+    def declare_schedule(self, order):
+        """DEFINE or PLANNED. The order groups are acquired in one pass."""
+        order = list(order)
+        array = (_lib.GroupHandle * max(len(order), 1))(*[g._h for g in order])
+        check(self._lib.ferry_schedule_declare(self._handle(), array, len(order)))
+
+    def plan(self):
+        """DEFINE -> PLANNED: layout, residency, pinned arena, VRAM slab."""
+        check(self._lib.ferry_plan(self._handle()))
+
+    def seal(self):
+        """PLANNED -> SEALED: immutable images read-only, resident groups onloaded."""
+        check(self._lib.ferry_seal(self._handle()))
+
+    def acquire(self, group, stream=None):
+        group.acquire(stream)
+
+    def release(self, group, stream=None):
+        group.release(stream)
+
+    def synchronize(self):
+        """Writes back dirty mutable tensors of groups not acquired and waits for ferry's
+        copies; host bytes of mutable tensors are current afterwards."""
+        check(self._lib.ferry_synchronize(self._handle()))
+
+    def stats(self):
+        """ferry_stats as a dict with the C struct's field names (struct_size left out)."""
+        s = _lib.StatsStruct()
+        s.struct_size = ctypes.sizeof(_lib.StatsStruct)
+        check(self._lib.ferry_stats_get(self._handle(), ctypes.byref(s)))
+        return {key: int(getattr(s, key)) for key in STATS_KEYS}
+
+
+class Group:
+    """A ferry_group of a Runtime. Made by Runtime.define_group()."""
+
+    def __init__(self, runtime, name, handle):
+        self.runtime = runtime
+        self.name = name
+        self._h = handle
+        self.tensors = []
+        self._tensor_names = {}
+
+    def __repr__(self):
+        return f"<ferry.Group '{self.name}' ({len(self.tensors)} tensors)>"
+
+    @property
+    def id(self):
+        return int(self._h.id)
+
+    def tensor(self, name):
+        return self._tensor_names[name]
+
+    def define_tensor(self, name, nbytes=None, *, dtype=None, shape=None, mutable=False):
+        """DEFINE. A tensor of this group. Give nbytes, or dtype and shape (or all three:
+        the library checks they agree). mutable: may change on the device; written back
+        on eviction, synchronize and destroy."""
+        dt = DType.of(dtype)
+        shape = tuple(int(d) for d in shape) if shape is not None else ()
+        if len(shape) > MAX_DIMS:
+            raise InvalidArgumentError(
+                f"ferry: tensor '{name}' has {len(shape)} dims, at most {MAX_DIMS}"
+            )
+        if nbytes is None:
+            if dt == DType.UNKNOWN:
+                raise InvalidArgumentError(
+                    f"ferry: tensor '{name}': give nbytes, or a dtype and a shape"
+                )
+            nbytes = math.prod(shape) * dt.itemsize
+        nbytes = int(nbytes)
+        c_shape = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+        out = _lib.TensorHandle()
+        rt = self.runtime
+        check(
+            rt._lib.ferry_tensor_define(
+                rt._handle(),
+                self._h,
+                name.encode(),
+                nbytes,
+                int(dt),
+                len(shape),
+                c_shape if shape else None,
+                TENSOR_MUTABLE if mutable else 0,
+                ctypes.byref(out),
+            )
+        )
+        tensor = Tensor(self, name, out, nbytes, dt, shape, bool(mutable))
+        self.tensors.append(tensor)
+        self._tensor_names[name] = tensor
+        return tensor
+
+    def acquire(self, stream=None):
+        """SEALED. Makes the bytes available to work on `stream` (sim: None waits until
+        they are in place; cuda: a cudaStream_t, a torch or cupy stream, None = legacy
+        default stream)."""
+        rt = self.runtime
+        check(rt._lib.ferry_acquire(rt._handle(), self._h, _stream_address(stream)))
+
+    def release(self, stream=None):
+        """SEALED. Ends one holder's use once the work on `stream` so far is done."""
+        rt = self.runtime
+        check(rt._lib.ferry_release(rt._handle(), self._h, _stream_address(stream)))
+
+    @contextlib.contextmanager
+    def acquired(self, stream=None):
+        """acquire() on entry, release() on exit."""
+        self.acquire(stream)
+        try:
+            yield self
+        finally:
+            self.release(stream)
+
+    def info(self):
+        """After plan: {"resident": bool, "size_class": int (-1 if resident),
+        "image_bytes": int}."""
+        resident = ctypes.c_int32()
+        size_class = ctypes.c_int32()
+        image_bytes = ctypes.c_uint64()
+        rt = self.runtime
+        check(
+            rt._lib.ferry_group_info(
+                rt._handle(),
+                self._h,
+                ctypes.byref(resident),
+                ctypes.byref(size_class),
+                ctypes.byref(image_bytes),
+            )
+        )
+        return {
+            "resident": bool(resident.value),
+            "size_class": int(size_class.value),
+            "image_bytes": int(image_bytes.value),
+        }
+
+
+class Tensor:
+    """A ferry_tensor of a Group. Made by Group.define_tensor()."""
+
+    def __init__(self, group, name, handle, nbytes, dtype, shape, mutable):
+        self.group = group
+        self.name = name
+        self._h = handle
+        self.nbytes = nbytes
+        self.dtype = dtype
+        self.shape = shape
+        self.mutable = mutable
+
+    def __repr__(self):
+        kind = "mutable" if self.mutable else "immutable"
+        return (
+            f"<ferry.Tensor '{self.group.name}/{self.name}' {self.dtype.name.lower()} "
+            f"{list(self.shape)} {self.nbytes} B {kind}>"
+        )
+
+    @property
+    def runtime(self):
+        return self.group.runtime
+
+    def _view_layout(self):
+        """(shape, array dtype name) of views: raw bytes when the dtype is unknown."""
+        if self.dtype == DType.UNKNOWN:
+            return (self.nbytes,), "uint8"
+        return self.shape, self.dtype.array_name
+
+    def host_ptr(self):
+        """PLANNED (writable) or SEALED (immutable: read-only, a write faults; mutable:
+        current after Runtime.synchronize()). The address as an int."""
+        out = ctypes.c_void_p()
+        rt = self.runtime
+        check(rt._lib.ferry_tensor_host_ptr(rt._handle(), self._h, ctypes.byref(out)))
+        return int(out.value or 0)
+
+    def device_ptr(self):
+        """SEALED, while the group is acquired. The device address as an int."""
+        out = ctypes.c_void_p()
+        rt = self.runtime
+        check(rt._lib.ferry_tensor_device_ptr(rt._handle(), self._h, ctypes.byref(out)))
+        return int(out.value or 0)
+
+    def copy_in(self, data, offset=0):
+        """PLANNED. Copies a bytes-like object (bytes, bytearray, memoryview, a numpy
+        array, ...) into the host bytes at offset."""
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if view.readonly:
+            buf = (ctypes.c_char * n).from_buffer_copy(view)
+        else:
+            buf = (ctypes.c_char * n).from_buffer(view)
+        self.copy_in_address(ctypes.addressof(buf), n, offset)
+
+    def copy_in_address(self, address, nbytes, offset=0):
+        """PLANNED. Copies nbytes from a raw address into the host bytes at offset."""
+        rt = self.runtime
+        check(
+            rt._lib.ferry_tensor_copy_in(
+                rt._handle(), self._h, int(offset), int(address) or None, int(nbytes)
+            )
+        )
+
+    def read_host(self):
+        """The host bytes, copied into a bytes object (PLANNED or SEALED; a mutable
+        tensor's bytes are current after Runtime.synchronize())."""
+        return ctypes.string_at(self.host_ptr(), self.nbytes)
+
+    def host_view(self):
+        """A view of the host bytes (__array_interface__ and DLPack, CPU). Read-only
+        after seal unless the tensor is mutable: writing through it faults."""
+        readonly = (not self.mutable) and self.runtime.phase == Phase.SEALED
+        shape, dtype = self._view_layout()
+        return HostView(self.host_ptr(), shape, dtype, readonly, owner=self)
+
+    def device_view(self):
+        """A view of the device bytes, valid while the group stays acquired: DLPack
+        always; __cuda_array_interface__ on cuda, __array_interface__ on sim (where the
+        "device" is host memory)."""
+        shape, dtype = self._view_layout()
+        ptr = self.device_ptr()
+        rt = self.runtime
+        if rt.backend == Backend.CUDA:
+            return CudaView(ptr, shape, dtype, rt.device, owner=self)
+        return HostView(ptr, shape, dtype, readonly=False, owner=self)
+
+
+class _View:
+    """Raw C-contiguous memory seen as an array. owner is kept alive by the view and by
+    every DLPack capsule made from it."""
+
+    _device_type = _dlpack.DeviceType.CPU
+
+    def __init__(self, ptr, shape, dtype, device_id=0, owner=None):
+        self.ptr = ptr
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.device_id = device_id
+        self.owner = owner
+
+    @property
+    def nbytes(self):
+        return math.prod(self.shape) * _dlpack.itemsize(self.dtype)
+
+    def __dlpack_device__(self):
+        return (int(self._device_type), int(self.device_id))
+
+    def __dlpack__(self, stream=None):
+        # The data is ready for work on the stream the group was acquired on; a consumer
+        # on another stream must order itself after that stream.
+        del stream
+        return _dlpack.make_capsule(
+            self.ptr, self.shape, self.dtype, self._device_type, self.device_id, self.owner
+        )
+
+    def __repr__(self):
+        return (
+            f"<ferry.{type(self).__name__} 0x{self.ptr:x} {self.dtype} {list(self.shape)}>"
+        )
+
+
+class HostView(_View):
+    """Memory the CPU can read: the host store, or sim's emulated device memory."""
+
+    def __init__(self, ptr, shape, dtype, readonly=False, owner=None):
+        super().__init__(ptr, shape, dtype, 0, owner)
+        self.readonly = readonly
+
+    @property
+    def __array_interface__(self):
+        return _dlpack.array_interface(self.ptr, self.shape, self.dtype, self.readonly)
+
+    def tobytes(self):
+        return ctypes.string_at(self.ptr, self.nbytes)
+
+
+class CudaView(_View):
+    """Memory on a CUDA device."""
+
+    _device_type = _dlpack.DeviceType.CUDA
+
+    def __init__(self, ptr, shape, dtype, device_id=0, owner=None):
+        super().__init__(ptr, shape, dtype, device_id, owner)
+
+    @property
+    def __cuda_array_interface__(self):
+        out = _dlpack.array_interface(self.ptr, self.shape, self.dtype, False, version=3)
+        out["stream"] = None  # ordered by the stream the group was acquired on
+        return out
+

@@ -1,0 +1,576 @@
+"""ferry.torch: offload an nn.Module block by block, with ferry underneath.
+
+    handle = ferry.torch.offload(model, budget="8GiB", blocks_per_group=1)
+    ... model(x) ...                   # outputs identical to the plain model
+    handle.stats(); handle.close()     # close() restores plain CPU parameters
+
+Groups: every top-level ``nn.ModuleList`` / ``nn.Sequential`` (or the model itself when it
+is one) is split into groups of ``blocks_per_group`` consecutive blocks; every other
+parameter and buffer (embeddings, norms, projections, tensors shared between blocks)
+forms one more group, "root", held for the whole forward of the model, which the
+planner keeps resident when the budget allows.
+
+Loading copies each group's tensors into ferry's host store and then frees the module's
+own copy, so host memory stays near one copy of the model. During forward a pre-hook
+acquires the group and points each parameter's ``.data`` (and each buffer) at a view of
+the group's slot; a post-hook releases it and points them back at empty placeholders.
+
+This is the only module of the package that imports torch.
+"""
+
+import contextlib
+import ctypes
+
+import torch
+import torch.utils.dlpack
+
+from . import runtime as _runtime
+from .errors import AlreadyOffloadedError, ClosedError, FerryError, InvalidArgumentError
+from .runtime import Backend, DType
+from .units import parse_bytes
+
+__all__ = ["offload", "OffloadHandle", "handle_of", "parse_budget"]
+
+ROOT_GROUP = "root"
+
+# id() of every tensor object under an open handle -> that handle (offloading twice is
+# refused). The handle holds the tensors, so their ids stay theirs until close().
+_owners = {}
+
+
+def parse_budget(budget, model_bytes):
+    """Bytes from an int, a size string ("8GiB", "512MB") or a share of the model's
+    bytes ("40%")."""
+    if isinstance(budget, str) and budget.strip().endswith("%"):
+        try:
+            share = float(budget.strip()[:-1])
+        except ValueError:
+            raise InvalidArgumentError(f"ferry.torch: bad budget {budget!r}") from None
+        if share <= 0:
+            raise InvalidArgumentError(f"ferry.torch: budget must be > 0, not {budget!r}")
+        return int(model_bytes * share / 100.0)
+    try:
+        return parse_bytes(budget)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"ferry.torch: {exc}") from None
+
+
+def handle_of(module):
+    """The open OffloadHandle a module (or any of its tensors) is offloaded by, or None."""
+    for t in list(module.parameters()) + [b for b in module.buffers() if b is not None]:
+        handle = _owners.get(id(t))
+        if handle is not None:
+            return handle
+    return None
+
+
+class _Entry:
+    """One tensor ferry holds: a parameter (its .data is swapped) or a buffer (swapped
+    in every module that registers it)."""
+
+    __slots__ = ("name", "tensor", "param", "locations", "dtype", "shape", "nbytes",
+                 "mutable", "ferry", "placeholder")
+
+    def __init__(self, name, tensor, param):
+        self.name = name
+        self.tensor = tensor  # the Parameter, or the buffer as first registered
+        self.param = param
+        self.locations = []  # buffers: (module, attribute) pairs
+        self.dtype = tensor.dtype
+        self.shape = tuple(tensor.shape)
+        self.nbytes = tensor.numel() * tensor.element_size()
+        self.mutable = False
+        self.ferry = None  # ferry.Tensor
+        self.placeholder = None
+
+    def point_at(self, value):
+        if self.param:
+            self.tensor.data = value
+        else:
+            for module, attr in self.locations:
+                module._buffers[attr] = value
+
+
+class _GroupPlan:
+    def __init__(self, name, modules):
+        self.name = name
+        self.modules = modules  # blocks of the group (empty for root)
+        self.entries = []
+        self.ferry = None  # ferry.Group
+        self.views = {}  # slot address -> list of torch tensors, one per entry
+
+
+def _container_blocks(model):
+    """[(qualified prefix, [(name, block), ...]), ...] of the containers to split."""
+    if isinstance(model, (torch.nn.ModuleList, torch.nn.Sequential)):
+        return [("", list(model.named_children()))]
+    return [
+        (name, list(child.named_children()))
+        for name, child in model.named_children()
+        if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential))
+    ]
+
+
+def _own_tensors(module, prefix):
+    """Parameters and non-empty buffers of module and its submodules, qualified."""
+    out = []
+    for name, p in module.named_parameters(prefix=prefix):
+        out.append((name, p, True))
+    for name, b in module.named_buffers(prefix=prefix):
+        if b is not None:
+            out.append((name, b, False))
+    return out
+
+
+def _resolve_mutable(mutable, entries):
+    if mutable is None:
+        return set()
+    if callable(mutable):
+        return {e.name for e in entries if mutable(e.name, e.tensor)}
+    if isinstance(mutable, str):
+        mutable = [mutable]
+    wanted = set(mutable)
+    chosen = set()
+    unmatched = set(wanted)
+    for e in entries:
+        for w in wanted:
+            if e.name == w or e.name.startswith(w + "."):
+                chosen.add(e.name)
+                unmatched.discard(w)
+    if unmatched:
+        raise InvalidArgumentError(
+            "ferry.torch.offload: mutable names match no parameter or buffer: "
+            + ", ".join(sorted(unmatched))
+        )
+    return chosen
+
+
+def _dtype_of(t):
+    try:
+        return DType.of(t.dtype)
+    except FerryError:
+        return DType.UNKNOWN
+
+
+class OffloadHandle:
+    """What offload() returns: the model's link to its ferry runtime.
+
+    stats() gives the runtime's counters, close() restores the plain CPU model. Use as a
+    context manager to close on exit."""
+
+    def __init__(self, model, rt, groups, entries, device):
+        self._model = model
+        self._rt = rt
+        self._groups = groups
+        self._by_name = {g.name: g for g in groups}
+        self._entries = entries
+        self._device = device  # torch.device views live on
+        self._hook_held = set()  # groups acquired by the forward hooks
+        self._user_held = {}  # group -> count, acquired through acquired()
+        self._hooks = []
+        self._root = self._by_name.get(ROOT_GROUP)
+        self._closed = False
+        self._group_of_tensor = {}
+        for g in groups:
+            for e in g.entries:
+                self._group_of_tensor[id(e.tensor)] = g
+
+    # --- public ------------------------------------------------------------------
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @property
+    def runtime(self):
+        """The underlying ferry.Runtime (do not close it directly: use close())."""
+        self._check_open()
+        return self._rt
+
+    @property
+    def device(self):
+        """The torch device the parameters live on during forward (cpu on sim)."""
+        return self._device
+
+    def groups(self):
+        """[{"name", "tensors", "bytes", "resident", "size_class", "image_bytes"}] in
+        definition order."""
+        self._check_open()
+        out = []
+        for g in self._groups:
+            info = g.ferry.info()
+            out.append({
+                "name": g.name,
+                "tensors": [e.name for e in g.entries],
+                "bytes": sum(e.nbytes for e in g.entries),
+                **info,
+            })
+        return out
+
+    def stats(self):
+        """The runtime's counters: a dict with ferry_stats' field names."""
+        self._check_open()
+        return self._rt.stats()
+
+    def synchronize(self):
+        """Writes back updated mutable tensors to the host store and waits for copies."""
+        self._check_open()
+        self._rt.synchronize()
+
+    @contextlib.contextmanager
+    def acquired(self, *targets):
+        """Holds the groups of targets (modules, parameters, buffers or qualified names)
+        with their tensors in place, e.g. to update a mutable parameter in place
+        between passes:
+
+            with handle.acquired(model.blocks[3]), torch.no_grad():
+                model.blocks[3].adapter.add_(1.0)
+        """
+        self._check_open()
+        groups = []
+        for target in targets:
+            for g in self._groups_of(target):
+                if g not in groups:
+                    groups.append(g)
+        taken = []
+        try:
+            for g in groups:
+                self._user_acquire(g)
+                taken.append(g)
+            yield self
+        finally:
+            for g in reversed(taken):
+                self._user_release(g)
+
+    def close(self):
+        """Restores the plain model: every parameter and buffer gets a CPU tensor read
+        back from the host store (after a synchronize, so mutable ones are current),
+        the hooks are removed and the runtime destroyed. Idempotent."""
+        if self._closed:
+            return
+        stream = self._stream()
+        for g in list(self._hook_held):
+            self._release(g, stream)
+        self._hook_held.clear()
+        for g in list(self._user_held):
+            self._release(g, stream)
+        self._user_held.clear()
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        self._rt.synchronize()
+        for e in self._entries:
+            e.point_at(self._read_back(e))
+        self._finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"{len(self._groups)} groups"
+        return f"<ferry.torch.OffloadHandle {type(self._model).__name__} {state}>"
+
+    # --- internals ---------------------------------------------------------------
+
+    def _finish(self):
+        for g in self._groups:
+            g.views.clear()
+        for e in self._entries:
+            _owners.pop(id(e.tensor), None)
+        self._closed = True
+        try:
+            self._rt.close()
+        finally:
+            if self._model.__dict__.get("_ferry_handle") is self:
+                del self._model.__dict__["_ferry_handle"]
+
+    def _check_open(self):
+        if self._closed:
+            raise ClosedError(
+                "ferry.torch: this offload handle is closed (the model was restored to "
+                "plain CPU tensors); offload the model again to stream it"
+            )
+
+    def _read_back(self, e):
+        out = torch.empty(e.shape, dtype=e.dtype)
+        ctypes.memmove(out.data_ptr(), e.ferry.host_ptr(), e.nbytes)
+        return out
+
+    def _groups_of(self, target):
+        if isinstance(target, str):
+            hits = [g for g in self._groups for e in g.entries
+                    if e.name == target or e.name.startswith(target + ".")]
+            if not hits and target in self._by_name:
+                hits = [self._by_name[target]]
+            if not hits:
+                raise InvalidArgumentError(f"ferry.torch: nothing offloaded is named {target!r}")
+            return hits
+        if isinstance(target, torch.nn.Module):
+            tensors = list(target.parameters()) + [b for b in target.buffers() if b is not None]
+        else:
+            tensors = [target]
+        hits = []
+        for t in tensors:
+            g = self._group_of_tensor.get(id(t))
+            if g is not None and g not in hits:
+                hits.append(g)
+        if not hits:
+            raise InvalidArgumentError(f"ferry.torch: {type(target).__name__} is not offloaded here")
+        return hits
+
+    def _stream(self):
+        if self._device.type == "cuda":
+            return torch.cuda.current_stream(self._device).cuda_stream
+        return None  # sim: the calling thread; acquire returns when the bytes are in place
+
+    def _views(self, g):
+        """The group's tensors in its current slot, built once per slot address."""
+        first = g.entries[0].ferry
+        base = first.device_ptr()
+        views = g.views.get(base)
+        if views is None:
+            views = [self._make_view(e, base if i == 0 else e.ferry.device_ptr())
+                     for i, e in enumerate(g.entries)]
+            g.views[base] = views
+        return views
+
+    def _make_view(self, e, ptr):
+        rt = self._rt
+        if rt.backend == Backend.CUDA:
+            view = _runtime.CudaView(ptr, (e.nbytes,), "uint8", rt.device)
+        else:
+            view = _runtime.HostView(ptr, (e.nbytes,), "uint8")
+        raw = torch.utils.dlpack.from_dlpack(view.__dlpack__())
+        return raw.view(e.dtype).view(e.shape)
+
+    def _acquire(self, g, stream):
+        g.ferry.acquire(stream)
+        try:
+            views = self._views(g)
+        except BaseException:
+            g.ferry.release(stream)
+            raise
+        for e, v in zip(g.entries, views):
+            e.point_at(v)
+
+    def _release(self, g, stream):
+        for e in g.entries:
+            e.point_at(e.placeholder)
+        g.ferry.release(stream)
+
+    def _held(self, g):
+        return g in self._hook_held or g in self._user_held
+
+    def _user_acquire(self, g):
+        if not self._held(g):
+            self._acquire(g, self._stream())
+        self._user_held[g] = self._user_held.get(g, 0) + 1
+
+    def _user_release(self, g):
+        n = self._user_held.get(g, 0) - 1
+        if n > 0:
+            self._user_held[g] = n
+            return
+        self._user_held.pop(g, None)
+        if g not in self._hook_held and not self._closed:
+            self._release(g, self._stream())
+
+    def _hook_acquire(self, g):
+        if self._closed:
+            raise ClosedError("ferry.torch: forward through a closed offload handle")
+        if not self._held(g):
+            self._acquire(g, self._stream())
+            self._hook_held.add(g)
+
+    def _hook_release(self, g):
+        if g in self._hook_held:
+            self._hook_held.discard(g)
+            if g not in self._user_held:
+                self._release(g, self._stream())
+
+    def _install_hooks(self, root_module):
+        for g in self._groups:
+            if g is self._root:
+                continue
+
+            def pre(module, args, g=g):
+                self._hook_acquire(g)
+
+            def post(module, args, output, g=g):
+                self._hook_release(g)
+
+            for m in g.modules:
+                self._hooks.append(m.register_forward_pre_hook(pre))
+            self._hooks.append(g.modules[-1].register_forward_hook(post))
+
+        def root_pre(module, args):
+            if self._closed:
+                raise ClosedError("ferry.torch: forward through a closed offload handle")
+            # A pass that raised left its groups held: let them go first.
+            for g in list(self._hook_held):
+                self._hook_release(g)
+            if self._root is not None:
+                self._hook_acquire(self._root)
+            if self._device.type == "cuda":
+                return _to_device(args, self._device)
+            return None
+
+        def root_post(module, args, output):
+            for g in list(self._hook_held):
+                self._hook_release(g)
+
+        self._hooks.append(root_module.register_forward_pre_hook(root_pre))
+        self._hooks.append(root_module.register_forward_hook(root_post))
+
+
+def _to_device(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, tuple):
+        return tuple(_to_device(v, device) for v in value)
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def offload(model, budget, blocks_per_group=1, mutable=None, **config):
+    """Streams model's parameters and buffers through a ferry runtime. Returns an
+    OffloadHandle; the model is then used as before.
+
+    budget: VRAM bytes ferry may hold: an int, "8GiB", "512MB", or "40%" (of the bytes
+    offloaded). blocks_per_group: consecutive blocks of each top-level ModuleList or
+    Sequential per group. mutable: qualified names (a module's name covers its tensors)
+    or a predicate ``f(name, tensor) -> bool`` of the tensors that may change in place
+    on the device; their updates persist. All others are immutable: never written back.
+    config: ferry.Runtime keywords (backend="sim", device=0, slots_per_class=2,
+    synchronous=False, name=..., sim_chaos=1, ...).
+
+    Errors leave the model as it was: FerryError subclasses (BudgetTooSmallError,
+    AlreadyOffloadedError, ...) with the library's message."""
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidArgumentError("ferry.torch.offload: model must be a torch.nn.Module")
+    if isinstance(blocks_per_group, bool) or not isinstance(blocks_per_group, int) \
+            or blocks_per_group < 1:
+        raise InvalidArgumentError(
+            f"ferry.torch.offload: blocks_per_group must be an int >= 1, not {blocks_per_group!r}"
+        )
+    owner = handle_of(model)
+    if owner is not None:
+        raise AlreadyOffloadedError(
+            f"ferry.torch.offload: {type(model).__name__} (or a tensor of it) is already "
+            f"offloaded by {owner!r}; call its close() first"
+        )
+
+    # --- which tensor goes to which group -----------------------------------------
+    entries = {}  # id(tensor) -> _Entry
+    owners = {}  # id(tensor) -> set of block-group indexes
+    groups = []
+    for prefix, blocks in _container_blocks(model):
+        for start in range(0, len(blocks), blocks_per_group):
+            chunk = blocks[start:start + blocks_per_group]
+            first, last = chunk[0][0], chunk[-1][0]
+            label = first if first == last else f"{first}-{last}"
+            name = f"{prefix}.{label}" if prefix else label
+            g = _GroupPlan(name, [m for _, m in chunk])
+            for block_name, block in chunk:
+                qual = f"{prefix}.{block_name}" if prefix else block_name
+                for tname, t, is_param in _own_tensors(block, qual):
+                    if t.numel() == 0:
+                        continue
+                    if id(t) not in entries:
+                        entries[id(t)] = _Entry(tname, t, is_param)
+                    owners.setdefault(id(t), set()).add(len(groups))
+            groups.append(g)
+    root = _GroupPlan(ROOT_GROUP, [])
+    for tname, t, is_param in _own_tensors(model, ""):
+        if t.numel() == 0:
+            continue
+        if id(t) not in entries:
+            entries[id(t)] = _Entry(tname, t, is_param)
+            owners[id(t)] = set()
+    for key, e in entries.items():
+        where = owners[key]
+        target = groups[next(iter(where))] if len(where) == 1 else root
+        target.entries.append(e)
+    for e in entries.values():
+        if e.tensor.is_sparse or e.tensor.device.type == "meta":
+            raise InvalidArgumentError(
+                f"ferry.torch.offload: {e.name} is {'sparse' if e.tensor.is_sparse else 'on meta'}"
+            )
+    for module_name, module in model.named_modules():
+        for attr, b in module._buffers.items():
+            if b is not None and id(b) in entries:
+                entries[id(b)].locations.append((module, attr))
+    groups = [g for g in groups if g.entries]
+    if root.entries:
+        groups.insert(0, root)
+    all_entries = [e for g in groups for e in g.entries]
+    if not all_entries:
+        raise InvalidArgumentError("ferry.torch.offload: the model has no tensors to offload")
+    for name in _resolve_mutable(mutable, all_entries):
+        next(e for e in all_entries if e.name == name).mutable = True
+    model_bytes = sum(e.nbytes for e in all_entries)
+    vram_budget = parse_budget(budget, model_bytes)
+
+    # --- runtime: define, plan (nothing of the model is touched before this works) ---
+    config.setdefault("name", type(model).__name__)
+    rt = _runtime.Runtime(vram_budget, **config)
+    try:
+        if rt.backend == Backend.CUDA:
+            device = torch.device("cuda", rt.device)
+        else:
+            device = torch.device("cpu")
+        for g in groups:
+            g.ferry = rt.define_group(g.name)
+            for e in g.entries:
+                dt = _dtype_of(e.tensor)
+                e.ferry = g.ferry.define_tensor(
+                    e.name, e.nbytes, dtype=dt,
+                    shape=e.shape if dt != DType.UNKNOWN else None, mutable=e.mutable,
+                )
+        rt.plan()
+    except BaseException:
+        rt.close()
+        raise
+
+    # --- load group by group, freeing the module's copy as we go -------------------
+    released = []
+    placeholders = {}
+    try:
+        for g in groups:
+            for e in g.entries:
+                src = e.tensor.detach()
+                if src.device.type != "cpu":
+                    src = src.cpu()
+                src = src.contiguous()
+                e.ferry.copy_in_address(src.data_ptr(), e.nbytes)
+                del src
+            for e in g.entries:
+                if e.dtype not in placeholders:
+                    placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
+                e.placeholder = placeholders[e.dtype]
+                e.point_at(e.placeholder)
+                released.append(e)
+        rt.seal()
+    except BaseException:
+        # Put back what was already released, from the host store (still writable and
+        # readable in PLANNED), then drop the runtime: the model is as it was.
+        for e in released:
+            out = torch.empty(e.shape, dtype=e.dtype)
+            ctypes.memmove(out.data_ptr(), e.ferry.host_ptr(), e.nbytes)
+            e.point_at(out)
+        rt.close()
+        raise
+
+    handle = OffloadHandle(model, rt, groups, all_entries, device)
+    for e in all_entries:
+        _owners[id(e.tensor)] = handle
+    model.__dict__["_ferry_handle"] = handle
+    handle._install_hooks(model)
+    return handle

@@ -1,0 +1,301 @@
+"""ferry.torch: an offloaded model gives the plain model's outputs, bit for bit."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import ferry  # noqa: E402
+import ferry.torch  # noqa: E402
+from conftest import BACKEND, PYTHON_DIR  # noqa: E402
+from models import TinyTransformer, WithAdapter, inputs, model_bytes  # noqa: E402
+
+PASSES = 4
+DEVICE = torch.device("cuda") if BACKEND == "cuda" else torch.device("cpu")
+
+
+def fresh(cls=TinyTransformer):
+    """(model to offload, plain reference copy on the compute device)."""
+    model = cls()
+    model.eval()
+    return model, copy.deepcopy(model).to(DEVICE)
+
+
+@torch.no_grad()
+def outputs(model, xs):
+    return [model(x.to(DEVICE)).cpu() for x in xs]
+
+
+def offload(model, budget="40%", **kw):
+    kw.setdefault("backend", BACKEND)
+    return ferry.torch.offload(model, budget=budget, **kw)
+
+
+def assert_restored(model, ref):
+    got, want = model.state_dict(), ref.state_dict()
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].device.type == "cpu", k
+        assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k].cpu()), k
+    for name, b in ref.named_buffers():
+        assert torch.equal(dict(model.named_buffers())[name], b.cpu()), name
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+    assert ferry.torch.handle_of(model) is None
+
+
+@pytest.mark.parametrize("chaos", [False, True], ids=["calm", "chaos"])
+def test_outputs_are_bitwise_identical_to_the_plain_model_over_several_passes(chaos):
+    if chaos and BACKEND != "sim":
+        pytest.skip("chaos is a sim setting")
+    model, ref = fresh()
+    xs = inputs()
+    want = outputs(ref, xs)
+    with offload(model, sim_chaos=int(chaos), sim_seed=7) as handle:
+        for _ in range(PASSES):
+            assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), want))
+        s = handle.stats()
+        assert s["bytes_d2h"] == 0 and s["writebacks"] == 0
+        assert s["passes"] == PASSES * len(xs)
+        assert s["vram_budget"] == int(0.4 * model_bytes(ref)) and s["slab_bytes"] <= s["vram_budget"]
+
+
+def test_stats_show_streaming_with_prefetch_and_no_misses_after_the_first_pass():
+    model, ref = fresh()
+    xs = inputs(n=1)
+    with offload(model) as handle:
+        outputs(model, xs)  # pass 1: the schedule is learned
+        first = handle.stats()
+        for _ in range(PASSES):
+            outputs(model, xs)
+        s = handle.stats()
+        groups = handle.groups()
+    streamed = [g for g in groups if not g["resident"]]
+    assert s["groups"] == len(groups) == 1 + 12 + 2  # root, 12 blocks, 2 refiner blocks
+    assert streamed and s["resident_groups"] == len(groups) - len(streamed)
+    assert s["acquires"] == s["releases"] == len(groups) * (PASSES + 1)
+    assert s["acquires"] == s["resident_hits"] + s["hits"] + s["misses"]
+    assert s["misses"] == first["misses"], "every acquire after the first pass is prefetched"
+    assert s["prefetches_issued"] > 0 and s["prefetches_used"] >= len(streamed) * PASSES - 1
+    assert s["bytes_d2h"] == 0
+    assert s["passes"] == PASSES + 1
+
+
+def test_close_restores_the_plain_model_exactly():
+    model, ref = fresh()
+    params = dict(model.named_parameters())
+    xs = inputs()
+    handle = offload(model)
+    outputs(model, xs)
+    handle.close()
+    handle.close()  # idempotent
+    assert_restored(model, ref)
+    assert all(params[k] is p for k, p in model.named_parameters()), "same Parameter objects"
+    assert model.blocks[3].proj.bias is model.blocks[7].fc2.bias, "sharing is kept"
+    assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), outputs(ref, xs)))
+
+
+def test_groups_split_each_top_level_container_by_blocks_per_group():
+    model, ref = fresh()
+    xs = inputs(n=2)
+    with offload(model, budget="75%", blocks_per_group=5) as handle:
+        names = [g["name"] for g in handle.groups()]
+        assert names == ["root", "blocks.0-4", "blocks.5-9", "blocks.10-11", "refiner.0-1"]
+        root = handle.groups()[0]
+        assert "blocks.3.proj.bias" in root["tensors"] and "embed.weight" in root["tensors"]
+        assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), outputs(ref, xs)))
+    assert_restored(model, ref)
+
+
+def test_between_passes_no_parameter_or_buffer_points_into_a_slot():
+    model, _ = fresh()
+    with offload(model):
+        outputs(model, inputs(n=1))
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            assert t.numel() == 0, name
+
+
+def test_slot_views_are_built_once_per_slot_not_per_call():
+    model, _ = fresh()
+    xs = inputs(n=1)
+    with offload(model) as handle:
+        built = []
+        make = handle._make_view
+        handle._make_view = lambda e, ptr: built.append(ptr) or make(e, ptr)
+        for _ in range(3):
+            outputs(model, xs)
+        after_three = len(built)
+        for _ in range(3):
+            outputs(model, xs)
+        assert len(built) == after_three
+        assert len(set(built)) == len(built)
+        for g, info in zip(handle._groups, handle.groups()):
+            assert len(g.views) <= (1 if info["resident"] else 2), g.name
+
+
+def test_a_mutable_parameter_updated_in_place_keeps_its_update_after_eviction():
+    model, ref = fresh(WithAdapter)
+    xs = inputs(n=2)
+    handle = offload(model, mutable=["blocks.5.adapter", "blocks.5.calls"])
+    info = {g["name"]: g for g in handle.groups()}["blocks.5"]
+    assert not info["resident"], "the test needs block 5 streamed, so it gets evicted"
+    for step in range(PASSES):
+        with handle.acquired(model.blocks[5]), torch.no_grad():
+            model.blocks[5].adapter.add_(0.25)
+        with torch.no_grad():
+            ref.blocks[5].adapter.add_(0.25)
+        assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), outputs(ref, xs))), step
+    s = handle.stats()
+    assert s["writebacks"] > 0
+    mutable_bytes = model_bytes(ref.blocks[5]) - model_bytes(TinyTransformer().blocks[5])
+    assert 0 < s["bytes_d2h"] <= s["writebacks"] * mutable_bytes, "only mutable bytes go back"
+    handle.close()
+    assert int(model.blocks[5].calls) == PASSES * len(xs)
+    assert torch.equal(model.blocks[5].adapter, ref.blocks[5].adapter.cpu())
+    assert_restored(model, ref)
+
+
+# --- errors leave the model usable ----------------------------------------------------------
+
+
+def test_a_budget_too_small_raises_budget_too_small_and_leaves_the_model_as_it_was():
+    model, ref = fresh()
+    largest_block = model_bytes(model.blocks[0])
+    with pytest.raises(ferry.BudgetTooSmallError) as info:
+        offload(model, budget=int(largest_block * 1.5))
+    assert "ferry_plan" in str(info.value) and "at least" in str(info.value)
+    assert_restored(model, ref)
+    with offload(model):  # and it can still be offloaded with a budget that fits
+        assert torch.equal(outputs(model, inputs(n=1))[0], outputs(ref, inputs(n=1))[0])
+
+
+def test_offloading_twice_raises_already_offloaded_and_the_first_handle_keeps_working():
+    model, ref = fresh()
+    xs = inputs(n=1)
+    with offload(model) as handle:
+        with pytest.raises(ferry.AlreadyOffloadedError) as info:
+            offload(model)
+        assert "already offloaded" in str(info.value)
+        with pytest.raises(ferry.AlreadyOffloadedError):
+            offload(model.blocks[2])
+        assert torch.equal(outputs(model, xs)[0], outputs(ref, xs)[0])
+        assert ferry.torch.handle_of(model) is handle
+    assert_restored(model, ref)
+
+
+def test_after_close_the_model_runs_plain_and_the_handle_raises_closed_error():
+    model, ref = fresh()
+    xs = inputs(n=1)
+    handle = offload(model)
+    handle.close()
+    assert torch.equal(outputs(model, xs)[0], outputs(ref, xs)[0])
+    for use in (handle.stats, handle.synchronize, lambda: handle.acquired(model).__enter__()):
+        with pytest.raises(ferry.ClosedError) as info:
+            use()
+        assert isinstance(info.value, ferry.FerryError) and "closed" in str(info.value)
+
+
+def test_a_forward_through_a_hook_of_a_closed_handle_raises_closed_error():
+    model, ref = fresh()
+    handle = offload(model)
+    kept = copy.copy(model.blocks[0]._forward_pre_hooks)  # e.g. a copy taken while offloaded
+    handle.close()
+    model.blocks[0]._forward_pre_hooks.update(kept)
+    with pytest.raises(ferry.ClosedError):
+        outputs(model, inputs(n=1))
+    model.blocks[0]._forward_pre_hooks.clear()
+    assert_restored(model, ref)
+
+
+def test_a_failure_while_loading_puts_every_tensor_back():
+    model, ref = fresh()
+    calls = []
+    original = ferry.Tensor.copy_in_address
+
+    def flaky(self, address, nbytes, offset=0):
+        calls.append(self.name)
+        if len(calls) == 40:
+            raise ferry.OutOfHostMemoryError("injected failure")
+        return original(self, address, nbytes, offset)
+
+    ferry.Tensor.copy_in_address = flaky
+    try:
+        with pytest.raises(ferry.OutOfHostMemoryError):
+            offload(model)
+    finally:
+        ferry.Tensor.copy_in_address = original
+    assert_restored(model, ref)
+
+
+def test_mutable_names_that_match_nothing_are_refused():
+    model, ref = fresh()
+    with pytest.raises(ferry.InvalidArgumentError, match="no.such"):
+        offload(model, mutable=["no.such"])
+    assert_restored(model, ref)
+
+
+def test_budget_spellings():
+    assert ferry.torch.parse_budget("40%", 1000) == 400
+    assert ferry.torch.parse_budget("1KiB", 1) == 1024
+    assert ferry.torch.parse_budget(5000, 1) == 5000
+    with pytest.raises(ferry.InvalidArgumentError):
+        ferry.torch.parse_budget("lots", 1)
+
+
+# --- host memory ---------------------------------------------------------------------------
+
+RSS_SCRIPT = r"""
+import gc, json, resource, sys
+import torch
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import ferry.torch
+from models import TinyTransformer, model_bytes, inputs
+
+def rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+model = TinyTransformer(vocab=1024, d=512, seq=16, n_blocks=16, n_refiner=2).eval()
+gc.collect()
+m = model_bytes(model)
+before, peak_before = rss(), peak()
+handle = ferry.torch.offload(model, budget="40%", backend=sys.argv[3])
+gc.collect()
+after = rss()
+with torch.no_grad():
+    for x in inputs(n=2, seq=16, vocab=1024):
+        model(x)
+gc.collect()
+after_pass = rss()
+s = handle.stats()
+print(json.dumps(dict(model_bytes=m, budget=s["vram_budget"], slab_bytes=s["slab_bytes"],
+    host_pinned_bytes=s["host_pinned_bytes"], rss_before=before, rss_after_offload=after,
+    rss_after_pass=after_pass, peak_growth=peak() - max(peak_before, before))))
+handle.close()
+"""
+
+
+def test_host_rss_growth_after_offload_stays_near_one_model():
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, str(PYTHON_DIR), tests_dir, BACKEND],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print("\nhost memory:", json.dumps(r, indent=1))
+    sim_vram = r["budget"] if BACKEND == "sim" else 0
+    limit = 1.15 * r["model_bytes"] + sim_vram
+    assert r["rss_after_offload"] - r["rss_before"] <= limit
+    assert r["rss_after_pass"] - r["rss_before"] <= limit
+    assert r["host_pinned_bytes"] <= 1.15 * r["model_bytes"]

@@ -1,0 +1,296 @@
+// The C boundary: validates handles, calls into ferry::Runtime, and turns every C++
+// exception into a status plus the thread's last-error message. Nothing throws past here.
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "error.hpp"
+#include "error_state.hpp"
+#include "ferry/ferry.h"
+#include "runtime.hpp"
+
+#define FERRY_STRINGIFY_(x) #x
+#define FERRY_STRINGIFY(x) FERRY_STRINGIFY_(x)
+
+namespace {
+
+constexpr std::uint64_t kRuntimeMagic = 0x79727265662d7274ULL;  // "rt-ferry"
+
+enum HandleKind : std::uint32_t { kGroupHandle = 1, kTensorHandle = 2 };
+
+std::uint64_t encode(std::uint32_t serial, HandleKind kind, std::uint32_t index) {
+    return (static_cast<std::uint64_t>(serial) << 32) | (static_cast<std::uint64_t>(kind) << 24) |
+           (index + 1);
+}
+
+}  // namespace
+
+struct ferry_runtime {
+    std::uint64_t magic = kRuntimeMagic;
+    ferry::Runtime impl;
+    explicit ferry_runtime(ferry::RuntimeOptions options) : impl(std::move(options)) {}
+};
+
+namespace {
+
+ferry::Runtime &runtime_of(ferry_runtime *runtime) {
+    ferry::expects(runtime != nullptr, FERRY_ERROR_INVALID_HANDLE, "runtime is NULL");
+    ferry::expects(runtime->magic == kRuntimeMagic, FERRY_ERROR_INVALID_HANDLE,
+                   "runtime is not a live ferry runtime");
+    return runtime->impl;
+}
+
+// Checks a handle's runtime, kind and range; returns its index.
+std::uint32_t index_of(ferry::Runtime &runtime, std::uint64_t id, HandleKind kind) {
+    const char *what = kind == kGroupHandle ? "group" : "tensor";
+    const auto serial = static_cast<std::uint32_t>(id >> 32);
+    const auto handle_kind = static_cast<std::uint32_t>((id >> 24) & 0xff);
+    const auto index_plus_one = static_cast<std::uint32_t>(id & 0xffffff);
+    ferry::expects(id != 0, FERRY_ERROR_INVALID_HANDLE, std::string(what) + " handle is zero");
+    if (serial != runtime.serial() && serial != 0 && serial <= ferry::last_runtime_serial() &&
+        handle_kind == kind) {
+        if (ferry::runtime_serial_live(serial)) {
+            throw ferry::Error(FERRY_ERROR_FOREIGN_HANDLE,
+                               std::string(what) + " handle belongs to another runtime");
+        }
+        throw ferry::Error(FERRY_ERROR_STALE_HANDLE,
+                           std::string(what) + " handle belongs to a destroyed runtime");
+    }
+    const std::uint32_t count =
+        kind == kGroupHandle ? runtime.group_count() : runtime.tensor_count();
+    ferry::expects(serial == runtime.serial() && handle_kind == kind && index_plus_one >= 1 &&
+                       index_plus_one <= count,
+                   FERRY_ERROR_INVALID_HANDLE,
+                   std::string(what) + " handle 0x" + [id] {
+                       char hex[17];
+                       std::snprintf(hex, sizeof hex, "%016llx",
+                                     static_cast<unsigned long long>(id));
+                       return std::string(hex);
+                   }() + " is not a " + what + " of this runtime");
+    return index_plus_one - 1;
+}
+
+// Runs body; maps exceptions to a status and "call: cause" as the last error.
+template <typename Body>
+ferry_status guarded(const char *call, Body &&body) noexcept {
+    try {
+        body();
+        ferry::clear_last_error();
+        return FERRY_OK;
+    } catch (const ferry::Error &error) {
+        ferry::set_last_error(std::string(call) + ": " + error.what());
+        return error.status();
+    } catch (const std::bad_alloc &) {
+        ferry::set_last_error(std::string(call) + ": out of host memory");
+        return FERRY_ERROR_OUT_OF_HOST_MEMORY;
+    } catch (const std::exception &error) {
+        ferry::set_last_error(std::string(call) + ": internal error: " + error.what());
+        return FERRY_ERROR_INTERNAL;
+    } catch (...) {
+        ferry::set_last_error(std::string(call) + ": internal error: unknown exception");
+        return FERRY_ERROR_INTERNAL;
+    }
+}
+
+void require_out(const void *out, const char *name) {
+    ferry::expects(out != nullptr, FERRY_ERROR_INVALID_ARGUMENT, std::string(name) + " is NULL");
+}
+
+}  // namespace
+
+ferry::Runtime &ferry_runtime_impl(ferry_runtime *runtime) { return runtime_of(runtime); }
+
+extern "C" {
+
+const char *ferry_version(void) {
+    return FERRY_STRINGIFY(FERRY_VERSION_MAJOR) "." FERRY_STRINGIFY(
+        FERRY_VERSION_MINOR) "." FERRY_STRINGIFY(FERRY_VERSION_PATCH);
+}
+
+uint32_t ferry_version_number(void) { return FERRY_VERSION_NUMBER; }
+
+const char *ferry_status_string(ferry_status status) {
+    switch (status) {
+        case FERRY_OK: return "ok";
+        case FERRY_ERROR_INVALID_ARGUMENT: return "invalid argument";
+        case FERRY_ERROR_INVALID_HANDLE: return "invalid handle";
+        case FERRY_ERROR_FOREIGN_HANDLE: return "handle of another runtime";
+        case FERRY_ERROR_STALE_HANDLE: return "handle of a destroyed runtime";
+        case FERRY_ERROR_WRONG_PHASE: return "call not valid in this phase";
+        case FERRY_ERROR_INVALID_SIZE: return "invalid size";
+        case FERRY_ERROR_SIZE_TOO_LARGE: return "size too large for the budget";
+        case FERRY_ERROR_BUDGET_TOO_SMALL: return "VRAM budget too small";
+        case FERRY_ERROR_DUPLICATE_NAME: return "duplicate name";
+        case FERRY_ERROR_NOT_ACQUIRED: return "group not acquired";
+        case FERRY_ERROR_NO_FREE_SLOT: return "no free slot in the size class";
+        case FERRY_ERROR_GROUP_BUSY: return "group with mutable tensors still acquired";
+        case FERRY_ERROR_EMPTY: return "nothing defined";
+        case FERRY_ERROR_OUT_OF_RANGE: return "offset or size out of range";
+        case FERRY_ERROR_OUT_OF_HOST_MEMORY: return "out of host memory";
+        case FERRY_ERROR_OUT_OF_DEVICE_MEMORY: return "out of device memory";
+        case FERRY_ERROR_BACKEND_UNAVAILABLE: return "backend unavailable";
+        case FERRY_ERROR_DEVICE: return "device error";
+        case FERRY_ERROR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+const char *ferry_last_error(void) { return ferry::last_error(); }
+
+void ferry_config_init(ferry_config *config) {
+    if (config == nullptr) return;
+    std::memset(config, 0, sizeof *config);
+    config->struct_size = sizeof *config;
+    config->backend = FERRY_BACKEND_AUTO;
+    config->device = 0;
+    config->vram_budget = 0;
+    config->slots_per_class = 2;
+    config->synchronous = 0;
+    config->name = "ferry";
+    config->sim_seed = 1;
+}
+
+ferry_status ferry_create(const ferry_config *config, ferry_runtime **out) {
+    return guarded("ferry_create", [&] {
+        require_out(config, "config");
+        require_out(out, "out");
+        *out = nullptr;
+        *out = new ferry_runtime(ferry::resolve_options(*config));
+    });
+}
+
+ferry_status ferry_destroy(ferry_runtime *runtime) {
+    if (runtime == nullptr) return FERRY_OK;
+    return guarded("ferry_destroy", [&] {
+        runtime_of(runtime);
+        runtime->magic = 0;
+        delete runtime;
+    });
+}
+
+ferry_status ferry_phase_get(ferry_runtime *runtime, ferry_phase *out) {
+    return guarded("ferry_phase_get", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        *out = rt.phase();
+    });
+}
+
+ferry_status ferry_group_define(ferry_runtime *runtime, const char *name, ferry_group *out) {
+    return guarded("ferry_group_define", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        const std::uint32_t index = rt.define_group(name);
+        out->id = encode(rt.serial(), kGroupHandle, index);
+    });
+}
+
+ferry_status ferry_tensor_define(ferry_runtime *runtime, ferry_group group, const char *name,
+                                 uint64_t bytes, ferry_dtype dtype, uint32_t ndim,
+                                 const int64_t *shape, uint32_t flags, ferry_tensor *out) {
+    return guarded("ferry_tensor_define", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        const std::uint32_t g = index_of(rt, group.id, kGroupHandle);
+        const std::uint32_t index = rt.define_tensor(g, name, bytes, dtype, ndim, shape, flags);
+        out->id = encode(rt.serial(), kTensorHandle, index);
+    });
+}
+
+ferry_status ferry_schedule_declare(ferry_runtime *runtime, const ferry_group *order,
+                                    size_t count) {
+    return guarded("ferry_schedule_declare", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        ferry::expects(order != nullptr || count == 0, FERRY_ERROR_INVALID_ARGUMENT,
+                       "order is NULL");
+        std::vector<std::uint32_t> groups;
+        groups.reserve(count);
+        for (size_t i = 0; i < count; ++i) {
+            groups.push_back(index_of(rt, order[i].id, kGroupHandle));
+        }
+        rt.declare_schedule(groups);
+    });
+}
+
+ferry_status ferry_plan(ferry_runtime *runtime) {
+    return guarded("ferry_plan", [&] { runtime_of(runtime).plan(); });
+}
+
+ferry_status ferry_tensor_host_ptr(ferry_runtime *runtime, ferry_tensor tensor, void **out) {
+    return guarded("ferry_tensor_host_ptr", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        *out = rt.tensor_host_ptr(index_of(rt, tensor.id, kTensorHandle));
+    });
+}
+
+ferry_status ferry_tensor_copy_in(ferry_runtime *runtime, ferry_tensor tensor, uint64_t offset,
+                                  const void *src, uint64_t bytes) {
+    return guarded("ferry_tensor_copy_in", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        rt.copy_in(index_of(rt, tensor.id, kTensorHandle), offset, src, bytes);
+    });
+}
+
+ferry_status ferry_seal(ferry_runtime *runtime) {
+    return guarded("ferry_seal", [&] { runtime_of(runtime).seal(); });
+}
+
+ferry_status ferry_acquire(ferry_runtime *runtime, ferry_group group, void *stream) {
+    return guarded("ferry_acquire", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        rt.acquire(index_of(rt, group.id, kGroupHandle), stream);
+    });
+}
+
+ferry_status ferry_release(ferry_runtime *runtime, ferry_group group, void *stream) {
+    return guarded("ferry_release", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        rt.release(index_of(rt, group.id, kGroupHandle), stream);
+    });
+}
+
+ferry_status ferry_tensor_device_ptr(ferry_runtime *runtime, ferry_tensor tensor, void **out) {
+    return guarded("ferry_tensor_device_ptr", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        *out = rt.tensor_device_ptr(index_of(rt, tensor.id, kTensorHandle));
+    });
+}
+
+ferry_status ferry_synchronize(ferry_runtime *runtime) {
+    return guarded("ferry_synchronize", [&] { runtime_of(runtime).synchronize(); });
+}
+
+ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out) {
+    return guarded("ferry_stats_get", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        ferry::expects(out->struct_size >= sizeof(size_t) + 2 * sizeof(uint32_t) &&
+                           out->struct_size <= (1u << 16),
+                       FERRY_ERROR_INVALID_ARGUMENT,
+                       "stats.struct_size is " + std::to_string(out->struct_size) +
+                           ": set it to sizeof(ferry_stats)");
+        const ferry_stats stats = rt.stats();
+        const size_t size = out->struct_size < sizeof stats ? out->struct_size : sizeof stats;
+        std::memcpy(out, &stats, size);
+        out->struct_size = size;
+    });
+}
+
+ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group, int32_t *resident,
+                              int32_t *size_class, uint64_t *image_bytes) {
+    return guarded("ferry_group_info", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        int is_resident = 0;
+        int klass = -1;
+        std::uint64_t bytes = 0;
+        rt.group_info(index_of(rt, group.id, kGroupHandle), &is_resident, &klass, &bytes);
+        if (resident != nullptr) *resident = is_resident;
+        if (size_class != nullptr) *size_class = klass;
+        if (image_bytes != nullptr) *image_bytes = bytes;
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,236 @@
+// The cuda backend: ferry::Device over the CUDA runtime API.
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "../kernels/cuda_check.hpp"
+#include "device.hpp"
+#include "error.hpp"
+
+namespace ferry {
+namespace {
+
+cudaStream_t to_cuda(Stream stream) { return static_cast<cudaStream_t>(stream); }
+cudaEvent_t to_cuda_event(Event event) { return static_cast<cudaEvent_t>(event); }
+
+std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
+
+// Pinned allocations are whole pages, so that parts of them can be mprotect()ed.
+std::size_t round_up_to_pages(std::size_t bytes) {
+    const std::size_t page = page_size();
+    return (bytes + page - 1) / page * page;
+}
+
+std::string memlock_limit() {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return "unknown";
+    if (limit.rlim_cur == RLIM_INFINITY) return "unlimited";
+    return std::to_string(limit.rlim_cur) + " bytes";
+}
+
+// Makes the backend's device current for one entry point, and restores the caller's
+// current device afterwards: ferry is called from any thread, including threads of a
+// framework that works on another device.
+class DeviceGuard {
+   public:
+    // Throws Error(FERRY_ERROR_DEVICE) when the device cannot be made current.
+    explicit DeviceGuard(int ordinal) : ordinal_(ordinal) {
+        FERRY_CUDA_TRY(cudaGetDevice(&previous_));
+        if (previous_ != ordinal_) FERRY_CUDA_TRY(cudaSetDevice(ordinal_));
+    }
+    // Best effort, for the noexcept entry points.
+    DeviceGuard(int ordinal, std::nothrow_t) noexcept : ordinal_(ordinal) {
+        if (cudaGetDevice(&previous_) != cudaSuccess || previous_ == ordinal_ ||
+            cudaSetDevice(ordinal_) != cudaSuccess) {
+            cudaGetLastError();
+            previous_ = ordinal_;
+        }
+    }
+    ~DeviceGuard() {
+        if (previous_ != ordinal_) cudaSetDevice(previous_);
+    }
+    DeviceGuard(const DeviceGuard &) = delete;
+    DeviceGuard &operator=(const DeviceGuard &) = delete;
+
+   private:
+    int ordinal_;
+    int previous_ = 0;
+};
+
+// A failure while freeing cannot be reported (those calls are noexcept); clear it so that
+// it does not surface in the next, unrelated call.
+void ignore_error(cudaError_t err) noexcept {
+    if (err != cudaSuccess) cudaGetLastError();
+}
+
+class CudaDevice final : public Device {
+   public:
+    CudaDevice(int ordinal, std::string name) : ordinal_(ordinal), name_(std::move(name)) {}
+
+    ferry_backend backend() const override { return FERRY_BACKEND_CUDA; }
+    std::string name() const override { return name_; }
+
+    void *reserve(std::size_t bytes) override {
+        expects(bytes > 0, FERRY_ERROR_INVALID_SIZE, "cuda reserve: zero bytes");
+        DeviceGuard guard(ordinal_);
+        void *ptr = nullptr;
+        const cudaError_t err = cudaMalloc(&ptr, bytes);
+        if (err == cudaSuccess) return ptr;
+        std::size_t free_bytes = 0, total_bytes = 0;
+        ignore_error(cudaMemGetInfo(&free_bytes, &total_bytes));
+        throw_cuda_error(err == cudaErrorMemoryAllocation ? FERRY_ERROR_OUT_OF_DEVICE_MEMORY
+                                                          : FERRY_ERROR_DEVICE,
+                         "cudaMalloc", err, __FILE__, __LINE__,
+                         ": " + std::to_string(bytes) + " bytes asked on device " +
+                             std::to_string(ordinal_) + " (" + name_ + "), " +
+                             std::to_string(free_bytes) + " of " +
+                             std::to_string(total_bytes) + " bytes free");
+    }
+
+    void unreserve(void *ptr) noexcept override {
+        if (ptr == nullptr) return;
+        DeviceGuard guard(ordinal_, std::nothrow);
+        ignore_error(cudaFree(ptr));
+    }
+
+    void *alloc_pinned(std::size_t bytes) override {
+        expects(bytes > 0, FERRY_ERROR_INVALID_SIZE, "cuda alloc_pinned: zero bytes");
+        const std::size_t length = round_up_to_pages(bytes);
+        expects(length >= bytes, FERRY_ERROR_SIZE_TOO_LARGE,
+                "cuda alloc_pinned: " + std::to_string(bytes) + " bytes overflow");
+        DeviceGuard guard(ordinal_);
+        // Plain mmap'd pages (not cudaHostAlloc), so that the host store may mprotect them.
+        void *ptr = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+        if (ptr == MAP_FAILED) {
+            throw Error(FERRY_ERROR_OUT_OF_HOST_MEMORY,
+                        "mmap of " + std::to_string(length) +
+                            " bytes for pinned host memory failed: " + std::strerror(errno));
+        }
+        const cudaError_t err = cudaHostRegister(ptr, length, cudaHostRegisterDefault);
+        if (err != cudaSuccess) {
+            munmap(ptr, length);
+            throw_cuda_error(FERRY_ERROR_OUT_OF_HOST_MEMORY, "cudaHostRegister", err, __FILE__,
+                             __LINE__,
+                             ": could not pin " + std::to_string(length) +
+                                 " bytes of host memory; RLIMIT_MEMLOCK is " +
+                                 memlock_limit() +
+                                 " (raise it with ulimit -l, or docker --ulimit memlock=-1)");
+        }
+        return ptr;
+    }
+
+    void free_pinned(void *ptr, std::size_t bytes) noexcept override {
+        if (ptr == nullptr) return;
+        {
+            DeviceGuard guard(ordinal_, std::nothrow);
+            ignore_error(cudaHostUnregister(ptr));
+        }
+        munmap(ptr, round_up_to_pages(bytes));
+    }
+
+    Stream create_stream() override {
+        DeviceGuard guard(ordinal_);
+        cudaStream_t stream = nullptr;
+        // Non-blocking: never serializes with the legacy default stream.
+        FERRY_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+        return stream;
+    }
+
+    void destroy_stream(Stream stream) noexcept override {
+        if (stream == nullptr) return;  // the legacy default stream is not ours
+        DeviceGuard guard(ordinal_, std::nothrow);
+        ignore_error(cudaStreamDestroy(to_cuda(stream)));
+    }
+
+    Event create_event() override {
+        DeviceGuard guard(ordinal_);
+        cudaEvent_t event = nullptr;
+        FERRY_CUDA_TRY(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+        return event;
+    }
+
+    void destroy_event(Event event) noexcept override {
+        if (event == nullptr) return;
+        DeviceGuard guard(ordinal_, std::nothrow);
+        ignore_error(cudaEventDestroy(to_cuda_event(event)));
+    }
+
+    void copy_h2d(void *dst, const void *src, std::size_t bytes, Stream stream) override {
+        DeviceGuard guard(ordinal_);
+        FERRY_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, to_cuda(stream)));
+    }
+
+    void copy_d2h(void *dst, const void *src, std::size_t bytes, Stream stream) override {
+        DeviceGuard guard(ordinal_);
+        FERRY_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, to_cuda(stream)));
+    }
+
+    void record(Event event, Stream stream) override {
+        DeviceGuard guard(ordinal_);
+        FERRY_CUDA_TRY(cudaEventRecord(to_cuda_event(event), to_cuda(stream)));
+    }
+
+    void stream_wait(Stream stream, Event event) override {
+        DeviceGuard guard(ordinal_);
+        FERRY_CUDA_TRY(cudaStreamWaitEvent(to_cuda(stream), to_cuda_event(event), 0));
+    }
+
+    void event_synchronize(Event event) override {
+        DeviceGuard guard(ordinal_);
+        FERRY_CUDA_TRY(cudaEventSynchronize(to_cuda_event(event)));
+    }
+
+    void stream_synchronize(Stream stream) override {
+        DeviceGuard guard(ordinal_);
+        FERRY_CUDA_TRY(cudaStreamSynchronize(to_cuda(stream)));
+    }
+
+    void device_synchronize() override {
+        DeviceGuard guard(ordinal_);
+        FERRY_CUDA_TRY(cudaDeviceSynchronize());
+    }
+
+    void launch_host(Stream stream, HostFn fn, void *user) override {
+        DeviceGuard guard(ordinal_);
+        FERRY_CUDA_TRY(cudaLaunchHostFunc(to_cuda(stream), fn, user));
+    }
+
+   private:
+    int ordinal_;
+    std::string name_;
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_cuda_device(int ordinal) {
+    int count = 0;
+    FERRY_CUDA_TRY_AS(FERRY_ERROR_BACKEND_UNAVAILABLE, cudaGetDeviceCount(&count));
+    expects(ordinal >= 0 && ordinal < count, FERRY_ERROR_BACKEND_UNAVAILABLE,
+            "no CUDA device " + std::to_string(ordinal) + ": " + std::to_string(count) +
+                " visible (check CUDA_VISIBLE_DEVICES)");
+    // Creates the device's primary context now, so that a device in a prohibited or
+    // exclusive compute mode is reported here rather than at the first copy.
+    FERRY_CUDA_TRY_AS(FERRY_ERROR_BACKEND_UNAVAILABLE, cudaInitDevice(ordinal, 0, 0));
+    cudaDeviceProp properties{};
+    FERRY_CUDA_TRY_AS(FERRY_ERROR_BACKEND_UNAVAILABLE,
+                      cudaGetDeviceProperties(&properties, ordinal));
+    return std::make_unique<CudaDevice>(ordinal, properties.name);
+}
+
+bool cuda_device_available() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return count > 0;
+}
+
+}  // namespace ferry

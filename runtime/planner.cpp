@@ -1,0 +1,277 @@
+// The planner (DESIGN.md, "planner" and "size class").
+//
+// Cost model: resident groups take their bytes; streamed groups share size classes, each
+// class taking slots_per_class slots of its largest group. The objective is the fewest
+// bytes streamed per pass (bytes * uses, summed over streamed groups).
+//
+// Residency: one class minimises the streaming reserve for a given streamed set, so the
+// optimum is found by trying each group size m as the largest streamed size. Groups
+// bigger than m must be resident; a 0/1 knapsack (weight = bytes, value = bytes * uses)
+// picks which of the others are resident too, in the capacity the reserve leaves. Groups
+// are sorted by size, so the candidates of every threshold are a prefix of that order and
+// one knapsack table, filled item by item, answers all thresholds: O(groups * buckets).
+#include "planner.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "error.hpp"
+
+namespace ferry {
+namespace {
+
+constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+// Knapsack capacities 0..kBuckets-1, in units of a quantum chosen per plan.
+constexpr std::uint64_t kBuckets = 65536;
+
+// a * b and a + b, saturating: only ever compared against a budget.
+std::uint64_t mul_sat(std::uint64_t a, std::uint64_t b) {
+    return (b != 0 && a > kMax / b) ? kMax : a * b;
+}
+std::uint64_t add_sat(std::uint64_t a, std::uint64_t b) { return a > kMax - b ? kMax : a + b; }
+
+std::string bytes_str(std::uint64_t n) { return std::to_string(n) + " bytes"; }
+
+// Validates the input and returns the uses of every group (empty uses_per_pass means 1).
+// Also guarantees that the sum of bytes * uses, hence of bytes, fits in 64 bits.
+std::vector<std::uint64_t> validated_uses(const PlanInput &in) {
+    const std::size_t n = in.group_bytes.size();
+    expects(in.slots_per_class >= 2, FERRY_ERROR_INVALID_ARGUMENT,
+            "slots_per_class is " + std::to_string(in.slots_per_class) +
+                ": it must be at least 2, so that one slot is filled while another is used");
+    expects(n > 0, FERRY_ERROR_INVALID_ARGUMENT, "cannot plan a model with no groups");
+    expects(in.uses_per_pass.empty() || in.uses_per_pass.size() == n,
+            FERRY_ERROR_INVALID_ARGUMENT,
+            "uses_per_pass has " + std::to_string(in.uses_per_pass.size()) +
+                " entries for " + std::to_string(n) + " groups (leave it empty for 1 each)");
+    std::vector<std::uint64_t> uses =
+        in.uses_per_pass.empty() ? std::vector<std::uint64_t>(n, 1) : in.uses_per_pass;
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::string group = "group " + std::to_string(i);
+        expects(in.group_bytes[i] > 0, FERRY_ERROR_INVALID_ARGUMENT, group + " has 0 bytes");
+        expects(uses[i] > 0, FERRY_ERROR_INVALID_ARGUMENT,
+                group + " has 0 uses per pass: every group is acquired at least once");
+        const std::uint64_t value = mul_sat(in.group_bytes[i], uses[i]);
+        expects(value != kMax && add_sat(total, value) != kMax, FERRY_ERROR_INVALID_ARGUMENT,
+                "the bytes streamed per pass would overflow 64 bits at " + group);
+        total += value;
+    }
+    return uses;
+}
+
+// The smallest footprint of any plan, and what it is made of.
+struct Minimum {
+    std::uint64_t bytes;     // the smallest budget that holds some plan
+    std::uint64_t slot;      // the largest streamed group there; 0 when all are resident
+    std::uint64_t resident;  // bytes resident there
+};
+
+Minimum find_minimum(const std::vector<std::uint64_t> &group_bytes, std::uint64_t slots) {
+    std::vector<std::uint64_t> sizes = group_bytes;
+    std::sort(sizes.begin(), sizes.end(), std::greater<>());
+    const std::uint64_t total = std::accumulate(sizes.begin(), sizes.end(), std::uint64_t{0});
+    Minimum best{total, 0, total};
+    std::uint64_t bigger = 0;  // bytes of the groups before i: all bigger than sizes[i]
+    for (std::size_t i = 0; i < sizes.size(); bigger += sizes[i], ++i) {
+        if (i > 0 && sizes[i] == sizes[i - 1]) continue;
+        const std::uint64_t cost = add_sat(mul_sat(slots, sizes[i]), bigger);
+        if (cost < best.bytes) best = {cost, sizes[i], bigger};
+    }
+    return best;
+}
+
+// How good a resident set is; smaller is better.
+struct Score {
+    std::uint64_t streamed_per_pass;
+    std::uint64_t resident_bytes;
+    std::size_t streamed_groups;
+
+    bool operator<(const Score &o) const {
+        if (streamed_per_pass != o.streamed_per_pass)
+            return streamed_per_pass < o.streamed_per_pass;
+        if (resident_bytes != o.resident_bytes) return resident_bytes > o.resident_bytes;
+        return streamed_groups < o.streamed_groups;
+    }
+};
+
+// The best resident set for the budget (see the top of the file). Requires
+// budget >= minimum_budget().
+std::vector<bool> choose_resident(const std::vector<std::uint64_t> &bytes,
+                                  const std::vector<std::uint64_t> &uses,
+                                  std::uint64_t budget, std::uint64_t slots) {
+    const std::size_t n = bytes.size();
+    const std::uint64_t total = std::accumulate(bytes.begin(), bytes.end(), std::uint64_t{0});
+    if (total <= budget) return std::vector<bool>(n, true);
+
+    std::vector<std::size_t> by_size(n);  // ascending size
+    std::iota(by_size.begin(), by_size.end(), 0);
+    std::stable_sort(by_size.begin(), by_size.end(),
+                     [&](std::size_t a, std::size_t b) { return bytes[a] < bytes[b]; });
+
+    // Thresholds that leave a non-negative knapsack capacity: candidates are the groups
+    // by_size[0, end), the largest of which is the largest streamed size m.
+    struct Threshold {
+        std::size_t end;
+        std::uint64_t capacity;
+    };
+    std::vector<Threshold> thresholds;
+    std::uint64_t prefix = 0;
+    for (std::size_t k = 0; k < n; ++k) {
+        const std::uint64_t m = bytes[by_size[k]];
+        prefix += m;
+        if (k + 1 < n && bytes[by_size[k + 1]] == m) continue;
+        const std::uint64_t reserve = add_sat(mul_sat(slots, m), total - prefix);
+        if (reserve <= budget) thresholds.push_back({k + 1, budget - reserve});
+    }
+
+    // Quantum: a multiple of the sizes' gcd (exact when capacity / gcd fits the table),
+    // big enough that the largest capacity fits kBuckets entries. Weights round up, so a
+    // set that fits the table fits the budget.
+    std::uint64_t max_capacity = 0;
+    for (const Threshold &t : thresholds) max_capacity = std::max(max_capacity, t.capacity);
+    std::uint64_t gcd = 0;
+    for (std::uint64_t b : bytes) gcd = std::gcd(gcd, b);
+    const std::uint64_t min_quantum =
+        max_capacity / (kBuckets - 1) + (max_capacity % (kBuckets - 1) != 0);
+    const std::uint64_t quantum = min_quantum <= gcd ? gcd : (min_quantum + gcd - 1) / gcd * gcd;
+    const std::size_t width = max_capacity / quantum + 1;
+
+    // best[c]: the most value resident within c quanta using the items seen so far;
+    // take[k * width + c]: whether item k is in that set right after it was seen.
+    std::vector<std::uint64_t> best(width, 0);
+    std::vector<bool> take(n * width, false);
+    std::vector<std::uint64_t> weight(n);
+    for (std::size_t k = 0; k < n; ++k) {
+        const std::uint64_t b = bytes[by_size[k]];
+        weight[k] = b / quantum + (b % quantum != 0);
+        const std::uint64_t value = b * uses[by_size[k]];
+        for (std::size_t c = width; c-- > weight[k];) {
+            if (best[c - weight[k]] + value > best[c]) {
+                best[c] = best[c - weight[k]] + value;
+                take[k * width + c] = true;
+            }
+        }
+    }
+
+    // Leftover groups are offered the exact remaining bytes, most uses first.
+    std::vector<std::size_t> by_uses(n);
+    std::iota(by_uses.begin(), by_uses.end(), 0);
+    std::stable_sort(by_uses.begin(), by_uses.end(), [&](std::size_t a, std::size_t b) {
+        return uses[a] != uses[b] ? uses[a] > uses[b] : bytes[a] > bytes[b];
+    });
+
+    std::vector<bool> chosen;
+    Score chosen_score{};
+    for (const Threshold &t : thresholds) {
+        std::vector<bool> resident(n, false);
+        for (std::size_t k = t.end; k < n; ++k) resident[by_size[k]] = true;
+        std::uint64_t left = t.capacity;
+        std::size_t c = t.capacity / quantum;
+        for (std::size_t k = t.end; k-- > 0;) {
+            if (!take[k * width + c]) continue;
+            resident[by_size[k]] = true;
+            left -= bytes[by_size[k]];
+            c -= weight[k];
+        }
+        const std::uint64_t m = bytes[by_size[t.end - 1]];
+        for (std::size_t i : by_uses) {
+            if (!resident[i] && bytes[i] <= m && bytes[i] <= left) {
+                resident[i] = true;
+                left -= bytes[i];
+            }
+        }
+        Score score{0, 0, 0};
+        for (std::size_t i = 0; i < n; ++i) {
+            if (resident[i]) {
+                score.resident_bytes += bytes[i];
+            } else {
+                score.streamed_per_pass += bytes[i] * uses[i];
+                ++score.streamed_groups;
+            }
+        }
+        if (chosen.empty() || score < chosen_score) {
+            chosen = std::move(resident);
+            chosen_score = score;
+        }
+    }
+    return chosen;
+}
+
+// Fills the plan for a resident set that fits the budget with one size class, then
+// splits the streamed groups into more classes if that fits too.
+Plan lay_out(const PlanInput &in, const std::vector<std::uint64_t> &uses,
+             std::vector<bool> resident) {
+    const std::vector<std::uint64_t> &bytes = in.group_bytes;
+    const std::size_t n = bytes.size();
+    Plan plan;
+    plan.resident = std::move(resident);
+    plan.size_class.assign(n, -1);
+    std::vector<std::size_t> streamed;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (plan.resident[i]) {
+            plan.resident_bytes += bytes[i];
+        } else {
+            streamed.push_back(i);
+            plan.streamed_bytes_per_pass += bytes[i] * uses[i];
+        }
+    }
+    if (streamed.empty()) return plan;
+    std::stable_sort(streamed.begin(), streamed.end(),
+                     [&](std::size_t a, std::size_t b) { return bytes[a] > bytes[b]; });
+
+    // A new class starts at a group under half the current class's slot size.
+    std::vector<std::uint64_t> slots;
+    std::vector<int> split(n, -1);
+    for (std::size_t i : streamed) {
+        if (slots.empty() || bytes[i] < slots.back() - slots.back() / 2)  // b < slot / 2
+            slots.push_back(bytes[i]);
+        split[i] = static_cast<int>(slots.size()) - 1;
+    }
+    const std::uint64_t split_slot_bytes =
+        std::accumulate(slots.begin(), slots.end(), std::uint64_t{0});
+    if (add_sat(plan.resident_bytes, mul_sat(in.slots_per_class, split_slot_bytes)) <=
+        in.budget) {
+        plan.class_slot_bytes = slots;
+        plan.size_class = split;
+    } else {
+        plan.class_slot_bytes = {bytes[streamed.front()]};
+        for (std::size_t i : streamed) plan.size_class[i] = 0;
+    }
+    for (std::uint64_t s : plan.class_slot_bytes) plan.streaming_bytes += in.slots_per_class * s;
+    return plan;
+}
+
+}  // namespace
+
+std::uint64_t minimum_budget(const PlanInput &input) {
+    validated_uses(input);
+    return find_minimum(input.group_bytes, input.slots_per_class).bytes;
+}
+
+Plan make_plan(const PlanInput &input) {
+    const std::vector<std::uint64_t> uses = validated_uses(input);
+    const Minimum min = find_minimum(input.group_bytes, input.slots_per_class);
+    if (input.budget < min.bytes) {
+        const std::string why =
+            min.slot == 0
+                ? "all " + std::to_string(input.group_bytes.size()) +
+                      " groups resident, since streaming any of them needs more for its "
+                      "slots"
+                : "slots_per_class " + std::to_string(input.slots_per_class) +
+                      " x largest streamed group " + bytes_str(min.slot) + ", plus " +
+                      bytes_str(min.resident) + " resident";
+        throw Error(FERRY_ERROR_BUDGET_TOO_SMALL,
+                    "budget of " + bytes_str(input.budget) +
+                        " is too small: this model needs at least " + bytes_str(min.bytes) +
+                        " (" + why + ")");
+    }
+    return lay_out(input, uses,
+                   choose_resident(input.group_bytes, uses, input.budget,
+                                   input.slots_per_class));
+}
+
+}  // namespace ferry

@@ -1,0 +1,486 @@
+#include "runtime.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <unordered_set>
+
+#include "error.hpp"
+
+namespace ferry {
+namespace {
+
+std::mutex g_serials_mutex;
+std::unordered_set<std::uint32_t> g_live_serials;
+std::atomic<std::uint32_t> g_last_serial{0};
+
+std::uint32_t register_serial() {
+    const std::uint32_t serial = ++g_last_serial;
+    std::lock_guard<std::mutex> lock(g_serials_mutex);
+    g_live_serials.insert(serial);
+    return serial;
+}
+
+void unregister_serial(std::uint32_t serial) {
+    std::lock_guard<std::mutex> lock(g_serials_mutex);
+    g_live_serials.erase(serial);
+}
+
+std::uint64_t align_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
+
+const char *phase_name(ferry_phase phase) {
+    switch (phase) {
+        case FERRY_PHASE_DEFINE: return "DEFINE";
+        case FERRY_PHASE_PLANNED: return "PLANNED";
+        case FERRY_PHASE_SEALED: return "SEALED";
+    }
+    return "?";
+}
+
+std::uint64_t dtype_bytes(ferry_dtype dtype) {
+    switch (dtype) {
+        case FERRY_DTYPE_U8:
+        case FERRY_DTYPE_I8:
+        case FERRY_DTYPE_BOOL: return 1;
+        case FERRY_DTYPE_I16:
+        case FERRY_DTYPE_F16:
+        case FERRY_DTYPE_BF16: return 2;
+        case FERRY_DTYPE_I32:
+        case FERRY_DTYPE_F32: return 4;
+        case FERRY_DTYPE_I64:
+        case FERRY_DTYPE_F64: return 8;
+        case FERRY_DTYPE_UNKNOWN: return 0;
+    }
+    return 0;
+}
+
+void check_name(const char *name, const char *what) {
+    expects(name != nullptr, FERRY_ERROR_INVALID_ARGUMENT, std::string(what) + " name is NULL");
+    const std::size_t length = std::strlen(name);
+    expects(length > 0 && length <= kMaxNameBytes, FERRY_ERROR_INVALID_ARGUMENT,
+            std::string(what) + " name must be 1.." + std::to_string(kMaxNameBytes) +
+                " bytes, got " + std::to_string(length));
+}
+
+// Environment overrides. A set but malformed variable is an error, never ignored.
+double env_double(const char *variable, double fallback, double min, double max) {
+    const char *text = std::getenv(variable);
+    if (text == nullptr || *text == '\0') return fallback;
+    char *end = nullptr;
+    const double value = std::strtod(text, &end);
+    expects(end != text && *end == '\0' && std::isfinite(value) && value >= min && value <= max,
+            FERRY_ERROR_INVALID_ARGUMENT,
+            std::string("environment variable ") + variable + "='" + text +
+                "' is not a number in [" + std::to_string(min) + ", " + std::to_string(max) +
+                "]");
+    return value;
+}
+
+void check_sim_value(double value, const char *field, double max) {
+    expects(std::isfinite(value) && value >= 0.0 && value <= max, FERRY_ERROR_INVALID_ARGUMENT,
+            std::string("config.") + field + " must be in [0, " + std::to_string(max) +
+                "], got " + std::to_string(value));
+}
+
+}  // namespace
+
+bool runtime_serial_live(std::uint32_t serial) {
+    std::lock_guard<std::mutex> lock(g_serials_mutex);
+    return g_live_serials.count(serial) != 0;
+}
+
+std::uint32_t last_runtime_serial() { return g_last_serial.load(); }
+
+RuntimeOptions resolve_options(const ferry_config &caller) {
+    // An older caller's struct is shorter: read what it has over our defaults.
+    constexpr std::size_t kMinimum = offsetof(ferry_config, vram_budget) + sizeof(uint64_t);
+    expects(caller.struct_size >= kMinimum && caller.struct_size <= (1u << 16),
+            FERRY_ERROR_INVALID_ARGUMENT,
+            "config.struct_size is " + std::to_string(caller.struct_size) +
+                ": call ferry_config_init() first");
+    ferry_config config;
+    ferry_config_init(&config);
+    std::memcpy(&config, &caller, std::min(caller.struct_size, sizeof(config)));
+
+    RuntimeOptions options;
+    expects(config.backend == FERRY_BACKEND_AUTO || config.backend == FERRY_BACKEND_CUDA ||
+                config.backend == FERRY_BACKEND_SIM,
+            FERRY_ERROR_INVALID_ARGUMENT,
+            "config.backend " + std::to_string(config.backend) + " is not a ferry_backend");
+    options.backend = config.backend;
+    if (const char *env = std::getenv("FERRY_BACKEND"); env != nullptr && *env != '\0') {
+        const std::string value = env;
+        if (value == "auto") options.backend = FERRY_BACKEND_AUTO;
+        else if (value == "cuda") options.backend = FERRY_BACKEND_CUDA;
+        else if (value == "sim") options.backend = FERRY_BACKEND_SIM;
+        else
+            throw Error(FERRY_ERROR_INVALID_ARGUMENT,
+                        "environment variable FERRY_BACKEND='" + value +
+                            "' is not auto, cuda or sim");
+    }
+    expects(config.device >= 0, FERRY_ERROR_INVALID_ARGUMENT,
+            "config.device must be >= 0, got " + std::to_string(config.device));
+    options.device = config.device;
+    expects(config.vram_budget > 0, FERRY_ERROR_INVALID_ARGUMENT,
+            "config.vram_budget is 0: give the VRAM bytes ferry may hold");
+    options.vram_budget = config.vram_budget;
+    expects(config.slots_per_class >= 2 && config.slots_per_class <= 64,
+            FERRY_ERROR_INVALID_ARGUMENT,
+            "config.slots_per_class must be 2..64 (prefetch depth + 1), got " +
+                std::to_string(config.slots_per_class));
+    options.slots_per_class = config.slots_per_class;
+    options.synchronous = config.synchronous != 0;
+    if (config.name != nullptr) {
+        check_name(config.name, "runtime");
+        options.name = config.name;
+    }
+    check_sim_value(config.sim_h2d_gbps, "sim_h2d_gbps", 1e6);
+    check_sim_value(config.sim_d2h_gbps, "sim_d2h_gbps", 1e6);
+    check_sim_value(config.sim_latency_us, "sim_latency_us", 1e6);
+    options.sim.h2d_gbps = env_double("FERRY_SIM_H2D_GBPS", config.sim_h2d_gbps, 0, 1e6);
+    options.sim.d2h_gbps = env_double("FERRY_SIM_D2H_GBPS", config.sim_d2h_gbps, 0, 1e6);
+    options.sim.latency_us = env_double("FERRY_SIM_LATENCY_US", config.sim_latency_us, 0, 1e6);
+    options.sim.chaos = env_double("FERRY_SIM_CHAOS", config.sim_chaos != 0 ? 1 : 0, 0, 1) != 0;
+    options.sim.seed = static_cast<std::uint64_t>(
+        env_double("FERRY_SIM_SEED", static_cast<double>(config.sim_seed), 0, 9.0e15));
+    return options;
+}
+
+Runtime::Runtime(RuntimeOptions options)
+    : serial_(register_serial()), options_(std::move(options)) {
+    try {
+        ferry_backend backend = options_.backend;
+        if (backend == FERRY_BACKEND_AUTO) {
+            backend = cuda_device_available() ? FERRY_BACKEND_CUDA : FERRY_BACKEND_SIM;
+        }
+        device_ = backend == FERRY_BACKEND_CUDA ? make_cuda_device(options_.device)
+                                                : make_sim_device(options_.sim);
+    } catch (...) {
+        unregister_serial(serial_);
+        throw;
+    }
+    stats_.backend = device_->backend();
+    stats_.vram_budget = options_.vram_budget;
+}
+
+Runtime::~Runtime() {
+    // Everything in flight, the callers' streams included, then the last writebacks.
+    try {
+        device_->device_synchronize();
+        if (phase_ == FERRY_PHASE_SEALED) {
+            for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+                if (state_[g].dirty && state_[g].slot >= 0) write_back(g, copy_stream_);
+            }
+            device_->stream_synchronize(copy_stream_);
+        }
+    } catch (...) {
+        // Destruction must finish; the error was the device's and nothing can retry it.
+    }
+    release_plan_resources();
+    unregister_serial(serial_);
+}
+
+void Runtime::release_plan_resources() noexcept {
+    for (SlotState &slot : slots_) {
+        device_->destroy_event(slot.ready);
+        device_->destroy_event(slot.released);
+    }
+    slots_.clear();
+    for (GroupState &state : state_) {
+        if (state.host_current != nullptr) device_->destroy_event(state.host_current);
+    }
+    state_.clear();
+    class_slots_.clear();
+    if (copy_stream_ != nullptr) device_->destroy_stream(copy_stream_);
+    copy_stream_ = nullptr;
+    slab_.reset();
+    host_.reset();
+}
+
+ferry_phase Runtime::phase() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return phase_;
+}
+
+void Runtime::require_phase(ferry_phase phase, const char *what) const {
+    expects(phase_ == phase, FERRY_ERROR_WRONG_PHASE,
+            std::string(what) + " needs phase " + phase_name(phase) + ", runtime '" +
+                options_.name + "' is in phase " + phase_name(phase_));
+}
+
+std::uint32_t Runtime::group_count() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return static_cast<std::uint32_t>(groups_.size());
+}
+
+std::uint32_t Runtime::tensor_count() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return static_cast<std::uint32_t>(tensors_.size());
+}
+
+std::string Runtime::group_name(std::uint32_t group) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return groups_.at(group).name;
+}
+
+std::string Runtime::describe_group(std::uint32_t group) const {
+    return "group '" + groups_[group].name + "'";
+}
+
+std::uint32_t Runtime::define_group(const char *name) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    require_phase(FERRY_PHASE_DEFINE, "defining a group");
+    check_name(name, "group");
+    for (const GroupDef &group : groups_) {
+        expects(group.name != name, FERRY_ERROR_DUPLICATE_NAME,
+                "group '" + std::string(name) + "' is already defined");
+    }
+    expects(groups_.size() < (1u << 24) - 1, FERRY_ERROR_INVALID_ARGUMENT, "too many groups");
+    groups_.push_back(GroupDef{name, {}, 0, false, 0, 0, 0});
+    return static_cast<std::uint32_t>(groups_.size() - 1);
+}
+
+std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std::uint64_t bytes,
+                                     ferry_dtype dtype, std::uint32_t ndim,
+                                     const std::int64_t *shape, std::uint32_t flags) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    require_phase(FERRY_PHASE_DEFINE, "defining a tensor");
+    GroupDef &owner = groups_[group];
+    check_name(name, "tensor");
+    const std::string where = describe_group(group) + ", tensor '" + name + "'";
+    for (std::uint32_t t : owner.tensors) {
+        expects(tensors_[t].name != name, FERRY_ERROR_DUPLICATE_NAME,
+                where + " is already defined in that group");
+    }
+    expects((flags & ~FERRY_TENSOR_MUTABLE) == 0, FERRY_ERROR_INVALID_ARGUMENT,
+            where + ": unknown flags 0x" + std::to_string(flags));
+    expects(dtype >= FERRY_DTYPE_UNKNOWN && dtype <= FERRY_DTYPE_BOOL,
+            FERRY_ERROR_INVALID_ARGUMENT,
+            where + ": dtype " + std::to_string(dtype) + " is not a ferry_dtype");
+    expects(ndim <= FERRY_MAX_DIMS, FERRY_ERROR_INVALID_ARGUMENT,
+            where + ": ndim " + std::to_string(ndim) + " exceeds FERRY_MAX_DIMS (" +
+                std::to_string(FERRY_MAX_DIMS) + ")");
+    expects(ndim == 0 || shape != nullptr, FERRY_ERROR_INVALID_ARGUMENT,
+            where + ": shape is NULL but ndim is " + std::to_string(ndim));
+    expects(bytes > 0, FERRY_ERROR_INVALID_SIZE, where + ": bytes is 0");
+    const std::uint64_t budget = options_.vram_budget;
+    expects(bytes <= budget, FERRY_ERROR_SIZE_TOO_LARGE,
+            where + ": " + std::to_string(bytes) + " bytes can never fit the VRAM budget of " +
+                std::to_string(budget) + " bytes");
+    expects(owner.defined_bytes + bytes <= budget, FERRY_ERROR_SIZE_TOO_LARGE,
+            where + ": the group would grow to " + std::to_string(owner.defined_bytes + bytes) +
+                " bytes, more than the VRAM budget of " + std::to_string(budget) + " bytes");
+
+    std::vector<std::int64_t> dims(shape, shape + ndim);
+    std::uint64_t elements = 1;
+    for (std::int64_t d : dims) {
+        expects(d >= 0, FERRY_ERROR_INVALID_SIZE,
+                where + ": negative dimension " + std::to_string(d));
+        elements *= static_cast<std::uint64_t>(d);
+    }
+    if (dtype != FERRY_DTYPE_UNKNOWN) {
+        expects(elements * dtype_bytes(dtype) == bytes, FERRY_ERROR_INVALID_SIZE,
+                where + ": shape holds " + std::to_string(elements) + " elements of " +
+                    std::to_string(dtype_bytes(dtype)) + " bytes, which is not " +
+                    std::to_string(bytes) + " bytes");
+    }
+
+    expects(tensors_.size() < (1u << 24) - 1, FERRY_ERROR_INVALID_ARGUMENT, "too many tensors");
+    const bool is_mutable = (flags & FERRY_TENSOR_MUTABLE) != 0;
+    tensors_.push_back(TensorDef{name, group, bytes, dtype, std::move(dims), is_mutable, 0});
+    const auto index = static_cast<std::uint32_t>(tensors_.size() - 1);
+    owner.tensors.push_back(index);
+    owner.defined_bytes += bytes;
+    owner.has_mutable = owner.has_mutable || is_mutable;
+    stats_.model_bytes += bytes;
+    return index;
+}
+
+void Runtime::declare_schedule(const std::vector<std::uint32_t> &order) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    expects(phase_ != FERRY_PHASE_SEALED, FERRY_ERROR_WRONG_PHASE,
+            "declaring a schedule needs phase DEFINE or PLANNED, runtime '" + options_.name +
+                "' is SEALED");
+    expects(!order.empty(), FERRY_ERROR_INVALID_ARGUMENT, "the schedule is empty");
+    declared_schedule_ = order;
+}
+
+void Runtime::lay_out_images() {
+    const std::uint64_t page = HostStore::page_size();
+    std::uint64_t host_offset = 0;
+    for (GroupDef &group : groups_) {
+        std::uint64_t end = 0;
+        for (bool mutable_pass : {false, true}) {
+            if (mutable_pass && group.has_mutable) end = align_up(end, page);
+            if (mutable_pass) group.mutable_offset = end;
+            for (std::uint32_t t : group.tensors) {
+                TensorDef &tensor = tensors_[t];
+                if (tensor.is_mutable != mutable_pass) continue;
+                tensor.offset = align_up(end, kImageAlignment);
+                end = tensor.offset + tensor.bytes;
+            }
+        }
+        group.image_bytes = align_up(end, kImageAlignment);
+        if (!group.has_mutable) group.mutable_offset = group.image_bytes;
+        group.host_offset = host_offset;
+        host_offset += align_up(group.image_bytes, page);
+    }
+}
+
+std::vector<std::uint64_t> Runtime::uses_per_pass() const {
+    std::vector<std::uint64_t> uses(groups_.size(), declared_schedule_.empty() ? 1 : 0);
+    for (std::uint32_t g : declared_schedule_) ++uses[g];
+    for (std::uint64_t &u : uses) u = std::max<std::uint64_t>(u, 1);  // not in it: once
+    return uses;
+}
+
+void Runtime::plan() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    require_phase(FERRY_PHASE_DEFINE, "planning");
+    expects(!groups_.empty(), FERRY_ERROR_EMPTY, "no groups are defined");
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+        expects(!groups_[g].tensors.empty(), FERRY_ERROR_EMPTY,
+                describe_group(g) + " has no tensors");
+    }
+    lay_out_images();
+
+    PlanInput input;
+    for (const GroupDef &group : groups_) input.group_bytes.push_back(group.image_bytes);
+    input.uses_per_pass = uses_per_pass();
+    input.budget = options_.vram_budget;
+    input.slots_per_class = options_.slots_per_class;
+    Plan plan = make_plan(input);
+
+    try {
+        std::uint64_t host_bytes = 0;
+        for (const GroupDef &group : groups_) {
+            host_bytes += align_up(group.image_bytes, HostStore::page_size());
+        }
+        host_ = std::make_unique<HostStore>(*device_, host_bytes);
+        slab_ = std::make_unique<Slab>(*device_,
+                                       carve_slab(plan, input.group_bytes, options_.slots_per_class));
+        if (!options_.synchronous) copy_stream_ = device_->create_stream();
+
+        state_.assign(groups_.size(), GroupState{});
+        const SlabLayout &layout = slab_->layout();
+        for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+            GroupState &state = state_[g];
+            state.resident = plan.resident[g];
+            state.size_class = plan.size_class[g];
+            if (groups_[g].has_mutable) state.host_current = device_->create_event();
+            if (!state.resident) continue;
+            SlotState slot;
+            slot.device = slab_->at(static_cast<std::uint64_t>(layout.resident_offset[g]));
+            slot.bytes = groups_[g].image_bytes;
+            slots_.push_back(slot);
+            state.slot = static_cast<int>(slots_.size() - 1);
+        }
+        class_slots_.assign(plan.class_slot_bytes.size(), {});
+        for (const StreamingSlot &streaming : layout.streaming) {
+            SlotState slot;
+            slot.device = slab_->at(streaming.offset);
+            slot.bytes = streaming.bytes;
+            slot.size_class = streaming.size_class;
+            slots_.push_back(slot);
+            class_slots_[streaming.size_class].push_back(static_cast<int>(slots_.size() - 1));
+        }
+        for (SlotState &slot : slots_) {
+            slot.ready = device_->create_event();
+            slot.released = device_->create_event();
+        }
+    } catch (...) {
+        release_plan_resources();
+        throw;
+    }
+
+    plan_ = std::move(plan);
+    stats_.groups = groups_.size();
+    stats_.resident_groups = static_cast<std::uint64_t>(
+        std::count(plan_.resident.begin(), plan_.resident.end(), true));
+    stats_.size_classes = plan_.class_slot_bytes.size();
+    stats_.streaming_slots = slab_->layout().streaming.size();
+    stats_.streamed_bytes_per_pass = plan_.streamed_bytes_per_pass;
+    stats_.slab_bytes = slab_->layout().total_bytes();
+    stats_.slab_resident_bytes = slab_->layout().resident_bytes;
+    stats_.slab_streaming_bytes = slab_->layout().streaming_bytes;
+    stats_.host_pinned_bytes = host_->bytes();
+    stats_.host_pinned_peak_bytes = std::max(stats_.host_pinned_peak_bytes, host_->bytes());
+    phase_ = FERRY_PHASE_PLANNED;
+}
+
+void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    expects(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
+            "host bytes exist after ferry_plan; runtime '" + options_.name +
+                "' is in phase DEFINE");
+    const TensorDef &def = tensors_[tensor];
+    return host_->base() + groups_[def.group].host_offset + def.offset;
+}
+
+void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *src,
+                      std::uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    require_phase(FERRY_PHASE_PLANNED, "copying bytes in");
+    const TensorDef &def = tensors_[tensor];
+    expects(src != nullptr || bytes == 0, FERRY_ERROR_INVALID_ARGUMENT, "src is NULL");
+    expects(offset <= def.bytes && bytes <= def.bytes - offset, FERRY_ERROR_OUT_OF_RANGE,
+            "tensor '" + def.name + "' has " + std::to_string(def.bytes) +
+                " bytes; cannot copy " + std::to_string(bytes) + " bytes at offset " +
+                std::to_string(offset));
+    if (bytes == 0) return;
+    std::memcpy(host_->base() + groups_[def.group].host_offset + def.offset + offset, src,
+                bytes);
+}
+
+void Runtime::seal() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    require_phase(FERRY_PHASE_PLANNED, "sealing");
+    const std::uint64_t page = HostStore::page_size();
+    for (const GroupDef &group : groups_) {
+        host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));
+    }
+    const Stream stream = copy_stream_for(nullptr);
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+        if (state_[g].resident) onload(g, state_[g].slot, stream);
+    }
+    device_->stream_synchronize(stream);
+
+    // Prefetch follows the declared schedule; without one it guesses definition order
+    // until the first pass has been learned.
+    schedule_ = declared_schedule_;
+    learning_ = schedule_.empty();
+    if (learning_) {
+        for (std::uint32_t g = 0; g < groups_.size(); ++g) schedule_.push_back(g);
+    } else {
+        first_group_ = schedule_.front();
+    }
+    cursor_ = schedule_.size() - 1;  // the next acquire is expected at position 0
+    wanted_.reserve(schedule_.size() + groups_.size());
+    learned_.reserve(groups_.size());
+    want_left_.assign(class_slots_.size(), 0);
+    phase_ = FERRY_PHASE_SEALED;
+}
+
+ferry_stats Runtime::stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ferry_stats out = stats_;
+    out.struct_size = sizeof(ferry_stats);
+    out.phase = phase_;
+    return out;
+}
+
+void Runtime::group_info(std::uint32_t group, int *resident, int *size_class,
+                         std::uint64_t *image_bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    expects(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
+            "group placement is known after ferry_plan; runtime '" + options_.name +
+                "' is in phase DEFINE");
+    if (resident != nullptr) *resident = state_[group].resident ? 1 : 0;
+    if (size_class != nullptr) *size_class = state_[group].size_class;
+    if (image_bytes != nullptr) *image_bytes = groups_[group].image_bytes;
+}
+
+}  // namespace ferry

@@ -1,0 +1,184 @@
+// ferry::Runtime: the state behind one ferry_runtime. Definition, plan and seal live in
+// runtime.cpp; the pipeline (acquire, release, prefetch, writeback) in scheduler.cpp.
+// Every public member takes the runtime's one lock; the C API (c_api.cpp) only
+// translates handles and errors.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "device.hpp"
+#include "ferry/ferry.h"
+#include "host_store.hpp"
+#include "planner.hpp"
+#include "slab.hpp"
+
+namespace ferry {
+
+constexpr std::uint64_t kImageAlignment = 256;  // tensor offsets inside a group image
+constexpr std::size_t kMaxNameBytes = 255;
+
+struct RuntimeOptions {
+    ferry_backend backend = FERRY_BACKEND_AUTO;
+    int device = 0;
+    std::uint64_t vram_budget = 0;
+    std::uint32_t slots_per_class = 2;
+    bool synchronous = false;
+    std::string name = "ferry";
+    SimOptions sim;
+};
+
+// Reads a caller's ferry_config (of any struct_size) and the FERRY_* environment
+// overrides; throws Error naming the bad field or variable.
+RuntimeOptions resolve_options(const ferry_config &config);
+
+struct TensorDef {
+    std::string name;
+    std::uint32_t group = 0;
+    std::uint64_t bytes = 0;
+    ferry_dtype dtype = FERRY_DTYPE_UNKNOWN;
+    std::vector<std::int64_t> shape;
+    bool is_mutable = false;
+    std::uint64_t offset = 0;  // inside the group image; set at plan
+};
+
+struct GroupDef {
+    std::string name;
+    std::vector<std::uint32_t> tensors;
+    std::uint64_t defined_bytes = 0;  // sum of tensor bytes
+    bool has_mutable = false;
+    // Set at plan. Immutable tensors come first, then (page-aligned, so the immutable
+    // pages can be made read-only) the mutable ones.
+    std::uint64_t image_bytes = 0;
+    std::uint64_t mutable_offset = 0;  // == image_bytes when the group has none
+    std::uint64_t host_offset = 0;     // page-aligned offset in the host store
+};
+
+// Where each group is and who holds it, while SEALED.
+struct GroupState {
+    bool resident = false;
+    int size_class = -1;
+    int slot = -1;                  // index into Runtime::slots_, -1 when not on the device
+    std::uint32_t pins = 0;         // holders right now
+    std::uint32_t episode_releases = 0;  // releases since pins last rose from 0
+    bool dirty = false;             // mutable bytes on the device may differ from host
+    bool prefetched_unused = false;
+    std::uint64_t want_mark = 0;    // == Runtime::want_epoch_ while prefetch wants it
+    Event host_current = nullptr;   // mutable groups: recorded after each writeback
+};
+
+struct SlotState {
+    std::byte *device = nullptr;
+    std::uint64_t bytes = 0;
+    int size_class = -1;            // -1: a resident slot
+    int occupant = -1;
+    std::uint64_t last_use = 0;
+    Event ready = nullptr;          // recorded after the occupant's copy
+    Event released = nullptr;       // recorded at the occupant's last release
+};
+
+class Runtime {
+   public:
+    explicit Runtime(RuntimeOptions options);
+    ~Runtime();
+    Runtime(const Runtime &) = delete;
+    Runtime &operator=(const Runtime &) = delete;
+
+    std::uint32_t serial() const { return serial_; }
+    ferry_phase phase();
+
+    std::uint32_t define_group(const char *name);
+    std::uint32_t define_tensor(std::uint32_t group, const char *name, std::uint64_t bytes,
+                                ferry_dtype dtype, std::uint32_t ndim,
+                                const std::int64_t *shape, std::uint32_t flags);
+    void declare_schedule(const std::vector<std::uint32_t> &order);
+    void plan();
+    void *tensor_host_ptr(std::uint32_t tensor);
+    void copy_in(std::uint32_t tensor, std::uint64_t offset, const void *src,
+                 std::uint64_t bytes);
+    void seal();
+
+    // scheduler.cpp
+    void acquire(std::uint32_t group, Stream stream);
+    void release(std::uint32_t group, Stream stream);
+    void *tensor_device_ptr(std::uint32_t tensor);
+    void synchronize();
+
+    ferry_stats stats();
+    void group_info(std::uint32_t group, int *resident, int *size_class,
+                    std::uint64_t *image_bytes);
+
+    // Handle checks, under the lock (counts only grow).
+    std::uint32_t group_count();
+    std::uint32_t tensor_count();
+    std::string group_name(std::uint32_t group);
+
+    Device &device() { return *device_; }
+
+   private:
+    void require_phase(ferry_phase phase, const char *what) const;
+    void lay_out_images();
+    std::vector<std::uint64_t> uses_per_pass() const;
+    void release_plan_resources() noexcept;
+
+    // scheduler.cpp, all under mutex_.
+    Stream copy_stream_for(Stream caller) const;
+    void onload(std::uint32_t group, int slot, Stream stream);
+    void evict(int slot, Stream stream);
+    void write_back(std::uint32_t group, Stream stream);
+    int choose_victim(int size_class) const;
+    void advance_schedule(std::uint32_t group);
+    void prefetch();
+    void note_slot_use(int slot);
+    std::string describe_group(std::uint32_t group) const;
+
+    const std::uint32_t serial_;
+    RuntimeOptions options_;
+    std::unique_ptr<Device> device_;
+    std::mutex mutex_;
+    ferry_phase phase_ = FERRY_PHASE_DEFINE;
+
+    std::vector<GroupDef> groups_;
+    std::vector<TensorDef> tensors_;
+    std::vector<std::uint32_t> declared_schedule_;
+
+    // Set at plan.
+    Plan plan_;
+    std::unique_ptr<HostStore> host_;
+    std::unique_ptr<Slab> slab_;
+    Stream copy_stream_ = nullptr;  // nullptr in synchronous mode
+    std::vector<GroupState> state_;
+    std::vector<SlotState> slots_;
+    std::vector<std::vector<int>> class_slots_;  // streaming slot indices per class
+
+    // Schedule that drives prefetch: declared, else learned on the first pass (until
+    // then, definition order).
+    std::vector<std::uint32_t> schedule_;
+    bool learning_ = false;
+    std::vector<std::uint32_t> learned_;
+    std::int64_t first_group_ = -1;  // its acquires count passes
+    std::size_t cursor_ = 0;         // schedule_ position of the last acquire
+    std::uint64_t tick_ = 0;
+    std::uint64_t want_epoch_ = 0;
+    std::vector<std::uint32_t> wanted_;  // scratch for prefetch, reserved at seal
+    std::vector<std::uint32_t> want_left_;  // per class, scratch
+
+    ferry_stats stats_{};
+};
+
+// Live runtimes' serials, so a handle of another runtime can be told foreign (alive) from
+// stale (destroyed).
+bool runtime_serial_live(std::uint32_t serial);
+std::uint32_t last_runtime_serial();
+
+}  // namespace ferry
+
+// For tests and tools built with the core: the C++ runtime behind a C handle.
+ferry::Runtime &ferry_runtime_impl(ferry_runtime *runtime);
+
+namespace ferry {
+
+}  // namespace ferry

@@ -1,0 +1,238 @@
+// The pipeline (DESIGN.md "The pipeline"): acquire, release, prefetch, writeback.
+//
+// Per slot, two events order everything without the host waiting:
+//   ready     recorded after the copy that filled the slot; acquire makes the caller's
+//             stream wait on it.
+//   released  recorded on the caller's stream at release; the next copy into the slot
+//             (and any writeback of its occupant) waits on it.
+// Copies go on ferry's copy stream, or on the caller's stream in synchronous mode.
+#include <algorithm>
+#include <string>
+
+#include "error.hpp"
+#include "runtime.hpp"
+
+namespace ferry {
+
+Stream Runtime::copy_stream_for(Stream caller) const {
+    return options_.synchronous ? caller : copy_stream_;
+}
+
+void Runtime::note_slot_use(int slot) { slots_[slot].last_use = ++tick_; }
+
+void Runtime::write_back(std::uint32_t group, Stream stream) {
+    GroupState &state = state_[group];
+    SlotState &slot = slots_[state.slot];
+    const GroupDef &def = groups_[group];
+    device_->stream_wait(stream, slot.released);
+    std::byte *host = host_->base() + def.host_offset;
+    for (std::uint32_t t : def.tensors) {
+        const TensorDef &tensor = tensors_[t];
+        if (!tensor.is_mutable) continue;  // frozen bytes never go device-to-host
+        device_->copy_d2h(host + tensor.offset, slot.device + tensor.offset, tensor.bytes,
+                          stream);
+        stats_.bytes_d2h += tensor.bytes;
+        ++stats_.writebacks;
+    }
+    device_->record(state.host_current, stream);
+    state.dirty = false;
+}
+
+void Runtime::evict(int slot_index, Stream stream) {
+    SlotState &slot = slots_[slot_index];
+    if (slot.occupant < 0) return;
+    const auto group = static_cast<std::uint32_t>(slot.occupant);
+    GroupState &state = state_[group];
+    if (state.dirty) write_back(group, stream);
+    if (state.prefetched_unused) ++stats_.prefetches_wasted;
+    state.prefetched_unused = false;
+    state.slot = -1;
+    slot.occupant = -1;
+    stats_.slab_used_bytes -= slot.bytes;
+}
+
+void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
+    SlotState &slot = slots_[slot_index];
+    GroupState &state = state_[group];
+    const GroupDef &def = groups_[group];
+    device_->stream_wait(stream, slot.released);                       // old occupant done
+    if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
+    device_->copy_h2d(slot.device, host_->base() + def.host_offset, def.image_bytes, stream);
+    device_->record(slot.ready, stream);
+    slot.occupant = static_cast<int>(group);
+    state.slot = slot_index;
+    ++stats_.onloads;
+    stats_.bytes_h2d += def.image_bytes;
+    stats_.slab_used_bytes += slot.bytes;
+    stats_.slab_used_peak_bytes = std::max(stats_.slab_used_peak_bytes, stats_.slab_used_bytes);
+}
+
+// A slot of the class that no holder uses: empty first, then one whose occupant
+// prefetch does not want, least recently used first. -1 when every slot is held.
+int Runtime::choose_victim(int size_class) const {
+    int best = -1;
+    int best_rank = 3;
+    for (int index : class_slots_[size_class]) {
+        const SlotState &slot = slots_[index];
+        int rank = 0;
+        if (slot.occupant >= 0) {
+            const GroupState &occupant = state_[slot.occupant];
+            if (occupant.pins > 0) continue;
+            rank = occupant.want_mark == want_epoch_ ? 2 : 1;
+        }
+        if (best < 0 || rank < best_rank ||
+            (rank == best_rank && slot.last_use < slots_[best].last_use)) {
+            best = index;
+            best_rank = rank;
+        }
+    }
+    return best;
+}
+
+// Moves the cursor to the acquired group's position and learns the first pass.
+void Runtime::advance_schedule(std::uint32_t group) {
+    if (first_group_ < 0) first_group_ = group;
+    if (static_cast<std::int64_t>(group) == first_group_) ++stats_.passes;
+    if (learning_) {
+        if (!learned_.empty() && static_cast<std::int64_t>(group) == first_group_) {
+            schedule_ = learned_;  // the first pass is complete
+            learning_ = false;
+            cursor_ = schedule_.size() - 1;
+        } else if (learned_.size() < learned_.capacity()) {
+            learned_.push_back(group);
+        }
+    }
+    const std::size_t n = schedule_.size();
+    for (std::size_t step = 1; step <= n; ++step) {
+        const std::size_t at = (cursor_ + step) % n;
+        if (schedule_[at] == group) {
+            cursor_ = at;
+            return;
+        }
+    }
+}
+
+// Fills free streaming slots with the next groups of the schedule, class by class, on
+// the copy stream. Each copy waits for its slot's release, never the host.
+void Runtime::prefetch() {
+    if (options_.synchronous || class_slots_.empty()) return;
+    ++want_epoch_;
+    wanted_.clear();
+    std::size_t still_wanted = 0;
+    for (std::size_t c = 0; c < class_slots_.size(); ++c) {
+        std::uint32_t free_slots = 0;
+        for (int index : class_slots_[c]) {
+            const int occupant = slots_[index].occupant;
+            if (occupant < 0 || state_[occupant].pins == 0) ++free_slots;
+        }
+        want_left_[c] = free_slots;
+        still_wanted += free_slots;
+    }
+    const std::size_t n = schedule_.size();
+    for (std::size_t step = 1; step <= n && still_wanted > 0; ++step) {
+        const std::uint32_t group = schedule_[(cursor_ + step) % n];
+        GroupState &state = state_[group];
+        if (state.resident || state.pins > 0 || state.want_mark == want_epoch_) continue;
+        if (want_left_[state.size_class] == 0) continue;
+        state.want_mark = want_epoch_;
+        --want_left_[state.size_class];
+        --still_wanted;
+        wanted_.push_back(group);
+    }
+    for (std::uint32_t group : wanted_) {
+        GroupState &state = state_[group];
+        if (state.slot >= 0) continue;  // already there
+        const int victim = choose_victim(state.size_class);
+        if (victim < 0) continue;
+        evict(victim, copy_stream_);
+        onload(group, victim, copy_stream_);
+        state.prefetched_unused = true;
+        ++stats_.prefetches_issued;
+    }
+}
+
+void Runtime::acquire(std::uint32_t group, Stream stream) {
+    Event ready = nullptr;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        require_phase(FERRY_PHASE_SEALED, "acquiring a group");
+        GroupState &state = state_[group];
+        if (state.resident) {
+            ++stats_.resident_hits;
+        } else if (state.slot >= 0) {
+            ++stats_.hits;
+            if (state.prefetched_unused) ++stats_.prefetches_used;
+            state.prefetched_unused = false;
+            ready = slots_[state.slot].ready;
+        } else {
+            const int victim = choose_victim(state.size_class);
+            expects(victim >= 0, FERRY_ERROR_NO_FREE_SLOT,
+                    describe_group(group) + ": all " +
+                        std::to_string(class_slots_[state.size_class].size()) +
+                        " slots of its size class " + std::to_string(state.size_class) +
+                        " are held by acquired groups; release one first or raise "
+                        "slots_per_class");
+            const Stream copy = copy_stream_for(stream);
+            evict(victim, copy);
+            onload(group, victim, copy);
+            ++stats_.misses;
+            ready = slots_[victim].ready;
+        }
+        if (state.pins++ == 0) state.episode_releases = 0;
+        if (groups_[group].has_mutable) {
+            // A holder may write: order it after every earlier holder's work, on any stream.
+            device_->stream_wait(stream, slots_[state.slot].released);
+            state.dirty = true;
+        }
+        ++stats_.acquires;
+        note_slot_use(state.slot);
+        advance_schedule(group);
+        prefetch();
+    }
+    // The group is pinned, so its slot's ready event cannot be recorded again: waiting
+    // outside the lock is safe, and on sim's calling-thread stream it blocks only us.
+    if (ready != nullptr) device_->stream_wait(stream, ready);
+}
+
+void Runtime::release(std::uint32_t group, Stream stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    require_phase(FERRY_PHASE_SEALED, "releasing a group");
+    GroupState &state = state_[group];
+    expects(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
+            describe_group(group) + " is not acquired (released more often than acquired)");
+    SlotState &slot = slots_[state.slot];
+    // With several holders, chain their releases so `released` covers all of them.
+    if (state.episode_releases > 0) device_->stream_wait(stream, slot.released);
+    device_->record(slot.released, stream);
+    ++state.episode_releases;
+    --state.pins;
+    ++stats_.releases;
+}
+
+void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    require_phase(FERRY_PHASE_SEALED, "a device pointer");
+    const TensorDef &def = tensors_[tensor];
+    const GroupState &state = state_[def.group];
+    expects(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
+            "tensor '" + def.name + "': its " + describe_group(def.group) +
+                " is not acquired, so it has no device address");
+    return slots_[state.slot].device + def.offset;
+}
+
+void Runtime::synchronize() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (phase_ != FERRY_PHASE_SEALED) return;  // nothing is on the device yet
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+        expects(!(groups_[g].has_mutable && state_[g].pins > 0), FERRY_ERROR_GROUP_BUSY,
+                describe_group(g) +
+                    " has mutable tensors and is still acquired; release it first");
+    }
+    const Stream stream = copy_stream_for(nullptr);
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+        if (state_[g].dirty && state_[g].slot >= 0) write_back(g, stream);
+    }
+    device_->stream_synchronize(stream);
+}
+
+}  // namespace ferry

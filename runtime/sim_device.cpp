@@ -1,0 +1,280 @@
+// The sim backend: a device emulated in host memory, faithful enough that a missing
+// wait in the layers above corrupts data a test can see.
+//
+// - A stream is a worker thread draining a FIFO of tasks, so copies and "compute"
+//   (host callbacks) really run concurrently, as on a GPU.
+// - An event counts its records; a record task marks its ticket complete when the stream
+//   reaches it, and a wait task blocks its stream until the ticket it captured completes.
+// - Copies take max(real memcpy time, latency + bytes / bandwidth).
+// - Chaos: random delays before tasks, and every copy first poisons its destination and
+//   pauses before writing the real bytes, so a reader that did not wait sees poison.
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "device.hpp"
+#include "error.hpp"
+
+namespace ferry {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr unsigned char kPoison = 0xA5;
+
+struct SimEvent {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::uint64_t recorded = 0;   // tickets handed out
+    std::uint64_t completed = 0;  // highest ticket whose work is done
+
+    std::uint64_t next_ticket() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return ++recorded;
+    }
+    std::uint64_t current_ticket() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return recorded;
+    }
+    void complete(std::uint64_t ticket) {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            completed = std::max(completed, ticket);
+        }
+        cv.notify_all();
+    }
+    void wait(std::uint64_t ticket) {
+        std::unique_lock<std::mutex> lock(mutex);
+        cv.wait(lock, [&] { return completed >= ticket; });
+    }
+};
+
+class SimStream {
+   public:
+    explicit SimStream(std::uint64_t seed) : rng_(seed), worker_([this] { run(); }) {}
+
+    ~SimStream() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        worker_.join();
+    }
+
+    void submit(std::function<void()> task) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            tasks_.push_back(std::move(task));
+            ++submitted_;
+        }
+        cv_.notify_all();
+    }
+
+    void synchronize() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const std::uint64_t target = submitted_;
+        idle_cv_.wait(lock, [&] { return finished_ >= target; });
+    }
+
+    // Only called from this stream's worker thread.
+    std::mt19937_64 &rng() { return rng_; }
+
+   private:
+    void run() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+            if (tasks_.empty()) return;  // stopping and drained
+            std::function<void()> task = std::move(tasks_.front());
+            tasks_.pop_front();
+            lock.unlock();
+            task();
+            lock.lock();
+            ++finished_;
+            idle_cv_.notify_all();
+        }
+    }
+
+    std::mt19937_64 rng_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::condition_variable idle_cv_;
+    std::deque<std::function<void()>> tasks_;
+    std::uint64_t submitted_ = 0;
+    std::uint64_t finished_ = 0;
+    bool stopping_ = false;
+    std::thread worker_;  // last: starts after every other member exists
+};
+
+class SimDevice final : public Device {
+   public:
+    explicit SimDevice(const SimOptions &options) : options_(options), rng_(options.seed) {}
+
+    ~SimDevice() override {
+        std::lock_guard<std::mutex> lock(streams_mutex_);
+        for (SimStream *stream : streams_) delete stream;
+    }
+
+    ferry_backend backend() const override { return FERRY_BACKEND_SIM; }
+    std::string name() const override { return options_.chaos ? "sim (chaos)" : "sim"; }
+
+    void *reserve(std::size_t bytes) override {
+        void *ptr = std::aligned_alloc(256, round_up(bytes, 256));
+        expects(ptr != nullptr, FERRY_ERROR_OUT_OF_DEVICE_MEMORY,
+                "sim: could not allocate " + std::to_string(bytes) + " bytes of device memory");
+        return ptr;
+    }
+    void unreserve(void *ptr) noexcept override { std::free(ptr); }
+
+    void *alloc_pinned(std::size_t bytes) override {
+        void *ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+        expects(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
+                "sim: mmap of " + std::to_string(bytes) + " bytes of host memory failed: " +
+                    std::strerror(errno));
+        return ptr;
+    }
+    void free_pinned(void *ptr, std::size_t bytes) noexcept override {
+        if (ptr != nullptr) munmap(ptr, bytes);
+    }
+
+    Stream create_stream() override {
+        std::lock_guard<std::mutex> lock(streams_mutex_);
+        auto *stream = new SimStream(options_.seed + 0x9e3779b97f4a7c15ULL * (++stream_count_));
+        streams_.insert(stream);
+        return stream;
+    }
+    void destroy_stream(Stream stream) noexcept override {
+        auto *sim = static_cast<SimStream *>(stream);
+        {
+            std::lock_guard<std::mutex> lock(streams_mutex_);
+            if (streams_.erase(sim) == 0) return;
+        }
+        delete sim;  // drains its queue first
+    }
+
+    Event create_event() override { return new SimEvent(); }
+    void destroy_event(Event event) noexcept override { delete static_cast<SimEvent *>(event); }
+
+    void copy_h2d(void *dst, const void *src, std::size_t bytes, Stream stream) override {
+        copy(dst, src, bytes, options_.h2d_gbps, stream);
+    }
+    void copy_d2h(void *dst, const void *src, std::size_t bytes, Stream stream) override {
+        copy(dst, src, bytes, options_.d2h_gbps, stream);
+    }
+
+    void record(Event event, Stream stream) override {
+        auto *sim_event = static_cast<SimEvent *>(event);
+        const std::uint64_t ticket = sim_event->next_ticket();
+        run_on(stream, [sim_event, ticket] { sim_event->complete(ticket); });
+    }
+
+    void stream_wait(Stream stream, Event event) override {
+        auto *sim_event = static_cast<SimEvent *>(event);
+        const std::uint64_t ticket = sim_event->current_ticket();
+        run_on(stream, [sim_event, ticket] { sim_event->wait(ticket); });
+    }
+
+    void event_synchronize(Event event) override {
+        auto *sim_event = static_cast<SimEvent *>(event);
+        sim_event->wait(sim_event->current_ticket());
+    }
+
+    void stream_synchronize(Stream stream) override {
+        if (stream != nullptr) static_cast<SimStream *>(stream)->synchronize();
+    }
+
+    void device_synchronize() override {
+        std::lock_guard<std::mutex> lock(streams_mutex_);
+        for (SimStream *stream : streams_) stream->synchronize();
+    }
+
+    void launch_host(Stream stream, HostFn fn, void *user) override {
+        run_on(stream, [fn, user] { fn(user); });
+    }
+
+   private:
+    static std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+    // Runs the task on the stream, or right here when the stream is the calling thread.
+    void run_on(Stream stream, std::function<void()> task) {
+        if (stream == nullptr) {
+            task();
+            return;
+        }
+        auto *sim = static_cast<SimStream *>(stream);
+        if (!options_.chaos) {
+            sim->submit(std::move(task));
+            return;
+        }
+        sim->submit([sim, task = std::move(task)] {
+            chaos_pause(sim->rng());
+            task();
+        });
+    }
+
+    void copy(void *dst, const void *src, std::size_t bytes, double gbps, Stream stream) {
+        const double modeled_us =
+            options_.latency_us + (gbps > 0.0 ? static_cast<double>(bytes) / (gbps * 1e3) : 0.0);
+        const bool chaos = options_.chaos;
+        auto *sim = static_cast<SimStream *>(stream);
+        auto task = [this, dst, src, bytes, modeled_us, chaos, sim] {
+            const auto start = Clock::now();
+            if (chaos) {
+                std::memset(dst, kPoison, bytes);
+                if (sim != nullptr) {
+                    chaos_pause(sim->rng());
+                } else {
+                    std::lock_guard<std::mutex> lock(rng_mutex_);
+                    chaos_pause(rng_);
+                }
+            }
+            std::memcpy(dst, src, bytes);
+            std::this_thread::sleep_until(
+                start + std::chrono::nanoseconds(static_cast<std::int64_t>(modeled_us * 1e3)));
+        };
+        if (sim == nullptr) {
+            task();
+        } else {
+            sim->submit(std::move(task));
+        }
+    }
+
+    // Up to 200 us, sometimes nothing, sometimes a yield: varied interleavings.
+    static void chaos_pause(std::mt19937_64 &rng) {
+        const unsigned roll = static_cast<unsigned>(rng() % 8);
+        if (roll < 3) return;
+        if (roll < 5) {
+            std::this_thread::yield();
+            return;
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 200));
+    }
+
+    SimOptions options_;
+    std::mutex rng_mutex_;
+    std::mt19937_64 rng_;  // for copies run on the calling thread
+    std::mutex streams_mutex_;
+    std::set<SimStream *> streams_;
+    std::uint64_t stream_count_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_sim_device(const SimOptions &options) {
+    return std::make_unique<SimDevice>(options);
+}
+
+}  // namespace ferry

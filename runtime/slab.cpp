@@ -1,0 +1,36 @@
+#include "slab.hpp"
+
+namespace ferry {
+
+SlabLayout carve_slab(const Plan &plan, const std::vector<std::uint64_t> &group_bytes,
+                      std::uint32_t slots_per_class) {
+    SlabLayout layout;
+    layout.resident_offset.assign(group_bytes.size(), -1);
+    std::uint64_t offset = 0;
+    for (std::size_t g = 0; g < group_bytes.size(); ++g) {
+        if (!plan.resident[g]) continue;
+        layout.resident_offset[g] = static_cast<std::int64_t>(offset);
+        offset += group_bytes[g];
+    }
+    layout.resident_bytes = offset;
+    for (std::size_t c = 0; c < plan.class_slot_bytes.size(); ++c) {
+        for (std::uint32_t k = 0; k < slots_per_class; ++k) {
+            layout.streaming.push_back({offset, plan.class_slot_bytes[c], static_cast<int>(c)});
+            offset += plan.class_slot_bytes[c];
+        }
+    }
+    layout.streaming_bytes = offset - layout.resident_bytes;
+    return layout;
+}
+
+Slab::Slab(Device &device, SlabLayout layout) : device_(device), layout_(std::move(layout)) {
+    if (layout_.total_bytes() > 0) {
+        base_ = static_cast<std::byte *>(device_.reserve(layout_.total_bytes()));
+    }
+}
+
+Slab::~Slab() {
+    if (base_ != nullptr) device_.unreserve(base_);
+}
+
+}  // namespace ferry

@@ -1,0 +1,47 @@
+// Small helpers for tests that drive the C API by hand.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "ferry/ferry.h"
+
+namespace ferry_test {
+
+inline ferry_runtime *make_sim_runtime(std::uint64_t budget, std::uint32_t slots = 2) {
+    ferry_config config;
+    ferry_config_init(&config);
+    config.backend = FERRY_BACKEND_SIM;
+    config.vram_budget = budget;
+    config.slots_per_class = slots;
+    config.name = "test";
+    ferry_runtime *rt = nullptr;
+    REQUIRE(ferry_create(&config, &rt) == FERRY_OK);
+    return rt;
+}
+
+inline ferry_group define_group(ferry_runtime *rt, const char *name) {
+    ferry_group group{};
+    REQUIRE(ferry_group_define(rt, name, &group) == FERRY_OK);
+    return group;
+}
+
+inline ferry_tensor define_bytes(ferry_runtime *rt, ferry_group group, const char *name,
+                                 std::uint64_t bytes, std::uint32_t flags = 0) {
+    ferry_tensor tensor{};
+    REQUIRE(ferry_tensor_define(rt, group, name, bytes, FERRY_DTYPE_UNKNOWN, 0, nullptr, flags,
+                                &tensor) == FERRY_OK);
+    return tensor;
+}
+
+// The call failed with `status`, and the message names the call and contains `needle`.
+#define REQUIRE_FERRY_ERROR(expr, status, call, needle)                         \
+    do {                                                                        \
+        REQUIRE((expr) == (status));                                            \
+        const std::string message_ = ferry_last_error();                        \
+        INFO("message: " << message_);                                          \
+        REQUIRE(message_.rfind(call, 0) == 0);                                  \
+        REQUIRE(message_.find(needle) != std::string::npos);                    \
+    } while (0)
+
+}  // namespace ferry_test

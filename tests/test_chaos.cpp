@@ -1,0 +1,194 @@
+// The scheduler under sim chaos: random delays on every stream, slot memory poisoned on
+// every copy, compute on several concurrent streams checking every byte it reads. A
+// missing or misplaced wait anywhere in the pipeline shows up as a bad byte here.
+//
+// FERRY_TEST_SCALE (default 1) multiplies the number of models; the sanitizer runs use
+// a smaller one.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+#include "sim_model.hpp"
+
+using namespace ferry_test;
+
+namespace {
+
+double test_scale() {
+    const char *text = std::getenv("FERRY_TEST_SCALE");
+    return text != nullptr ? std::max(0.05, std::atof(text)) : 1.0;
+}
+
+int scaled(int n) { return std::max(1, static_cast<int>(n * test_scale())); }
+
+ModelSpec random_spec(std::mt19937_64 &rng, bool allow_mutable) {
+    std::uniform_int_distribution<int> group_count(2, 16);
+    std::uniform_int_distribution<int> tensor_count(1, 5);
+    ModelSpec spec;
+    const int groups = group_count(rng);
+    // Two populations of sizes, so that the planner sometimes makes two size classes.
+    const std::uint64_t big = 1 + rng() % 48 * 1024;
+    const std::uint64_t small = 1 + rng() % 12 * 1024;
+    std::uint64_t largest = 0;
+    std::uint64_t total = 0;
+    for (int g = 0; g < groups; ++g) {
+        const std::uint64_t scale = rng() % 3 == 0 ? small : big;
+        std::vector<TensorSpec> tensors;
+        std::uint64_t group_bytes = 0;
+        for (int t = tensor_count(rng); t > 0; --t) {
+            TensorSpec tensor;
+            tensor.bytes = 1 + rng() % (scale + 1);
+            tensor.is_mutable = allow_mutable && rng() % 6 == 0;
+            group_bytes += tensor.bytes + 4096 + 256;  // room for alignment and page split
+            tensors.push_back(tensor);
+        }
+        largest = std::max(largest, group_bytes);
+        total += group_bytes;
+        spec.groups.push_back(tensors);
+    }
+    spec.slots_per_class = 2 + static_cast<std::uint32_t>(rng() % 3);
+    // From just enough for the slots of the largest group to more than the whole model.
+    const std::uint64_t floor = spec.slots_per_class * largest;
+    spec.budget = floor + rng() % (total + 1);
+    spec.synchronous = rng() % 5 == 0;
+    spec.chaos = true;
+    spec.seed = rng();
+    if (rng() % 3 == 0) {  // a declared schedule, sometimes with a group used twice
+        for (int g = 0; g < groups; ++g) spec.declared_schedule.push_back(g);
+        if (rng() % 2 == 0) spec.declared_schedule.push_back(rng() % groups);
+    }
+    if (rng() % 4 == 0) spec.h2d_gbps = 2.0;  // slow link: copies overlap compute for real
+    return spec;
+}
+
+// Runs `passes` passes in the model's schedule order (definition order when learned),
+// spreading the groups over `streams` compute streams, or the calling thread when 0.
+void run_passes(SimModel &model, int passes, int streams, Failures &failures,
+                std::mt19937_64 &rng) {
+    std::vector<void *> compute;
+    for (int s = 0; s < streams; ++s) compute.push_back(model.create_stream());
+    std::vector<std::uint32_t> order = model.spec().declared_schedule;
+    if (order.empty()) {
+        for (std::uint32_t g = 0; g < model.group_count(); ++g) order.push_back(g);
+    }
+    for (int pass = 0; pass < passes; ++pass) {
+        for (std::uint32_t g : order) {
+            void *stream = compute.empty() ? nullptr : compute[rng() % compute.size()];
+            const ferry_status status = model.run_group(g, stream, failures);
+            if (status != FERRY_OK) {
+                failures.add("group " + std::to_string(g) + ": " + ferry_status_string(status) +
+                             ": " + ferry_last_error());
+            }
+        }
+    }
+    model.drain();
+}
+
+}  // namespace
+
+TEST_CASE("Every byte compute sees under chaos is the right byte, over thousands of passes",
+          "[chaos]") {
+    std::mt19937_64 rng(20261128);
+    const int models = scaled(60);
+    std::uint64_t passes_run = 0;
+    for (int m = 0; m < models; ++m) {
+        ModelSpec spec = random_spec(rng, /*allow_mutable=*/true);
+        INFO("model " << m << ": " << spec.groups.size() << " groups, budget " << spec.budget
+                      << ", slots " << spec.slots_per_class << ", sync " << spec.synchronous);
+        SimModel model(spec);
+        Failures failures;
+        const int passes = 20 + static_cast<int>(rng() % 30);
+        run_passes(model, passes, static_cast<int>(rng() % 4), failures, rng);
+        passes_run += passes;
+        REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
+        model.host_versions_current(failures);
+        INFO("first failure: " << failures.first);
+        REQUIRE(failures.count == 0);
+
+        const ferry_stats stats = model.stats();
+        REQUIRE(stats.acquires == stats.resident_hits + stats.hits + stats.misses);
+        REQUIRE(stats.acquires == stats.releases);
+        REQUIRE(stats.slab_bytes <= spec.budget);
+        REQUIRE(stats.slab_used_peak_bytes <= stats.slab_bytes);
+        if (!model.has_mutable()) REQUIRE(stats.bytes_d2h == 0);
+    }
+    WARN("chaos: " << models << " models, " << passes_run << " passes, every byte checked");
+}
+
+TEST_CASE("A model without mutable tensors never copies a byte device-to-host", "[chaos]") {
+    std::mt19937_64 rng(7);
+    for (int m = 0; m < scaled(20); ++m) {
+        ModelSpec spec = random_spec(rng, /*allow_mutable=*/false);
+        SimModel model(spec);
+        Failures failures;
+        run_passes(model, 15, 2, failures, rng);
+        REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
+        INFO("first failure: " << failures.first);
+        REQUIRE(failures.count == 0);
+        const ferry_stats stats = model.stats();
+        REQUIRE(stats.bytes_d2h == 0);
+        REQUIRE(stats.writebacks == 0);
+    }
+}
+
+TEST_CASE("Mutable updates persist across evictions under chaos", "[chaos]") {
+    std::mt19937_64 rng(99);
+    for (int m = 0; m < scaled(20); ++m) {
+        ModelSpec spec;
+        const int groups = 6 + static_cast<int>(rng() % 6);
+        for (int g = 0; g < groups; ++g) {
+            spec.groups.push_back({{4096 + rng() % 4096, false}, {1 + rng() % 3000, true}});
+        }
+        spec.budget = 3 * (8192 + 8192 + 4096);  // far less than the model: constant eviction
+        spec.slots_per_class = 2;
+        spec.chaos = true;
+        spec.seed = rng();
+        SimModel model(spec);
+        Failures failures;
+        run_passes(model, 25, 3, failures, rng);
+        REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
+        model.host_versions_current(failures);
+        INFO("first failure: " << failures.first);
+        REQUIRE(failures.count == 0);
+        REQUIRE(model.stats().writebacks > 0);
+    }
+}
+
+TEST_CASE("Threads driving disjoint halves of a model concurrently see only right bytes",
+          "[chaos]") {
+    std::mt19937_64 rng(31337);
+    ModelSpec spec;
+    for (int g = 0; g < 12; ++g) spec.groups.push_back({{8192, false}, {3000, false}});
+    spec.budget = 4 * 16384;
+    spec.slots_per_class = 4;
+    spec.chaos = true;
+    SimModel model(spec);
+    Failures failures;
+    void *streams[2] = {model.create_stream(), model.create_stream()};
+    auto drive = [&](int half) {
+        for (int pass = 0; pass < scaled(40); ++pass) {
+            for (int g = half; g < 12; g += 2) {
+                ferry_status status;
+                // NO_FREE_SLOT is a legal answer while the other thread holds slots.
+                while ((status = model.run_group(g, streams[half], failures)) ==
+                       FERRY_ERROR_NO_FREE_SLOT) {
+                    std::this_thread::yield();
+                }
+                if (status != FERRY_OK) failures.add(ferry_last_error());
+            }
+        }
+    };
+    std::thread a(drive, 0);
+    std::thread b(drive, 1);
+    a.join();
+    b.join();
+    model.drain();
+    INFO("first failure: " << failures.first);
+    REQUIRE(failures.count == 0);
+    const ferry_stats stats = model.stats();
+    REQUIRE(stats.acquires == stats.resident_hits + stats.hits + stats.misses);
+}
