@@ -85,6 +85,40 @@ void check_sim_value(double value, const char *field, double max) {
                 "], got " + std::to_string(value));
 }
 
+// Which of several equal-sized groups stay resident does not change the bytes streamed,
+// but where they sit in the pass does: spread evenly, the link keeps copying the next
+// streamed group while a resident one computes, instead of idling through a run of them.
+void spread_residents(Plan &plan, const std::vector<std::uint64_t> &bytes,
+                      const std::vector<std::uint32_t> &pass_order) {
+    std::vector<bool> done(bytes.size(), false);
+    for (std::uint32_t first : pass_order) {
+        if (done[first]) continue;
+        std::vector<std::uint32_t> same;  // groups of this size, in pass order
+        for (std::uint32_t g : pass_order) {
+            if (bytes[g] == bytes[first] && !done[g]) {
+                same.push_back(g);
+                done[g] = true;
+            }
+        }
+        std::size_t resident = 0;
+        int streamed_class = -1;
+        for (std::uint32_t g : same) {
+            if (plan.resident[g]) ++resident;
+            else streamed_class = plan.size_class[g];
+        }
+        if (resident == 0 || resident == same.size()) continue;
+        for (std::uint32_t g : same) {
+            plan.resident[g] = false;
+            plan.size_class[g] = streamed_class;
+        }
+        for (std::size_t i = 0; i < resident; ++i) {
+            const std::uint32_t g = same[(2 * i + 1) * same.size() / (2 * resident)];
+            plan.resident[g] = true;
+            plan.size_class[g] = -1;
+        }
+    }
+}
+
 }  // namespace
 
 bool runtime_serial_live(std::uint32_t serial) {
@@ -106,11 +140,15 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     std::memcpy(&config, &caller, std::min(caller.struct_size, sizeof(config)));
 
     RuntimeOptions options;
-    expects(config.backend == FERRY_BACKEND_AUTO || config.backend == FERRY_BACKEND_CUDA ||
-                config.backend == FERRY_BACKEND_SIM,
+    // Read as an integer: a C caller may store any int in the enum field.
+    std::int32_t backend = 0;
+    static_assert(sizeof backend == sizeof config.backend, "ferry_backend is an int");
+    std::memcpy(&backend, &config.backend, sizeof backend);
+    expects(backend == FERRY_BACKEND_AUTO || backend == FERRY_BACKEND_CUDA ||
+                backend == FERRY_BACKEND_SIM,
             FERRY_ERROR_INVALID_ARGUMENT,
-            "config.backend " + std::to_string(config.backend) + " is not a ferry_backend");
-    options.backend = config.backend;
+            "config.backend " + std::to_string(backend) + " is not a ferry_backend");
+    options.backend = static_cast<ferry_backend>(backend);
     if (const char *env = std::getenv("FERRY_BACKEND"); env != nullptr && *env != '\0') {
         const std::string value = env;
         if (value == "auto") options.backend = FERRY_BACKEND_AUTO;
@@ -353,6 +391,9 @@ void Runtime::plan() {
     input.budget = options_.vram_budget;
     input.slots_per_class = options_.slots_per_class;
     Plan plan = make_plan(input);
+    std::vector<std::uint32_t> pass_order = declared_schedule_;
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
+    spread_residents(plan, input.group_bytes, pass_order);
 
     try {
         std::uint64_t host_bytes = 0;

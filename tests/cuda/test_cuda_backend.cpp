@@ -239,6 +239,7 @@ TEST_CASE("work on two ferry streams runs concurrently") {
     device->event_synchronize(fast_done.event);
     CHECK(ms_since(start) < 150.0);
     CHECK(cudaStreamQuery(static_cast<cudaStream_t>(slow.stream)) == cudaErrorNotReady);
+    cudaGetLastError();  // "not ready" is kept as the last error: clear it
     device->stream_synchronize(slow.stream);
 }
 

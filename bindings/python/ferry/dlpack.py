@@ -97,7 +97,10 @@ _live = {}  # address of a _DLManagedTensor -> (managed tensor, shape array, own
 
 @_Deleter
 def _delete(managed):
-    _live.pop(ctypes.cast(managed, ctypes.c_void_p).value, None)
+    try:
+        _live.pop(ctypes.cast(managed, ctypes.c_void_p).value, None)
+    except Exception:  # noqa: BLE001 - at interpreter exit the module may be torn down
+        pass
 
 
 _pyapi = ctypes.pythonapi
@@ -116,9 +119,12 @@ _CapsuleDestructor = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 def _capsule_destructor(capsule):
     # A capsule never consumed still bears its name: free its managed tensor. A consumed
     # one was renamed "used_dltensor" and its consumer calls the deleter.
-    if _pyapi.PyCapsule_IsValid(capsule, _CAPSULE_NAME):
-        address = _pyapi.PyCapsule_GetPointer(capsule, _CAPSULE_NAME)
-        _live.pop(address, None)
+    try:
+        if _pyapi.PyCapsule_IsValid(capsule, _CAPSULE_NAME):
+            address = _pyapi.PyCapsule_GetPointer(capsule, _CAPSULE_NAME)
+            _live.pop(address, None)
+    except Exception:  # noqa: BLE001 - at interpreter exit the module may be torn down
+        pass
 
 
 def make_capsule(data, shape, dtype, device_type, device_id=0, owner=None):

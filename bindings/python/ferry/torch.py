@@ -20,6 +20,7 @@ This is the only module of the package that imports torch.
 
 import contextlib
 import ctypes
+import inspect
 
 import torch
 import torch.utils.dlpack
@@ -32,6 +33,13 @@ from .units import parse_bytes
 __all__ = ["offload", "OffloadHandle", "handle_of", "parse_budget"]
 
 ROOT_GROUP = "root"
+
+# torch >= 2.0 hands kwargs to pre-hooks (so inputs given by keyword can be moved too);
+# torch >= 2.1 can run a forward hook even when forward raises (so groups are released).
+_PRE_HOOK_KWARGS = "with_kwargs" in inspect.signature(
+    torch.nn.Module.register_forward_pre_hook).parameters
+_POST_HOOK_ALWAYS = "always_call" in inspect.signature(
+    torch.nn.Module.register_forward_hook).parameters
 
 # id() of every tensor object under an open handle -> that handle (offloading twice is
 # refused). The handle holds the tensors, so their ids stay theirs until close().
@@ -405,9 +413,9 @@ class OffloadHandle:
 
             for m in g.modules:
                 self._hooks.append(m.register_forward_pre_hook(pre))
-            self._hooks.append(g.modules[-1].register_forward_hook(post))
+            self._hooks.append(_post_hook(g.modules[-1], post))
 
-        def root_pre(module, args):
+        def root_pre(module, args, kwargs=None):
             if self._closed:
                 raise ClosedError("ferry.torch: forward through a closed offload handle")
             # A pass that raised left its groups held: let them go first.
@@ -415,16 +423,28 @@ class OffloadHandle:
                 self._hook_release(g)
             if self._root is not None:
                 self._hook_acquire(self._root)
-            if self._device.type == "cuda":
-                return _to_device(args, self._device)
-            return None
+            if self._device.type != "cuda":
+                return None
+            if _PRE_HOOK_KWARGS:
+                return _to_device(args, self._device), _to_device(kwargs, self._device)
+            return _to_device(args, self._device)
 
         def root_post(module, args, output):
             for g in list(self._hook_held):
                 self._hook_release(g)
 
-        self._hooks.append(root_module.register_forward_pre_hook(root_pre))
-        self._hooks.append(root_module.register_forward_hook(root_post))
+        if _PRE_HOOK_KWARGS:
+            pre_handle = root_module.register_forward_pre_hook(root_pre, with_kwargs=True)
+        else:
+            pre_handle = root_module.register_forward_pre_hook(root_pre)
+        self._hooks.append(pre_handle)
+        self._hooks.append(_post_hook(root_module, root_post))
+
+
+def _post_hook(module, hook):
+    if _POST_HOOK_ALWAYS:
+        return module.register_forward_hook(hook, always_call=True)
+    return module.register_forward_hook(hook)
 
 
 def _to_device(value, device):
@@ -503,7 +523,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
             raise InvalidArgumentError(
                 f"ferry.torch.offload: {e.name} is {'sparse' if e.tensor.is_sparse else 'on meta'}"
             )
-    for module_name, module in model.named_modules():
+    for module in model.modules():
         for attr, b in module._buffers.items():
             if b is not None and id(b) in entries:
                 entries[id(b)].locations.append((module, attr))
@@ -513,8 +533,9 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
     all_entries = [e for g in groups for e in g.entries]
     if not all_entries:
         raise InvalidArgumentError("ferry.torch.offload: the model has no tensors to offload")
-    for name in _resolve_mutable(mutable, all_entries):
-        next(e for e in all_entries if e.name == name).mutable = True
+    chosen = _resolve_mutable(mutable, all_entries)
+    for e in all_entries:
+        e.mutable = e.name in chosen
     model_bytes = sum(e.nbytes for e in all_entries)
     vram_budget = parse_budget(budget, model_bytes)
 
