@@ -1,5 +1,6 @@
 // The C boundary: validates handles, calls into ferry::Runtime, and turns every C++
 // exception into a status plus the thread's last-error message. Nothing throws past here.
+#include <cstdio>
 #include <cstring>
 #include <new>
 #include <string>
@@ -35,10 +36,16 @@ struct ferry_runtime {
 namespace {
 
 ferry::Runtime &runtime_of(ferry_runtime *runtime) {
-    ferry::expects(runtime != nullptr, FERRY_ERROR_INVALID_HANDLE, "runtime is NULL");
-    ferry::expects(runtime->magic == kRuntimeMagic, FERRY_ERROR_INVALID_HANDLE,
+    FERRY_EXPECTS(runtime != nullptr, FERRY_ERROR_INVALID_HANDLE, "runtime is NULL");
+    FERRY_EXPECTS(runtime->magic == kRuntimeMagic, FERRY_ERROR_INVALID_HANDLE,
                    "runtime is not a live ferry runtime");
     return runtime->impl;
+}
+
+std::string hex(std::uint64_t value) {
+    char text[19];
+    std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(value));
+    return text;
 }
 
 // Checks a handle's runtime, kind and range; returns its index.
@@ -47,7 +54,7 @@ std::uint32_t index_of(ferry::Runtime &runtime, std::uint64_t id, HandleKind kin
     const auto serial = static_cast<std::uint32_t>(id >> 32);
     const auto handle_kind = static_cast<std::uint32_t>((id >> 24) & 0xff);
     const auto index_plus_one = static_cast<std::uint32_t>(id & 0xffffff);
-    ferry::expects(id != 0, FERRY_ERROR_INVALID_HANDLE, std::string(what) + " handle is zero");
+    FERRY_EXPECTS(id != 0, FERRY_ERROR_INVALID_HANDLE, std::string(what) + " handle is zero");
     if (serial != runtime.serial() && serial != 0 && serial <= ferry::last_runtime_serial() &&
         handle_kind == kind) {
         if (ferry::runtime_serial_live(serial)) {
@@ -59,15 +66,11 @@ std::uint32_t index_of(ferry::Runtime &runtime, std::uint64_t id, HandleKind kin
     }
     const std::uint32_t count =
         kind == kGroupHandle ? runtime.group_count() : runtime.tensor_count();
-    ferry::expects(serial == runtime.serial() && handle_kind == kind && index_plus_one >= 1 &&
-                       index_plus_one <= count,
-                   FERRY_ERROR_INVALID_HANDLE,
-                   std::string(what) + " handle 0x" + [id] {
-                       char hex[17];
-                       std::snprintf(hex, sizeof hex, "%016llx",
-                                     static_cast<unsigned long long>(id));
-                       return std::string(hex);
-                   }() + " is not a " + what + " of this runtime");
+    FERRY_EXPECTS(serial == runtime.serial() && handle_kind == kind && index_plus_one >= 1 &&
+                      index_plus_one <= count,
+                  FERRY_ERROR_INVALID_HANDLE,
+                  std::string(what) + " handle " + hex(id) + " is not a " + what +
+                      " of this runtime");
     return index_plus_one - 1;
 }
 
@@ -94,7 +97,7 @@ ferry_status guarded(const char *call, Body &&body) noexcept {
 }
 
 void require_out(const void *out, const char *name) {
-    ferry::expects(out != nullptr, FERRY_ERROR_INVALID_ARGUMENT, std::string(name) + " is NULL");
+    FERRY_EXPECTS(out != nullptr, FERRY_ERROR_INVALID_ARGUMENT, std::string(name) + " is NULL");
 }
 
 }  // namespace
@@ -202,7 +205,7 @@ ferry_status ferry_schedule_declare(ferry_runtime *runtime, const ferry_group *o
                                     size_t count) {
     return guarded("ferry_schedule_declare", [&] {
         ferry::Runtime &rt = runtime_of(runtime);
-        ferry::expects(order != nullptr || count == 0, FERRY_ERROR_INVALID_ARGUMENT,
+        FERRY_EXPECTS(order != nullptr || count == 0, FERRY_ERROR_INVALID_ARGUMENT,
                        "order is NULL");
         std::vector<std::uint32_t> groups;
         groups.reserve(count);
@@ -267,7 +270,7 @@ ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out) {
     return guarded("ferry_stats_get", [&] {
         ferry::Runtime &rt = runtime_of(runtime);
         require_out(out, "out");
-        ferry::expects(out->struct_size >= sizeof(size_t) + 2 * sizeof(uint32_t) &&
+        FERRY_EXPECTS(out->struct_size >= sizeof(size_t) + 2 * sizeof(uint32_t) &&
                            out->struct_size <= (1u << 16),
                        FERRY_ERROR_INVALID_ARGUMENT,
                        "stats.struct_size is " + std::to_string(out->struct_size) +

@@ -77,7 +77,7 @@ class CudaDevice final : public Device {
     std::string name() const override { return name_; }
 
     void *reserve(std::size_t bytes) override {
-        expects(bytes > 0, FERRY_ERROR_INVALID_SIZE, "cuda reserve: zero bytes");
+        FERRY_EXPECTS(bytes > 0, FERRY_ERROR_INVALID_SIZE, "cuda reserve: zero bytes");
         DeviceGuard guard(ordinal_);
         void *ptr = nullptr;
         const cudaError_t err = cudaMalloc(&ptr, bytes);
@@ -100,9 +100,9 @@ class CudaDevice final : public Device {
     }
 
     void *alloc_pinned(std::size_t bytes) override {
-        expects(bytes > 0, FERRY_ERROR_INVALID_SIZE, "cuda alloc_pinned: zero bytes");
+        FERRY_EXPECTS(bytes > 0, FERRY_ERROR_INVALID_SIZE, "cuda alloc_pinned: zero bytes");
         const std::size_t length = round_up_to_pages(bytes);
-        expects(length >= bytes, FERRY_ERROR_SIZE_TOO_LARGE,
+        FERRY_EXPECTS(length >= bytes, FERRY_ERROR_SIZE_TOO_LARGE,
                 "cuda alloc_pinned: " + std::to_string(bytes) + " bytes overflow");
         DeviceGuard guard(ordinal_);
         // Plain mmap'd pages (not cudaHostAlloc), so that the host store may mprotect them.
@@ -212,7 +212,7 @@ class CudaDevice final : public Device {
 std::unique_ptr<Device> make_cuda_device(int ordinal) {
     int count = 0;
     FERRY_CUDA_TRY_AS(FERRY_ERROR_BACKEND_UNAVAILABLE, cudaGetDeviceCount(&count));
-    expects(ordinal >= 0 && ordinal < count, FERRY_ERROR_BACKEND_UNAVAILABLE,
+    FERRY_EXPECTS(ordinal >= 0 && ordinal < count, FERRY_ERROR_BACKEND_UNAVAILABLE,
             "no CUDA device " + std::to_string(ordinal) + ": " + std::to_string(count) +
                 " visible (check CUDA_VISIBLE_DEVICES)");
     // Creates the device's primary context now, so that a device in a prohibited or

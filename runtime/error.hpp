@@ -19,9 +19,12 @@ class Error : public std::runtime_error {
     ferry_status status_;
 };
 
-// Throws Error(status, message) when cond is false.
-inline void expects(bool cond, ferry_status status, const std::string &message) {
-    if (!cond) throw Error(status, message);
-}
-
 }  // namespace ferry
+
+// Throws ferry::Error(status, message) when cond is false. A macro so that the message,
+// often built from strings, is only computed on failure: hot paths check too.
+#define FERRY_EXPECTS(cond, status, message)                 \
+    do {                                                   \
+        if (!(cond)) throw ::ferry::Error((status), (message)); \
+    } while (0)
+

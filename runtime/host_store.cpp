@@ -24,7 +24,7 @@ HostStore::~HostStore() {
 void HostStore::protect_read_only(std::size_t offset, std::size_t bytes) {
     if (bytes == 0) return;
     const int rc = mprotect(base_ + offset, bytes, PROT_READ);
-    expects(rc == 0, FERRY_ERROR_INTERNAL,
+    FERRY_EXPECTS(rc == 0, FERRY_ERROR_INTERNAL,
             "mprotect of " + std::to_string(bytes) + " host bytes at offset " +
                 std::to_string(offset) + " failed: " + std::strerror(errno));
 }

@@ -39,11 +39,11 @@ std::string bytes_str(std::uint64_t n) { return std::to_string(n) + " bytes"; }
 // Also guarantees that the sum of bytes * uses, hence of bytes, fits in 64 bits.
 std::vector<std::uint64_t> validated_uses(const PlanInput &in) {
     const std::size_t n = in.group_bytes.size();
-    expects(in.slots_per_class >= 2, FERRY_ERROR_INVALID_ARGUMENT,
+    FERRY_EXPECTS(in.slots_per_class >= 2, FERRY_ERROR_INVALID_ARGUMENT,
             "slots_per_class is " + std::to_string(in.slots_per_class) +
                 ": it must be at least 2, so that one slot is filled while another is used");
-    expects(n > 0, FERRY_ERROR_INVALID_ARGUMENT, "cannot plan a model with no groups");
-    expects(in.uses_per_pass.empty() || in.uses_per_pass.size() == n,
+    FERRY_EXPECTS(n > 0, FERRY_ERROR_INVALID_ARGUMENT, "cannot plan a model with no groups");
+    FERRY_EXPECTS(in.uses_per_pass.empty() || in.uses_per_pass.size() == n,
             FERRY_ERROR_INVALID_ARGUMENT,
             "uses_per_pass has " + std::to_string(in.uses_per_pass.size()) +
                 " entries for " + std::to_string(n) + " groups (leave it empty for 1 each)");
@@ -52,11 +52,11 @@ std::vector<std::uint64_t> validated_uses(const PlanInput &in) {
     std::uint64_t total = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const std::string group = "group " + std::to_string(i);
-        expects(in.group_bytes[i] > 0, FERRY_ERROR_INVALID_ARGUMENT, group + " has 0 bytes");
-        expects(uses[i] > 0, FERRY_ERROR_INVALID_ARGUMENT,
+        FERRY_EXPECTS(in.group_bytes[i] > 0, FERRY_ERROR_INVALID_ARGUMENT, group + " has 0 bytes");
+        FERRY_EXPECTS(uses[i] > 0, FERRY_ERROR_INVALID_ARGUMENT,
                 group + " has 0 uses per pass: every group is acquired at least once");
         const std::uint64_t value = mul_sat(in.group_bytes[i], uses[i]);
-        expects(value != kMax && add_sat(total, value) != kMax, FERRY_ERROR_INVALID_ARGUMENT,
+        FERRY_EXPECTS(value != kMax && add_sat(total, value) != kMax, FERRY_ERROR_INVALID_ARGUMENT,
                 "the bytes streamed per pass would overflow 64 bits at " + group);
         total += value;
     }
@@ -201,8 +201,10 @@ std::vector<bool> choose_resident(const std::vector<std::uint64_t> &bytes,
     return chosen;
 }
 
-// Fills the plan for a resident set that fits the budget with one size class, then
-// splits the streamed groups into more classes if that fits too.
+// Fills the plan for a resident set that fits the budget. The streamed groups share one
+// size class: a second class would cost slots_per_class more slots of its size, and the
+// knapsack's greedy fill leaves less room than one streamed group, so a split never fits
+// without giving up residency, that is, without streaming more bytes.
 Plan lay_out(const PlanInput &in, const std::vector<std::uint64_t> &uses,
              std::vector<bool> resident) {
     const std::vector<std::uint64_t> &bytes = in.group_bytes;
@@ -210,38 +212,19 @@ Plan lay_out(const PlanInput &in, const std::vector<std::uint64_t> &uses,
     Plan plan;
     plan.resident = std::move(resident);
     plan.size_class.assign(n, -1);
-    std::vector<std::size_t> streamed;
+    std::uint64_t largest_streamed = 0;
     for (std::size_t i = 0; i < n; ++i) {
         if (plan.resident[i]) {
             plan.resident_bytes += bytes[i];
         } else {
-            streamed.push_back(i);
+            plan.size_class[i] = 0;
             plan.streamed_bytes_per_pass += bytes[i] * uses[i];
+            largest_streamed = std::max(largest_streamed, bytes[i]);
         }
     }
-    if (streamed.empty()) return plan;
-    std::stable_sort(streamed.begin(), streamed.end(),
-                     [&](std::size_t a, std::size_t b) { return bytes[a] > bytes[b]; });
-
-    // A new class starts at a group under half the current class's slot size.
-    std::vector<std::uint64_t> slots;
-    std::vector<int> split(n, -1);
-    for (std::size_t i : streamed) {
-        if (slots.empty() || bytes[i] < slots.back() - slots.back() / 2)  // b < slot / 2
-            slots.push_back(bytes[i]);
-        split[i] = static_cast<int>(slots.size()) - 1;
-    }
-    const std::uint64_t split_slot_bytes =
-        std::accumulate(slots.begin(), slots.end(), std::uint64_t{0});
-    if (add_sat(plan.resident_bytes, mul_sat(in.slots_per_class, split_slot_bytes)) <=
-        in.budget) {
-        plan.class_slot_bytes = slots;
-        plan.size_class = split;
-    } else {
-        plan.class_slot_bytes = {bytes[streamed.front()]};
-        for (std::size_t i : streamed) plan.size_class[i] = 0;
-    }
-    for (std::uint64_t s : plan.class_slot_bytes) plan.streaming_bytes += in.slots_per_class * s;
+    if (largest_streamed == 0) return plan;  // everything resident: no streaming slots
+    plan.class_slot_bytes = {largest_streamed};
+    plan.streaming_bytes = in.slots_per_class * largest_streamed;
     return plan;
 }
 

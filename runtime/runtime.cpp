@@ -58,9 +58,9 @@ std::uint64_t dtype_bytes(ferry_dtype dtype) {
 }
 
 void check_name(const char *name, const char *what) {
-    expects(name != nullptr, FERRY_ERROR_INVALID_ARGUMENT, std::string(what) + " name is NULL");
+    FERRY_EXPECTS(name != nullptr, FERRY_ERROR_INVALID_ARGUMENT, std::string(what) + " name is NULL");
     const std::size_t length = std::strlen(name);
-    expects(length > 0 && length <= kMaxNameBytes, FERRY_ERROR_INVALID_ARGUMENT,
+    FERRY_EXPECTS(length > 0 && length <= kMaxNameBytes, FERRY_ERROR_INVALID_ARGUMENT,
             std::string(what) + " name must be 1.." + std::to_string(kMaxNameBytes) +
                 " bytes, got " + std::to_string(length));
 }
@@ -71,7 +71,7 @@ double env_double(const char *variable, double fallback, double min, double max)
     if (text == nullptr || *text == '\0') return fallback;
     char *end = nullptr;
     const double value = std::strtod(text, &end);
-    expects(end != text && *end == '\0' && std::isfinite(value) && value >= min && value <= max,
+    FERRY_EXPECTS(end != text && *end == '\0' && std::isfinite(value) && value >= min && value <= max,
             FERRY_ERROR_INVALID_ARGUMENT,
             std::string("environment variable ") + variable + "='" + text +
                 "' is not a number in [" + std::to_string(min) + ", " + std::to_string(max) +
@@ -80,7 +80,7 @@ double env_double(const char *variable, double fallback, double min, double max)
 }
 
 void check_sim_value(double value, const char *field, double max) {
-    expects(std::isfinite(value) && value >= 0.0 && value <= max, FERRY_ERROR_INVALID_ARGUMENT,
+    FERRY_EXPECTS(std::isfinite(value) && value >= 0.0 && value <= max, FERRY_ERROR_INVALID_ARGUMENT,
             std::string("config.") + field + " must be in [0, " + std::to_string(max) +
                 "], got " + std::to_string(value));
 }
@@ -131,7 +131,7 @@ std::uint32_t last_runtime_serial() { return g_last_serial.load(); }
 RuntimeOptions resolve_options(const ferry_config &caller) {
     // An older caller's struct is shorter: read what it has over our defaults.
     constexpr std::size_t kMinimum = offsetof(ferry_config, vram_budget) + sizeof(uint64_t);
-    expects(caller.struct_size >= kMinimum && caller.struct_size <= (1u << 16),
+    FERRY_EXPECTS(caller.struct_size >= kMinimum && caller.struct_size <= (1u << 16),
             FERRY_ERROR_INVALID_ARGUMENT,
             "config.struct_size is " + std::to_string(caller.struct_size) +
                 ": call ferry_config_init() first");
@@ -144,7 +144,7 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     std::int32_t backend = 0;
     static_assert(sizeof backend == sizeof config.backend, "ferry_backend is an int");
     std::memcpy(&backend, &config.backend, sizeof backend);
-    expects(backend == FERRY_BACKEND_AUTO || backend == FERRY_BACKEND_CUDA ||
+    FERRY_EXPECTS(backend == FERRY_BACKEND_AUTO || backend == FERRY_BACKEND_CUDA ||
                 backend == FERRY_BACKEND_SIM,
             FERRY_ERROR_INVALID_ARGUMENT,
             "config.backend " + std::to_string(backend) + " is not a ferry_backend");
@@ -159,13 +159,13 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
                         "environment variable FERRY_BACKEND='" + value +
                             "' is not auto, cuda or sim");
     }
-    expects(config.device >= 0, FERRY_ERROR_INVALID_ARGUMENT,
+    FERRY_EXPECTS(config.device >= 0, FERRY_ERROR_INVALID_ARGUMENT,
             "config.device must be >= 0, got " + std::to_string(config.device));
     options.device = config.device;
-    expects(config.vram_budget > 0, FERRY_ERROR_INVALID_ARGUMENT,
+    FERRY_EXPECTS(config.vram_budget > 0, FERRY_ERROR_INVALID_ARGUMENT,
             "config.vram_budget is 0: give the VRAM bytes ferry may hold");
     options.vram_budget = config.vram_budget;
-    expects(config.slots_per_class >= 2 && config.slots_per_class <= 64,
+    FERRY_EXPECTS(config.slots_per_class >= 2 && config.slots_per_class <= 64,
             FERRY_ERROR_INVALID_ARGUMENT,
             "config.slots_per_class must be 2..64 (prefetch depth + 1), got " +
                 std::to_string(config.slots_per_class));
@@ -244,24 +244,9 @@ ferry_phase Runtime::phase() {
 }
 
 void Runtime::require_phase(ferry_phase phase, const char *what) const {
-    expects(phase_ == phase, FERRY_ERROR_WRONG_PHASE,
+    FERRY_EXPECTS(phase_ == phase, FERRY_ERROR_WRONG_PHASE,
             std::string(what) + " needs phase " + phase_name(phase) + ", runtime '" +
                 options_.name + "' is in phase " + phase_name(phase_));
-}
-
-std::uint32_t Runtime::group_count() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return static_cast<std::uint32_t>(groups_.size());
-}
-
-std::uint32_t Runtime::tensor_count() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return static_cast<std::uint32_t>(tensors_.size());
-}
-
-std::string Runtime::group_name(std::uint32_t group) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return groups_.at(group).name;
 }
 
 std::string Runtime::describe_group(std::uint32_t group) const {
@@ -273,11 +258,12 @@ std::uint32_t Runtime::define_group(const char *name) {
     require_phase(FERRY_PHASE_DEFINE, "defining a group");
     check_name(name, "group");
     for (const GroupDef &group : groups_) {
-        expects(group.name != name, FERRY_ERROR_DUPLICATE_NAME,
+        FERRY_EXPECTS(group.name != name, FERRY_ERROR_DUPLICATE_NAME,
                 "group '" + std::string(name) + "' is already defined");
     }
-    expects(groups_.size() < (1u << 24) - 1, FERRY_ERROR_INVALID_ARGUMENT, "too many groups");
+    FERRY_EXPECTS(groups_.size() < (1u << 24) - 1, FERRY_ERROR_INVALID_ARGUMENT, "too many groups");
     groups_.push_back(GroupDef{name, {}, 0, false, 0, 0, 0});
+    group_count_.store(static_cast<std::uint32_t>(groups_.size()), std::memory_order_release);
     return static_cast<std::uint32_t>(groups_.size() - 1);
 }
 
@@ -290,46 +276,47 @@ std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std:
     check_name(name, "tensor");
     const std::string where = describe_group(group) + ", tensor '" + name + "'";
     for (std::uint32_t t : owner.tensors) {
-        expects(tensors_[t].name != name, FERRY_ERROR_DUPLICATE_NAME,
+        FERRY_EXPECTS(tensors_[t].name != name, FERRY_ERROR_DUPLICATE_NAME,
                 where + " is already defined in that group");
     }
-    expects((flags & ~FERRY_TENSOR_MUTABLE) == 0, FERRY_ERROR_INVALID_ARGUMENT,
+    FERRY_EXPECTS((flags & ~FERRY_TENSOR_MUTABLE) == 0, FERRY_ERROR_INVALID_ARGUMENT,
             where + ": unknown flags 0x" + std::to_string(flags));
-    expects(dtype >= FERRY_DTYPE_UNKNOWN && dtype <= FERRY_DTYPE_BOOL,
+    FERRY_EXPECTS(dtype >= FERRY_DTYPE_UNKNOWN && dtype <= FERRY_DTYPE_BOOL,
             FERRY_ERROR_INVALID_ARGUMENT,
             where + ": dtype " + std::to_string(dtype) + " is not a ferry_dtype");
-    expects(ndim <= FERRY_MAX_DIMS, FERRY_ERROR_INVALID_ARGUMENT,
+    FERRY_EXPECTS(ndim <= FERRY_MAX_DIMS, FERRY_ERROR_INVALID_ARGUMENT,
             where + ": ndim " + std::to_string(ndim) + " exceeds FERRY_MAX_DIMS (" +
                 std::to_string(FERRY_MAX_DIMS) + ")");
-    expects(ndim == 0 || shape != nullptr, FERRY_ERROR_INVALID_ARGUMENT,
+    FERRY_EXPECTS(ndim == 0 || shape != nullptr, FERRY_ERROR_INVALID_ARGUMENT,
             where + ": shape is NULL but ndim is " + std::to_string(ndim));
-    expects(bytes > 0, FERRY_ERROR_INVALID_SIZE, where + ": bytes is 0");
+    FERRY_EXPECTS(bytes > 0, FERRY_ERROR_INVALID_SIZE, where + ": bytes is 0");
     const std::uint64_t budget = options_.vram_budget;
-    expects(bytes <= budget, FERRY_ERROR_SIZE_TOO_LARGE,
+    FERRY_EXPECTS(bytes <= budget, FERRY_ERROR_SIZE_TOO_LARGE,
             where + ": " + std::to_string(bytes) + " bytes can never fit the VRAM budget of " +
                 std::to_string(budget) + " bytes");
-    expects(owner.defined_bytes + bytes <= budget, FERRY_ERROR_SIZE_TOO_LARGE,
+    FERRY_EXPECTS(owner.defined_bytes + bytes <= budget, FERRY_ERROR_SIZE_TOO_LARGE,
             where + ": the group would grow to " + std::to_string(owner.defined_bytes + bytes) +
                 " bytes, more than the VRAM budget of " + std::to_string(budget) + " bytes");
 
     std::vector<std::int64_t> dims(shape, shape + ndim);
     std::uint64_t elements = 1;
     for (std::int64_t d : dims) {
-        expects(d >= 0, FERRY_ERROR_INVALID_SIZE,
+        FERRY_EXPECTS(d >= 0, FERRY_ERROR_INVALID_SIZE,
                 where + ": negative dimension " + std::to_string(d));
         elements *= static_cast<std::uint64_t>(d);
     }
     if (dtype != FERRY_DTYPE_UNKNOWN) {
-        expects(elements * dtype_bytes(dtype) == bytes, FERRY_ERROR_INVALID_SIZE,
+        FERRY_EXPECTS(elements * dtype_bytes(dtype) == bytes, FERRY_ERROR_INVALID_SIZE,
                 where + ": shape holds " + std::to_string(elements) + " elements of " +
                     std::to_string(dtype_bytes(dtype)) + " bytes, which is not " +
                     std::to_string(bytes) + " bytes");
     }
 
-    expects(tensors_.size() < (1u << 24) - 1, FERRY_ERROR_INVALID_ARGUMENT, "too many tensors");
+    FERRY_EXPECTS(tensors_.size() < (1u << 24) - 1, FERRY_ERROR_INVALID_ARGUMENT, "too many tensors");
     const bool is_mutable = (flags & FERRY_TENSOR_MUTABLE) != 0;
     tensors_.push_back(TensorDef{name, group, bytes, dtype, std::move(dims), is_mutable, 0});
     const auto index = static_cast<std::uint32_t>(tensors_.size() - 1);
+    tensor_count_.store(index + 1, std::memory_order_release);
     owner.tensors.push_back(index);
     owner.defined_bytes += bytes;
     owner.has_mutable = owner.has_mutable || is_mutable;
@@ -339,10 +326,10 @@ std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std:
 
 void Runtime::declare_schedule(const std::vector<std::uint32_t> &order) {
     std::lock_guard<std::mutex> lock(mutex_);
-    expects(phase_ != FERRY_PHASE_SEALED, FERRY_ERROR_WRONG_PHASE,
+    FERRY_EXPECTS(phase_ != FERRY_PHASE_SEALED, FERRY_ERROR_WRONG_PHASE,
             "declaring a schedule needs phase DEFINE or PLANNED, runtime '" + options_.name +
                 "' is SEALED");
-    expects(!order.empty(), FERRY_ERROR_INVALID_ARGUMENT, "the schedule is empty");
+    FERRY_EXPECTS(!order.empty(), FERRY_ERROR_INVALID_ARGUMENT, "the schedule is empty");
     declared_schedule_ = order;
 }
 
@@ -378,9 +365,9 @@ std::vector<std::uint64_t> Runtime::uses_per_pass() const {
 void Runtime::plan() {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_DEFINE, "planning");
-    expects(!groups_.empty(), FERRY_ERROR_EMPTY, "no groups are defined");
+    FERRY_EXPECTS(!groups_.empty(), FERRY_ERROR_EMPTY, "no groups are defined");
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        expects(!groups_[g].tensors.empty(), FERRY_ERROR_EMPTY,
+        FERRY_EXPECTS(!groups_[g].tensors.empty(), FERRY_ERROR_EMPTY,
                 describe_group(g) + " has no tensors");
     }
     lay_out_images();
@@ -454,7 +441,7 @@ void Runtime::plan() {
 
 void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
     std::lock_guard<std::mutex> lock(mutex_);
-    expects(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
+    FERRY_EXPECTS(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
             "host bytes exist after ferry_plan; runtime '" + options_.name +
                 "' is in phase DEFINE");
     const TensorDef &def = tensors_[tensor];
@@ -466,8 +453,8 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_PLANNED, "copying bytes in");
     const TensorDef &def = tensors_[tensor];
-    expects(src != nullptr || bytes == 0, FERRY_ERROR_INVALID_ARGUMENT, "src is NULL");
-    expects(offset <= def.bytes && bytes <= def.bytes - offset, FERRY_ERROR_OUT_OF_RANGE,
+    FERRY_EXPECTS(src != nullptr || bytes == 0, FERRY_ERROR_INVALID_ARGUMENT, "src is NULL");
+    FERRY_EXPECTS(offset <= def.bytes && bytes <= def.bytes - offset, FERRY_ERROR_OUT_OF_RANGE,
             "tensor '" + def.name + "' has " + std::to_string(def.bytes) +
                 " bytes; cannot copy " + std::to_string(bytes) + " bytes at offset " +
                 std::to_string(offset));
@@ -516,7 +503,7 @@ ferry_stats Runtime::stats() {
 void Runtime::group_info(std::uint32_t group, int *resident, int *size_class,
                          std::uint64_t *image_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    expects(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
+    FERRY_EXPECTS(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
             "group placement is known after ferry_plan; runtime '" + options_.name +
                 "' is in phase DEFINE");
     if (resident != nullptr) *resident = state_[group].resident ? 1 : 0;

@@ -4,6 +4,7 @@
 // translates handles and errors.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -111,10 +112,9 @@ class Runtime {
     void group_info(std::uint32_t group, int *resident, int *size_class,
                     std::uint64_t *image_bytes);
 
-    // Handle checks, under the lock (counts only grow).
-    std::uint32_t group_count();
-    std::uint32_t tensor_count();
-    std::string group_name(std::uint32_t group);
+    // For handle checks, without the lock: counts only grow.
+    std::uint32_t group_count() const { return group_count_.load(std::memory_order_acquire); }
+    std::uint32_t tensor_count() const { return tensor_count_.load(std::memory_order_acquire); }
 
     Device &device() { return *device_; }
 
@@ -143,6 +143,8 @@ class Runtime {
 
     std::vector<GroupDef> groups_;
     std::vector<TensorDef> tensors_;
+    std::atomic<std::uint32_t> group_count_{0};   // == groups_.size(), published
+    std::atomic<std::uint32_t> tensor_count_{0};  // == tensors_.size(), published
     std::vector<std::uint32_t> declared_schedule_;
 
     // Set at plan.

@@ -166,7 +166,7 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
             ready = slots_[state.slot].ready;
         } else {
             const int victim = choose_victim(state.size_class);
-            expects(victim >= 0, FERRY_ERROR_NO_FREE_SLOT,
+            FERRY_EXPECTS(victim >= 0, FERRY_ERROR_NO_FREE_SLOT,
                     describe_group(group) + ": all " +
                         std::to_string(class_slots_[state.size_class].size()) +
                         " slots of its size class " + std::to_string(state.size_class) +
@@ -198,7 +198,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_SEALED, "releasing a group");
     GroupState &state = state_[group];
-    expects(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
+    FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
             describe_group(group) + " is not acquired (released more often than acquired)");
     SlotState &slot = slots_[state.slot];
     // With several holders, chain their releases so `released` covers all of them.
@@ -214,7 +214,7 @@ void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
     require_phase(FERRY_PHASE_SEALED, "a device pointer");
     const TensorDef &def = tensors_[tensor];
     const GroupState &state = state_[def.group];
-    expects(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
+    FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
             "tensor '" + def.name + "': its " + describe_group(def.group) +
                 " is not acquired, so it has no device address");
     return slots_[state.slot].device + def.offset;
@@ -224,7 +224,7 @@ void Runtime::synchronize() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (phase_ != FERRY_PHASE_SEALED) return;  // nothing is on the device yet
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        expects(!(groups_[g].has_mutable && state_[g].pins > 0), FERRY_ERROR_GROUP_BUSY,
+        FERRY_EXPECTS(!(groups_[g].has_mutable && state_[g].pins > 0), FERRY_ERROR_GROUP_BUSY,
                 describe_group(g) +
                     " has mutable tensors and is still acquired; release it first");
     }

@@ -132,7 +132,7 @@ class SimDevice final : public Device {
 
     void *reserve(std::size_t bytes) override {
         void *ptr = std::aligned_alloc(256, round_up(bytes, 256));
-        expects(ptr != nullptr, FERRY_ERROR_OUT_OF_DEVICE_MEMORY,
+        FERRY_EXPECTS(ptr != nullptr, FERRY_ERROR_OUT_OF_DEVICE_MEMORY,
                 "sim: could not allocate " + std::to_string(bytes) + " bytes of device memory");
         return ptr;
     }
@@ -141,7 +141,7 @@ class SimDevice final : public Device {
     void *alloc_pinned(std::size_t bytes) override {
         void *ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                          -1, 0);
-        expects(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
+        FERRY_EXPECTS(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
                 "sim: mmap of " + std::to_string(bytes) + " bytes of host memory failed: " +
                     std::strerror(errno));
         return ptr;

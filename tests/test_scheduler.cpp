@@ -1,5 +1,7 @@
 // The pipeline's promises, one per test case, on sim without chaos so counts are exact.
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <future>
 
 #include "runtime.hpp"
 #include "sim_model.hpp"
@@ -163,4 +165,40 @@ TEST_CASE("VRAM in use never exceeds the budget and the slab is one reservation"
     REQUIRE(stats.slab_bytes == stats.slab_resident_bytes + stats.slab_streaming_bytes);
     REQUIRE(stats.resident_groups == 3);
     REQUIRE(stats.streaming_slots == 3);
+}
+
+TEST_CASE("Acquire and release never wait on the host, even while compute is stalled") {
+    ModelSpec spec = equal_groups(8, 1);
+    for (auto &group : spec.groups) group.push_back({256, true});  // the mutable path too
+    spec.budget = 3 * (65536 + 4096 + 256);
+    SimModel model(spec);
+    void *stream = model.create_stream();
+    Failures failures;
+
+    // The compute stream blocks on a gate before any of the passes' work.
+    struct Gate {
+        std::shared_future<void> open;
+        static void wait(void *self) { static_cast<Gate *>(self)->open.wait(); }
+    };
+    std::promise<void> open;
+    Gate gate{open.get_future().share()};
+    ferry_runtime_impl(model.runtime()).device().launch_host(stream, &Gate::wait, &gate);
+
+    auto driver = std::async(std::launch::async, [&] {
+        for (int pass = 0; pass < 3; ++pass) {
+            for (std::size_t g = 0; g < model.group_count(); ++g) {
+                if (model.run_group(g, stream, failures) != FERRY_OK) failures.add(ferry_last_error());
+            }
+        }
+    });
+    // Three whole passes are submitted while nothing has computed yet.
+    const bool submitted = driver.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+    open.set_value();
+    driver.wait();
+    model.drain();
+    REQUIRE(submitted);
+    INFO("first failure: " << failures.first);
+    REQUIRE(failures.count == 0);
+    REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
+    REQUIRE(model.host_versions_current(failures));
 }
