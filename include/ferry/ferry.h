@@ -119,6 +119,7 @@ typedef enum ferry_backend {
  * Environment overrides, applied at ferry_create over the struct's values:
  *   FERRY_BACKEND=auto|cuda|sim       FERRY_SIM_H2D_GBPS=<GB/s>   FERRY_SIM_D2H_GBPS=<GB/s>
  *   FERRY_SIM_LATENCY_US=<us>         FERRY_SIM_CHAOS=0|1         FERRY_SIM_SEED=<n>
+ *   FERRY_STATS=0|1                   FERRY_VERIFY=0|1            FERRY_PINNED_CAP=<bytes>
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
@@ -134,6 +135,12 @@ typedef struct ferry_config {
     double sim_latency_us;     /* sim: modeled cost of each copy call in microseconds     */
     int32_t sim_chaos;         /* sim: 1 = random delays, poison slot memory on reuse     */
     uint64_t sim_seed;         /* sim: seed of the chaos generator                        */
+    int32_t publish_stats;     /* 1: publish live counters for ferry-stat. Default 0      */
+    int32_t verify;            /* 1: checksum frozen bytes at release and report changes;
+                                  skip writeback of unchanged mutable tensors. Default 0   */
+    uint64_t pinned_cap_bytes; /* most host bytes ferry may pin; 0: a safe share of RAM   */
+    int32_t pageable_fallback; /* 1: past the pinned cap, keep the rest pageable and copy
+                                  it through a small pinned staging ring. Default 0: fail  */
 } ferry_config;
 
 FERRY_API void ferry_config_init(ferry_config *config);
@@ -298,6 +305,11 @@ typedef struct ferry_stats {
     uint64_t slab_used_peak_bytes;
     uint64_t host_pinned_bytes;    /* pinned host arena                                  */
     uint64_t host_pinned_peak_bytes;
+    uint64_t stall_ns;             /* time compute waited on ferry's copies              */
+    uint64_t writebacks_skipped;   /* mutable tensors found unchanged, not written back  */
+    uint64_t verify_checks;        /* releases whose frozen bytes were checksummed       */
+    uint64_t verify_failures;      /* ... and found changed                              */
+    uint64_t host_pageable_bytes;  /* host store bytes left pageable past the pinned cap */
 } ferry_stats;
 
 FERRY_API ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out);

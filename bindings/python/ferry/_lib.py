@@ -68,6 +68,10 @@ class ConfigStruct(ctypes.Structure):
         ("sim_latency_us", ctypes.c_double),
         ("sim_chaos", ctypes.c_int32),
         ("sim_seed", ctypes.c_uint64),
+        ("publish_stats", ctypes.c_int32),
+        ("verify", ctypes.c_int32),
+        ("pinned_cap_bytes", ctypes.c_uint64),
+        ("pageable_fallback", ctypes.c_int32),
     ]
 
 
@@ -105,6 +109,11 @@ class StatsStruct(ctypes.Structure):
         ("slab_used_peak_bytes", ctypes.c_uint64),
         ("host_pinned_bytes", ctypes.c_uint64),
         ("host_pinned_peak_bytes", ctypes.c_uint64),
+        ("stall_ns", ctypes.c_uint64),
+        ("writebacks_skipped", ctypes.c_uint64),
+        ("verify_checks", ctypes.c_uint64),
+        ("verify_failures", ctypes.c_uint64),
+        ("host_pageable_bytes", ctypes.c_uint64),
     ]
 
 

@@ -77,6 +77,10 @@ pub struct ferry_config {
     pub sim_latency_us: c_double,
     pub sim_chaos: i32,
     pub sim_seed: u64,
+    pub publish_stats: i32,
+    pub verify: i32,
+    pub pinned_cap_bytes: u64,
+    pub pageable_fallback: i32,
 }
 
 // ----------------------------------------------------------------------------------------
@@ -165,6 +169,11 @@ pub struct ferry_stats {
     pub slab_used_peak_bytes: u64,
     pub host_pinned_bytes: u64,
     pub host_pinned_peak_bytes: u64,
+    pub stall_ns: u64,
+    pub writebacks_skipped: u64,
+    pub verify_checks: u64,
+    pub verify_failures: u64,
+    pub host_pageable_bytes: u64,
 }
 
 // ----------------------------------------------------------------------------------------

@@ -640,6 +640,11 @@ pub struct Stats {
     pub slab_used_peak_bytes: u64,
     pub host_pinned_bytes: u64,
     pub host_pinned_peak_bytes: u64,
+    pub stall_ns: u64,
+    pub writebacks_skipped: u64,
+    pub verify_checks: u64,
+    pub verify_failures: u64,
+    pub host_pageable_bytes: u64,
 }
 
 impl Stats {
@@ -686,6 +691,11 @@ impl Stats {
             slab_used_peak_bytes: s.slab_used_peak_bytes,
             host_pinned_bytes: s.host_pinned_bytes,
             host_pinned_peak_bytes: s.host_pinned_peak_bytes,
+            stall_ns: s.stall_ns,
+            writebacks_skipped: s.writebacks_skipped,
+            verify_checks: s.verify_checks,
+            verify_failures: s.verify_failures,
+            host_pageable_bytes: s.host_pageable_bytes,
         })
     }
 }
