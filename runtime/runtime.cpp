@@ -149,7 +149,10 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
             FERRY_ERROR_INVALID_ARGUMENT,
             "config.backend " + std::to_string(backend) + " is not a ferry_backend");
     options.backend = static_cast<ferry_backend>(backend);
-    if (const char *env = std::getenv("FERRY_BACKEND"); env != nullptr && *env != '\0') {
+    // The environment picks a backend only for callers that left the choice to ferry: a
+    // program that asks for sim explicitly (it reads device memory from the host) keeps it.
+    const char *env = std::getenv("FERRY_BACKEND");
+    if (options.backend == FERRY_BACKEND_AUTO && env != nullptr && *env != '\0') {
         const std::string value = env;
         if (value == "auto") options.backend = FERRY_BACKEND_AUTO;
         else if (value == "cuda") options.backend = FERRY_BACKEND_CUDA;

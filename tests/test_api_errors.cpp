@@ -100,7 +100,6 @@ TEST_CASE("A malformed environment override is an error, not ignored") {
 }
 
 TEST_CASE("Asking for cuda where it cannot run is BACKEND_UNAVAILABLE") {
-    if (std::getenv("FERRY_BACKEND") != nullptr) return;  // the environment overrides
     ferry_config config;
     ferry_config_init(&config);
     config.backend = FERRY_BACKEND_CUDA;
@@ -279,4 +278,26 @@ TEST_CASE("An older caller's smaller stats struct is filled only up to its size"
     const auto *raw = reinterpret_cast<const unsigned char *>(&buffer.stats);
     REQUIRE(raw[offsetof(ferry_stats, bytes_d2h)] == 0xEE);  // untouched
     REQUIRE(ferry_destroy(rt) == FERRY_OK);
+}
+
+TEST_CASE("FERRY_BACKEND picks the backend only for a config that left it to ferry") {
+    ferry_config config;
+    ferry_config_init(&config);
+    config.vram_budget = 1 << 20;
+    ferry_runtime *rt = nullptr;
+    setenv("FERRY_BACKEND", "sim", 1);
+    REQUIRE(ferry_create(&config, &rt) == FERRY_OK);  // AUTO: the environment decides
+    ferry_stats stats;
+    stats.struct_size = sizeof stats;
+    REQUIRE(ferry_stats_get(rt, &stats) == FERRY_OK);
+    REQUIRE(stats.backend == FERRY_BACKEND_SIM);
+    REQUIRE(ferry_destroy(rt) == FERRY_OK);
+    config.backend = FERRY_BACKEND_CUDA;
+    config.device = 4096;
+    REQUIRE(ferry_create(&config, &rt) == FERRY_ERROR_BACKEND_UNAVAILABLE);  // asked: kept
+    setenv("FERRY_BACKEND", "gpu", 1);
+    config.backend = FERRY_BACKEND_AUTO;
+    REQUIRE_FERRY_ERROR(ferry_create(&config, &rt), FERRY_ERROR_INVALID_ARGUMENT, "ferry_create",
+                        "FERRY_BACKEND");
+    unsetenv("FERRY_BACKEND");
 }

@@ -116,7 +116,8 @@ typedef enum ferry_backend {
  * Runtime configuration. Always call ferry_config_init() first: it sets struct_size and
  * every default, so a caller built against an older header keeps working.
  *
- * Environment overrides, applied at ferry_create over the struct's values:
+ * Environment overrides, applied at ferry_create over the struct's values (FERRY_BACKEND
+ * only when backend is FERRY_BACKEND_AUTO):
  *   FERRY_BACKEND=auto|cuda|sim       FERRY_SIM_H2D_GBPS=<GB/s>   FERRY_SIM_D2H_GBPS=<GB/s>
  *   FERRY_SIM_LATENCY_US=<us>         FERRY_SIM_CHAOS=0|1         FERRY_SIM_SEED=<n>
  *   FERRY_STATS=0|1                   FERRY_VERIFY=0|1            FERRY_PINNED_CAP=<bytes>
