@@ -490,7 +490,7 @@ void Runtime::seal() {
     }
     cursor_ = schedule_.size() - 1;  // the next acquire is expected at position 0
     wanted_.reserve(schedule_.size() + groups_.size());
-    learned_.reserve(groups_.size());
+    learned_.reserve(4 * groups_.size() + 16);  // a pass may use a group more than once
     want_left_.assign(class_slots_.size(), 0);
     phase_ = FERRY_PHASE_SEALED;
 }
