@@ -2,6 +2,7 @@
 // exception into a status plus the thread's last-error message. Nothing throws past here.
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -164,11 +165,23 @@ ferry_status ferry_create(const ferry_config *config, ferry_runtime **out) {
 }
 
 ferry_status ferry_destroy(ferry_runtime *runtime) {
-    if (runtime == nullptr) return FERRY_OK;
+    if (runtime == nullptr) {
+        ferry::clear_last_error();
+        return FERRY_OK;
+    }
     return guarded("ferry_destroy", [&] {
-        runtime_of(runtime);
+        ferry::Runtime &rt = runtime_of(runtime);
+        // Freed whatever happens; a failure to write back is still reported.
+        std::unique_ptr<ferry_runtime> owned(runtime);
         runtime->magic = 0;
-        delete runtime;
+        try {
+            rt.finish();
+        } catch (const ferry::Error &error) {
+            throw ferry::Error(error.status(),
+                               std::string(error.what()) +
+                                   " (the runtime was freed; mutable updates not yet written "
+                                   "back are lost)");
+        }
     });
 }
 
@@ -196,7 +209,11 @@ ferry_status ferry_tensor_define(ferry_runtime *runtime, ferry_group group, cons
         ferry::Runtime &rt = runtime_of(runtime);
         require_out(out, "out");
         const std::uint32_t g = index_of(rt, group.id, kGroupHandle);
-        const std::uint32_t index = rt.define_tensor(g, name, bytes, dtype, ndim, shape, flags);
+        std::int32_t dtype_value = 0;  // as an integer: a C caller may pass any int
+        static_assert(sizeof dtype_value == sizeof dtype, "ferry_dtype is an int");
+        std::memcpy(&dtype_value, &dtype, sizeof dtype_value);
+        const std::uint32_t index =
+            rt.define_tensor(g, name, bytes, dtype_value, ndim, shape, flags);
         out->id = encode(rt.serial(), kTensorHandle, index);
     });
 }

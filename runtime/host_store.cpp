@@ -16,10 +16,11 @@ HostStore::HostStore(Device &device, std::size_t bytes) : device_(device), bytes
 }
 
 HostStore::~HostStore() {
-    // Writable again before the backend unpins and frees it.
-    mprotect(base_, bytes_, PROT_READ | PROT_WRITE);
+    make_writable();  // before the backend unpins and frees it
     device_.free_pinned(base_, bytes_);
 }
+
+void HostStore::make_writable() noexcept { mprotect(base_, bytes_, PROT_READ | PROT_WRITE); }
 
 void HostStore::protect_read_only(std::size_t offset, std::size_t bytes) {
     if (bytes == 0) return;

@@ -22,6 +22,8 @@ class HostStore {
     // Makes [offset, offset + bytes) read-only; both must be page-aligned. A later write
     // there faults, which is how a bug that writes frozen weights is caught at once.
     void protect_read_only(std::size_t offset, std::size_t bytes);
+    // Undoes every protect_read_only (noexcept: used on error paths and at the end).
+    void make_writable() noexcept;
 
     static std::size_t page_size();
 

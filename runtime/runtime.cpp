@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstddef>
 #include <cstdlib>
@@ -85,17 +86,19 @@ void check_sim_value(double value, const char *field, double max) {
                 "], got " + std::to_string(value));
 }
 
-// Which of several equal-sized groups stay resident does not change the bytes streamed,
-// but where they sit in the pass does: spread evenly, the link keeps copying the next
-// streamed group while a resident one computes, instead of idling through a run of them.
+// Which of several equal-sized, equally used groups stay resident does not change the
+// bytes streamed, but where they sit in the pass does: spread evenly, the link keeps
+// copying the next streamed group while a resident one computes, instead of idling
+// through a run of them.
 void spread_residents(Plan &plan, const std::vector<std::uint64_t> &bytes,
+                      const std::vector<std::uint64_t> &uses,
                       const std::vector<std::uint32_t> &pass_order) {
     std::vector<bool> done(bytes.size(), false);
     for (std::uint32_t first : pass_order) {
         if (done[first]) continue;
-        std::vector<std::uint32_t> same;  // groups of this size, in pass order
+        std::vector<std::uint32_t> same;  // groups of this size and use count, in pass order
         for (std::uint32_t g : pass_order) {
-            if (bytes[g] == bytes[first] && !done[g]) {
+            if (bytes[g] == bytes[first] && uses[g] == uses[first] && !done[g]) {
                 same.push_back(g);
                 done[g] = true;
             }
@@ -185,8 +188,16 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.sim.d2h_gbps = env_double("FERRY_SIM_D2H_GBPS", config.sim_d2h_gbps, 0, 1e6);
     options.sim.latency_us = env_double("FERRY_SIM_LATENCY_US", config.sim_latency_us, 0, 1e6);
     options.sim.chaos = env_double("FERRY_SIM_CHAOS", config.sim_chaos != 0 ? 1 : 0, 0, 1) != 0;
-    options.sim.seed = static_cast<std::uint64_t>(
-        env_double("FERRY_SIM_SEED", static_cast<double>(config.sim_seed), 0, 9.0e15));
+    options.sim.seed = config.sim_seed;
+    if (const char *seed = std::getenv("FERRY_SIM_SEED"); seed != nullptr && *seed != '\0') {
+        char *end = nullptr;
+        errno = 0;
+        options.sim.seed = std::strtoull(seed, &end, 0);
+        FERRY_EXPECTS(end != seed && *end == '\0' && errno == 0 && *seed != '-',
+                      FERRY_ERROR_INVALID_ARGUMENT,
+                      std::string("environment variable FERRY_SIM_SEED='") + seed +
+                          "' is not an unsigned 64-bit integer");
+    }
     return options;
 }
 
@@ -208,20 +219,29 @@ Runtime::Runtime(RuntimeOptions options)
 }
 
 Runtime::~Runtime() {
-    // Everything in flight, the callers' streams included, then the last writebacks.
     try {
-        device_->device_synchronize();
-        if (phase_ == FERRY_PHASE_SEALED) {
-            for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-                if (state_[g].dirty && state_[g].slot >= 0) write_back(g, copy_stream_);
-            }
-            device_->stream_synchronize(copy_stream_);
-        }
+        finish();
     } catch (...) {
-        // Destruction must finish; the error was the device's and nothing can retry it.
+        // ferry_destroy calls finish() first and reports its failure; nothing can retry.
     }
     release_plan_resources();
     unregister_serial(serial_);
+}
+
+void Runtime::finish() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_) return;
+    finished_ = true;
+    // Everything in flight, the callers' streams included, then the last writebacks.
+    device_->device_synchronize();
+    if (phase_ != FERRY_PHASE_SEALED) return;
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+        if (state_[g].dirty && state_[g].slot >= 0) write_back(g, copy_stream_);
+    }
+    device_->stream_synchronize(copy_stream_);
+    for (const GroupState &state : state_) {
+        if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
+    }
 }
 
 void Runtime::release_plan_resources() noexcept {
@@ -271,7 +291,7 @@ std::uint32_t Runtime::define_group(const char *name) {
 }
 
 std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std::uint64_t bytes,
-                                     ferry_dtype dtype, std::uint32_t ndim,
+                                     std::int32_t dtype_value, std::uint32_t ndim,
                                      const std::int64_t *shape, std::uint32_t flags) {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_DEFINE, "defining a tensor");
@@ -284,9 +304,10 @@ std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std:
     }
     FERRY_EXPECTS((flags & ~FERRY_TENSOR_MUTABLE) == 0, FERRY_ERROR_INVALID_ARGUMENT,
             where + ": unknown flags 0x" + std::to_string(flags));
-    FERRY_EXPECTS(dtype >= FERRY_DTYPE_UNKNOWN && dtype <= FERRY_DTYPE_BOOL,
+    FERRY_EXPECTS(dtype_value >= FERRY_DTYPE_UNKNOWN && dtype_value <= FERRY_DTYPE_BOOL,
             FERRY_ERROR_INVALID_ARGUMENT,
-            where + ": dtype " + std::to_string(dtype) + " is not a ferry_dtype");
+            where + ": dtype " + std::to_string(dtype_value) + " is not a ferry_dtype");
+    const auto dtype = static_cast<ferry_dtype>(dtype_value);
     FERRY_EXPECTS(ndim <= FERRY_MAX_DIMS, FERRY_ERROR_INVALID_ARGUMENT,
             where + ": ndim " + std::to_string(ndim) + " exceeds FERRY_MAX_DIMS (" +
                 std::to_string(FERRY_MAX_DIMS) + ")");
@@ -303,11 +324,15 @@ std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std:
 
     std::vector<std::int64_t> dims(shape, shape + ndim);
     std::uint64_t elements = 1;
+    bool overflow = false;
     for (std::int64_t d : dims) {
         FERRY_EXPECTS(d >= 0, FERRY_ERROR_INVALID_SIZE,
                 where + ": negative dimension " + std::to_string(d));
-        elements *= static_cast<std::uint64_t>(d);
+        overflow = overflow || __builtin_mul_overflow(elements, static_cast<std::uint64_t>(d),
+                                                      &elements);
     }
+    FERRY_EXPECTS(!overflow, FERRY_ERROR_INVALID_SIZE,
+                  where + ": the shape's element count overflows 64 bits");
     if (dtype != FERRY_DTYPE_UNKNOWN) {
         FERRY_EXPECTS(elements * dtype_bytes(dtype) == bytes, FERRY_ERROR_INVALID_SIZE,
                 where + ": shape holds " + std::to_string(elements) + " elements of " +
@@ -319,8 +344,8 @@ std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std:
     const bool is_mutable = (flags & FERRY_TENSOR_MUTABLE) != 0;
     tensors_.push_back(TensorDef{name, group, bytes, dtype, std::move(dims), is_mutable, 0});
     const auto index = static_cast<std::uint32_t>(tensors_.size() - 1);
-    tensor_count_.store(index + 1, std::memory_order_release);
     owner.tensors.push_back(index);
+    tensor_count_.store(index + 1, std::memory_order_release);
     owner.defined_bytes += bytes;
     owner.has_mutable = owner.has_mutable || is_mutable;
     stats_.model_bytes += bytes;
@@ -383,7 +408,7 @@ void Runtime::plan() {
     Plan plan = make_plan(input);
     std::vector<std::uint32_t> pass_order = declared_schedule_;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
-    spread_residents(plan, input.group_bytes, pass_order);
+    spread_residents(plan, input.group_bytes, input.uses_per_pass, pass_order);
 
     try {
         std::uint64_t host_bytes = 0;
@@ -469,15 +494,25 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
 void Runtime::seal() {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_PLANNED, "sealing");
-    const std::uint64_t page = HostStore::page_size();
-    for (const GroupDef &group : groups_) {
-        host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));
+    // Onload first, protect last: a failure anywhere leaves the runtime PLANNED as it was,
+    // with every host byte writable and no slot filled.
+    const ferry_stats stats_before = stats_;
+    try {
+        const Stream stream = copy_stream_for(nullptr);
+        for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+            if (state_[g].resident) onload(g, state_[g].slot, stream);
+        }
+        device_->stream_synchronize(stream);
+        const std::uint64_t page = HostStore::page_size();
+        for (const GroupDef &group : groups_) {
+            host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));
+        }
+    } catch (...) {
+        host_->make_writable();
+        for (SlotState &slot : slots_) slot.occupant = -1;
+        stats_ = stats_before;
+        throw;
     }
-    const Stream stream = copy_stream_for(nullptr);
-    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        if (state_[g].resident) onload(g, state_[g].slot, stream);
-    }
-    device_->stream_synchronize(stream);
 
     // Prefetch follows the declared schedule; without one it guesses definition order
     // until the first pass has been learned.

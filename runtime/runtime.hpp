@@ -64,7 +64,7 @@ struct GroupState {
     int size_class = -1;
     int slot = -1;                  // index into Runtime::slots_, -1 when not on the device
     std::uint32_t pins = 0;         // holders right now
-    std::uint32_t episode_releases = 0;  // releases since pins last rose from 0
+    std::uint32_t releases_since_onload = 0;  // chained into the slot's `released`
     bool dirty = false;             // mutable bytes on the device may differ from host
     bool prefetched_unused = false;
     std::uint64_t want_mark = 0;    // == Runtime::want_epoch_ while prefetch wants it
@@ -89,11 +89,14 @@ class Runtime {
     Runtime &operator=(const Runtime &) = delete;
 
     std::uint32_t serial() const { return serial_; }
+    // Waits for all work on the device and writes back dirty mutable tensors: the first
+    // half of destroy, separate so that its failure can be reported. Idempotent.
+    void finish();
     ferry_phase phase();
 
     std::uint32_t define_group(const char *name);
     std::uint32_t define_tensor(std::uint32_t group, const char *name, std::uint64_t bytes,
-                                ferry_dtype dtype, std::uint32_t ndim,
+                                std::int32_t dtype, std::uint32_t ndim,
                                 const std::int64_t *shape, std::uint32_t flags);
     void declare_schedule(const std::vector<std::uint32_t> &order);
     void plan();
@@ -140,6 +143,7 @@ class Runtime {
     std::unique_ptr<Device> device_;
     std::mutex mutex_;
     ferry_phase phase_ = FERRY_PHASE_DEFINE;
+    bool finished_ = false;
 
     std::vector<GroupDef> groups_;
     std::vector<TensorDef> tensors_;

@@ -61,6 +61,7 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;
+    state.releases_since_onload = 0;
     ++stats_.onloads;
     stats_.bytes_h2d += def.image_bytes;
     stats_.slab_used_bytes += slot.bytes;
@@ -89,7 +90,9 @@ int Runtime::choose_victim(int size_class) const {
     return best;
 }
 
-// Moves the cursor to the acquired group's position and learns the first pass.
+// Moves the cursor to the acquired group's position and learns the first pass. A learned
+// schedule that turns out not to hold an acquired group (say the first pass was a
+// warm-up of part of the model) is learned again, starting from that group.
 void Runtime::advance_schedule(std::uint32_t group) {
     if (first_group_ < 0) first_group_ = group;
     if (static_cast<std::int64_t>(group) == first_group_) ++stats_.passes;
@@ -109,6 +112,12 @@ void Runtime::advance_schedule(std::uint32_t group) {
             cursor_ = at;
             return;
         }
+    }
+    if (!learning_ && declared_schedule_.empty()) {
+        learning_ = true;
+        learned_.clear();
+        learned_.push_back(group);
+        first_group_ = group;
     }
 }
 
@@ -157,41 +166,57 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         std::lock_guard<std::mutex> lock(mutex_);
         require_phase(FERRY_PHASE_SEALED, "acquiring a group");
         GroupState &state = state_[group];
-        if (state.resident) {
-            ++stats_.resident_hits;
-        } else if (state.slot >= 0) {
-            ++stats_.hits;
-            if (state.prefetched_unused) ++stats_.prefetches_used;
-            state.prefetched_unused = false;
-            ready = slots_[state.slot].ready;
-        } else {
+        bool missed = false;
+        if (!state.resident && state.slot < 0) {
             const int victim = choose_victim(state.size_class);
             FERRY_EXPECTS(victim >= 0, FERRY_ERROR_NO_FREE_SLOT,
-                    describe_group(group) + ": all " +
-                        std::to_string(class_slots_[state.size_class].size()) +
-                        " slots of its size class " + std::to_string(state.size_class) +
-                        " are held by acquired groups; release one first or raise "
-                        "slots_per_class");
+                          describe_group(group) + ": all " +
+                              std::to_string(class_slots_[state.size_class].size()) +
+                              " slots of its size class " + std::to_string(state.size_class) +
+                              " are held by acquired groups; release one first or raise "
+                              "slots_per_class");
             const Stream copy = copy_stream_for(stream);
             evict(victim, copy);
-            onload(group, victim, copy);
-            ++stats_.misses;
-            ready = slots_[victim].ready;
+            onload(group, victim, copy);  // a consistent state even if a later step fails
+            missed = true;
         }
-        if (state.pins++ == 0) state.episode_releases = 0;
         if (groups_[group].has_mutable) {
             // A holder may write: order it after every earlier holder's work, on any stream.
             device_->stream_wait(stream, slots_[state.slot].released);
-            state.dirty = true;
         }
+        // Nothing below can fail: the acquire is committed.
+        if (state.resident) {
+            ++stats_.resident_hits;
+        } else if (missed) {
+            ++stats_.misses;
+        } else {
+            ++stats_.hits;
+            if (state.prefetched_unused) ++stats_.prefetches_used;
+        }
+        if (!state.resident) ready = slots_[state.slot].ready;
+        state.prefetched_unused = false;
+        ++state.pins;
+        state.dirty = state.dirty || groups_[group].has_mutable;
         ++stats_.acquires;
         note_slot_use(state.slot);
         advance_schedule(group);
-        prefetch();
+        try {
+            prefetch();
+        } catch (const Error &) {
+            // Prefetch is only ahead of time: its state stays consistent, and the group's
+            // own acquire issues the copy again and reports the device's error then.
+        }
     }
     // The group is pinned, so its slot's ready event cannot be recorded again: waiting
     // outside the lock is safe, and on sim's calling-thread stream it blocks only us.
-    if (ready != nullptr) device_->stream_wait(stream, ready);
+    if (ready == nullptr) return;
+    try {
+        device_->stream_wait(stream, ready);
+    } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        --state_[group].pins;  // a failed acquire holds nothing (its copy still counts)
+        throw;
+    }
 }
 
 void Runtime::release(std::uint32_t group, Stream stream) {
@@ -199,12 +224,18 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     require_phase(FERRY_PHASE_SEALED, "releasing a group");
     GroupState &state = state_[group];
     FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
-            describe_group(group) + " is not acquired (released more often than acquired)");
-    SlotState &slot = slots_[state.slot];
-    // With several holders, chain their releases so `released` covers all of them.
-    if (state.episode_releases > 0) device_->stream_wait(stream, slot.released);
-    device_->record(slot.released, stream);
-    ++state.episode_releases;
+                  describe_group(group) +
+                      " is not acquired (released more often than acquired)");
+    // A resident group without mutable tensors is never overwritten nor written back:
+    // nothing waits for its release.
+    if (!state.resident || groups_[group].has_mutable) {
+        SlotState &slot = slots_[state.slot];
+        // Chain every release since the slot was filled, on whatever streams, so that
+        // `released` covers all the holders' work, not only the last one's.
+        if (state.releases_since_onload > 0) device_->stream_wait(stream, slot.released);
+        device_->record(slot.released, stream);
+        ++state.releases_since_onload;
+    }
     --state.pins;
     ++stats_.releases;
 }
@@ -233,6 +264,10 @@ void Runtime::synchronize() {
         if (state_[g].dirty && state_[g].slot >= 0) write_back(g, stream);
     }
     device_->stream_synchronize(stream);
+    // Writebacks of evictions may have run on callers' streams (synchronous mode).
+    for (const GroupState &state : state_) {
+        if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
+    }
 }
 
 }  // namespace ferry

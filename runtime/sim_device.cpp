@@ -175,15 +175,24 @@ class SimDevice final : public Device {
         copy(dst, src, bytes, options_.d2h_gbps, stream);
     }
 
+    // A ticket is taken and its task queued under one lock: otherwise a wait could capture
+    // a record's ticket and be queued on the same stream ahead of it, blocking it forever.
     void record(Event event, Stream stream) override {
         auto *sim_event = static_cast<SimEvent *>(event);
+        std::lock_guard<std::mutex> lock(submit_mutex_);
         const std::uint64_t ticket = sim_event->next_ticket();
         run_on(stream, [sim_event, ticket] { sim_event->complete(ticket); });
     }
 
     void stream_wait(Stream stream, Event event) override {
         auto *sim_event = static_cast<SimEvent *>(event);
+        std::unique_lock<std::mutex> lock(submit_mutex_);
         const std::uint64_t ticket = sim_event->current_ticket();
+        if (stream == nullptr) {
+            lock.unlock();  // the calling thread waits: hold nothing
+            sim_event->wait(ticket);
+            return;
+        }
         run_on(stream, [sim_event, ticket] { sim_event->wait(ticket); });
     }
 
@@ -193,7 +202,7 @@ class SimDevice final : public Device {
     }
 
     void stream_synchronize(Stream stream) override {
-        if (stream != nullptr) static_cast<SimStream *>(stream)->synchronize();
+        if (stream != nullptr) checked(stream)->synchronize();
     }
 
     void device_synchronize() override {
@@ -208,13 +217,25 @@ class SimDevice final : public Device {
    private:
     static std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
+    // A stream handed to the sim backend must be one it created: anything else (say, a
+    // cudaStream_t from a program run with FERRY_BACKEND=sim) is refused, not followed.
+    SimStream *checked(Stream stream) {
+        std::lock_guard<std::mutex> lock(streams_mutex_);
+        auto *sim = static_cast<SimStream *>(stream);
+        FERRY_EXPECTS(streams_.count(sim) != 0, FERRY_ERROR_INVALID_ARGUMENT,
+                      "stream " + std::to_string(reinterpret_cast<std::uintptr_t>(stream)) +
+                          " is not a sim stream: on the sim backend pass NULL (the calling "
+                          "thread) or a stream the sim device created");
+        return sim;
+    }
+
     // Runs the task on the stream, or right here when the stream is the calling thread.
     void run_on(Stream stream, std::function<void()> task) {
         if (stream == nullptr) {
             task();
             return;
         }
-        auto *sim = static_cast<SimStream *>(stream);
+        SimStream *sim = checked(stream);
         if (!options_.chaos) {
             sim->submit(std::move(task));
             return;
@@ -229,7 +250,7 @@ class SimDevice final : public Device {
         const double modeled_us =
             options_.latency_us + (gbps > 0.0 ? static_cast<double>(bytes) / (gbps * 1e3) : 0.0);
         const bool chaos = options_.chaos;
-        auto *sim = static_cast<SimStream *>(stream);
+        SimStream *sim = stream == nullptr ? nullptr : checked(stream);
         auto task = [this, dst, src, bytes, modeled_us, chaos, sim] {
             const auto start = Clock::now();
             if (chaos) {
@@ -266,6 +287,7 @@ class SimDevice final : public Device {
     SimOptions options_;
     std::mutex rng_mutex_;
     std::mt19937_64 rng_;  // for copies run on the calling thread
+    std::mutex submit_mutex_;
     std::mutex streams_mutex_;
     std::set<SimStream *> streams_;
     std::uint64_t stream_count_ = 0;

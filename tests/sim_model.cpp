@@ -187,7 +187,10 @@ ferry_status SimModel::run_group(std::size_t g, void *stream, Failures &failures
         task->device.push_back(static_cast<unsigned char *>(device));
         task->bytes.push_back(spec_.groups[g][t].bytes);
         task->is_mutable.push_back(is_mutable);
-        task->version.push_back(is_mutable ? versions_[g][t]++ : 0);
+        task->version.push_back(is_mutable ? versions_[g][t] : 0);
+    }
+    for (std::size_t t = 0; t < tensors_[g].size(); ++t) {
+        if (spec_.groups[g][t].is_mutable) ++versions_[g][t];  // the check bumps them
     }
     ferry_runtime_impl(runtime_).device().launch_host(stream, &CheckTask::run, task);
     return ferry_release(runtime_, groups_[g], stream);

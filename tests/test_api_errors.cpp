@@ -138,6 +138,10 @@ TEST_CASE("Definition errors: names, sizes, shapes, flags") {
     REQUIRE_FERRY_ERROR(ferry_tensor_define(rt, group, "w", 24, FERRY_DTYPE_BF16, 9, shape, 0,
                                             &tensor),
                         FERRY_ERROR_INVALID_ARGUMENT, "ferry_tensor_define", "ndim");
+    const int64_t huge[2] = {INT64_MAX, 4};
+    REQUIRE_FERRY_ERROR(ferry_tensor_define(rt, group, "w", 24, FERRY_DTYPE_U8, 2, huge, 0,
+                                            &tensor),
+                        FERRY_ERROR_INVALID_SIZE, "ferry_tensor_define", "overflows");
     REQUIRE(ferry_tensor_define(rt, group, "w", 24, FERRY_DTYPE_BF16, 2, shape, 0, &tensor) ==
             FERRY_OK);
     REQUIRE_FERRY_ERROR(ferry_tensor_define(rt, group, "w", 24, FERRY_DTYPE_BF16, 2, shape, 0,

@@ -85,6 +85,14 @@ void run_passes(SimModel &model, int passes, int streams, Failures &failures,
             }
         }
     }
+}
+
+// ferry_synchronize alone must make host bytes current: it waits for the holders' work
+// and every writeback, on whatever stream each ran. Only then are the streams drained.
+void synchronize_and_check(SimModel &model, Failures &failures) {
+    const ferry_status status = ferry_synchronize(model.runtime());
+    if (status != FERRY_OK) failures.add(std::string("synchronize: ") + ferry_last_error());
+    model.host_versions_current(failures);
     model.drain();
 }
 
@@ -104,8 +112,7 @@ TEST_CASE("Every byte compute sees under chaos is the right byte, over thousands
         const int passes = 20 + static_cast<int>(rng() % 30);
         run_passes(model, passes, static_cast<int>(rng() % 4), failures, rng);
         passes_run += passes;
-        REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
-        model.host_versions_current(failures);
+        synchronize_and_check(model, failures);
         INFO("first failure: " << failures.first);
         REQUIRE(failures.count == 0);
 
@@ -126,7 +133,7 @@ TEST_CASE("A model without mutable tensors never copies a byte device-to-host", 
         SimModel model(spec);
         Failures failures;
         run_passes(model, 15, 2, failures, rng);
-        REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
+        synchronize_and_check(model, failures);
         INFO("first failure: " << failures.first);
         REQUIRE(failures.count == 0);
         const ferry_stats stats = model.stats();
@@ -147,11 +154,11 @@ TEST_CASE("Mutable updates persist across evictions under chaos", "[chaos]") {
         spec.slots_per_class = 2;
         spec.chaos = true;
         spec.seed = rng();
+        spec.synchronous = m % 2 == 1;  // writebacks then run on the callers' streams
         SimModel model(spec);
         Failures failures;
         run_passes(model, 25, 3, failures, rng);
-        REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
-        model.host_versions_current(failures);
+        synchronize_and_check(model, failures);
         INFO("first failure: " << failures.first);
         REQUIRE(failures.count == 0);
         REQUIRE(model.stats().writebacks > 0);

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <future>
+#include <thread>
 
 #include "runtime.hpp"
 #include "sim_model.hpp"
@@ -201,4 +202,96 @@ TEST_CASE("Acquire and release never wait on the host, even while compute is sta
     REQUIRE(failures.count == 0);
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
     REQUIRE(model.host_versions_current(failures));
+}
+
+namespace {
+
+// Blocks a stream until opened, so a test can hold work in flight deterministically.
+struct Gate {
+    std::promise<void> opener;
+    std::shared_future<void> open = opener.get_future().share();
+    static void wait(void *self) { static_cast<Gate *>(self)->open.wait(); }
+    void block(SimModel &model, void *stream) {
+        ferry_runtime_impl(model.runtime()).device().launch_host(stream, &Gate::wait, this);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("A slot is reused only after every holder's work, on every stream, is done") {
+    ModelSpec spec = equal_groups(4, 0, 2);
+    spec.declared_schedule = {0, 1, 2, 3};  // group 2 is prefetched into group 0's slot
+    SimModel model(spec);
+    void *slow = model.create_stream();
+    void *fast = model.create_stream();
+    Failures failures;
+    Gate gate;
+    gate.block(model, slow);
+    // Group 0 is read on the stalled stream, then again (a hit) on the fast one, whose
+    // release comes last; acquiring group 1 prefetches group 2 into group 0's slot.
+    REQUIRE(model.run_group(0, slow, failures) == FERRY_OK);
+    REQUIRE(model.run_group(0, fast, failures) == FERRY_OK);
+    REQUIRE(model.run_group(1, fast, failures) == FERRY_OK);
+    const ferry_stats before_open = model.stats();
+    // Time for a copy that wrongly waited only on the fast stream to land; a right one
+    // is still waiting for the slow stream.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gate.opener.set_value();
+    model.drain();
+    INFO("first failure: " << failures.first);
+    REQUIRE(failures.count == 0);  // the slow stream's check saw group 0, not its successor
+    REQUIRE(before_open.prefetches_issued == 2);  // groups 1 and 2
+}
+
+TEST_CASE("A learned schedule that misses groups is learned again") {
+    SimModel model(equal_groups(8, 0, 2));
+    Failures failures;
+    // A warm-up over two groups, then full passes: the first "pass" learned is 4 5 0 1 2 3.
+    for (int g = 4; g < 6; ++g) REQUIRE(model.run_group(g, nullptr, failures) == FERRY_OK);
+    for (int pass = 0; pass < 4; ++pass) run_pass(model, nullptr, failures);
+    const ferry_stats learned = model.stats();
+    for (int pass = 0; pass < 3; ++pass) run_pass(model, nullptr, failures);
+    const ferry_stats after = model.stats();
+    REQUIRE(failures.count == 0);
+    REQUIRE(after.misses == learned.misses);  // the full pass is what prefetch follows now
+    REQUIRE(after.hits - learned.hits == 3 * 8);
+}
+
+TEST_CASE("The sim backend refuses a stream it did not create") {
+    SimModel model(equal_groups(3, 0, 2));
+    int not_a_stream = 0;
+    REQUIRE(ferry_acquire(model.runtime(), model.group(0), &not_a_stream) ==
+            FERRY_ERROR_INVALID_ARGUMENT);
+    REQUIRE(std::string(ferry_last_error()).find("not a sim stream") != std::string::npos);
+    Failures failures;
+    run_pass(model, nullptr, failures);  // still usable, nothing held
+    REQUIRE(failures.count == 0);
+}
+
+TEST_CASE("Synchronize waits for writebacks that evictions queued on callers' streams") {
+    ModelSpec spec;
+    spec.groups.push_back({{8192, false}, {256, true}});  // 8448-byte image
+    spec.groups.push_back({{8448, false}});
+    spec.groups.push_back({{8448, false}});
+    spec.budget = 2 * 8448;
+    spec.synchronous = true;  // copies and writebacks on the caller's stream
+    SimModel model(spec);
+    void *stalled = model.create_stream();
+    Failures failures;
+    REQUIRE(model.run_group(0, nullptr, failures) == FERRY_OK);  // mutable, now dirty
+    REQUIRE(model.run_group(1, nullptr, failures) == FERRY_OK);
+    Gate gate;
+    gate.block(model, stalled);
+    REQUIRE(model.run_group(2, stalled, failures) == FERRY_OK);  // evicts group 0
+    std::thread opener([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        gate.opener.set_value();
+    });
+    REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
+    const bool current = model.host_versions_current(failures);  // before joining anything
+    opener.join();
+    model.drain();
+    INFO("first failure: " << failures.first);
+    REQUIRE(current);
+    REQUIRE(model.stats().writebacks == 1);
 }
