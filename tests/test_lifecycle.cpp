@@ -107,3 +107,23 @@ TEST_CASE("The sim environment knobs are read at create") {
     REQUIRE(ferry_release(rt, group, nullptr) == FERRY_OK);
     REQUIRE(ferry_destroy(rt) == FERRY_OK);
 }
+
+TEST_CASE("Resident groups of equal size are spread evenly through the pass") {
+    // 12 equal groups, room for 4 resident beside the two streaming slots.
+    ferry_runtime *rt = make_sim_runtime(6 * 4096);
+    std::vector<ferry_group> groups;
+    for (int g = 0; g < 12; ++g) {
+        groups.push_back(define_group(rt, ("block." + std::to_string(g)).c_str()));
+        define_bytes(rt, groups.back(), "w", 4096);
+    }
+    REQUIRE(ferry_plan(rt) == FERRY_OK);
+    std::vector<int> resident;
+    for (int g = 0; g < 12; ++g) {
+        int32_t is_resident = 0;
+        REQUIRE(ferry_group_info(rt, groups[g], &is_resident, nullptr, nullptr) == FERRY_OK);
+        if (is_resident) resident.push_back(g);
+    }
+    // One in three, so the link keeps copying while each resident group computes.
+    REQUIRE(resident == std::vector<int>{1, 4, 7, 10});
+    REQUIRE(ferry_destroy(rt) == FERRY_OK);
+}

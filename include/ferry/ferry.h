@@ -28,7 +28,10 @@
  * runtime takes its one internal lock for a short time; calls from different threads are
  * serialized, never interleaved. The exceptions: ferry_destroy must not race with any
  * other call on the same runtime, and on the sim backend an acquire with a NULL stream
- * waits for the group's bytes outside the lock. ferry_last_error() is per thread.
+ * waits for the group's bytes outside the lock. With a NULL stream on sim, work that
+ * must precede the call (a synchronous-mode copy, an earlier holder of a group with
+ * mutable tensors) is waited for inside it, holding the lock. ferry_last_error() is per
+ * thread.
  */
 #ifndef FERRY_FERRY_H
 #define FERRY_FERRY_H
