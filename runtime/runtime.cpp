@@ -184,6 +184,10 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.sim.chaos = env_double("FERRY_SIM_CHAOS", config.sim_chaos != 0 ? 1 : 0, 0, 1) != 0;
     options.sim.seed = static_cast<std::uint64_t>(
         env_double("FERRY_SIM_SEED", static_cast<double>(config.sim_seed), 0, 9.0e15));
+    options.publish_stats = env_double("FERRY_STATS", config.publish_stats != 0 ? 1 : 0, 0, 1) != 0;
+    if (const char *trace = std::getenv("FERRY_TRACE"); trace != nullptr) options.trace_path = trace;
+    options.trace_events =
+        static_cast<std::uint32_t>(env_double("FERRY_TRACE_EVENTS", 0, 0, 1 << 26));
     return options;
 }
 
@@ -196,12 +200,14 @@ Runtime::Runtime(RuntimeOptions options)
         }
         device_ = backend == FERRY_BACKEND_CUDA ? make_cuda_device(options_.device)
                                                 : make_sim_device(options_.sim);
+        observer_ = std::make_unique<Observer>(*device_, observer_options(options_));
     } catch (...) {
         unregister_serial(serial_);
         throw;
     }
     stats_.backend = device_->backend();
     stats_.vram_budget = options_.vram_budget;
+    observer_->publish(stats_, phase_);
 }
 
 Runtime::~Runtime() {
@@ -214,6 +220,7 @@ Runtime::~Runtime() {
             }
             device_->stream_synchronize(copy_stream_);
         }
+        observer_->finish(stats_);
     } catch (...) {
         // Destruction must finish; the error was the device's and nothing can retry it.
     }
@@ -437,6 +444,7 @@ void Runtime::plan() {
     stats_.host_pinned_bytes = host_->bytes();
     stats_.host_pinned_peak_bytes = std::max(stats_.host_pinned_peak_bytes, host_->bytes());
     phase_ = FERRY_PHASE_PLANNED;
+    observe_plan();
 }
 
 void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
@@ -490,10 +498,12 @@ void Runtime::seal() {
     learned_.reserve(groups_.size());
     want_left_.assign(class_slots_.size(), 0);
     phase_ = FERRY_PHASE_SEALED;
+    observer_->publish(stats_, phase_);
 }
 
 ferry_stats Runtime::stats() {
     std::lock_guard<std::mutex> lock(mutex_);
+    observer_->collect(stats_);
     ferry_stats out = stats_;
     out.struct_size = sizeof(ferry_stats);
     out.phase = phase_;

@@ -29,8 +29,7 @@ void Runtime::write_back(std::uint32_t group, Stream stream) {
     for (std::uint32_t t : def.tensors) {
         const TensorDef &tensor = tensors_[t];
         if (!tensor.is_mutable) continue;  // frozen bytes never go device-to-host
-        device_->copy_d2h(host + tensor.offset, slot.device + tensor.offset, tensor.bytes,
-                          stream);
+        observer_->copy_d2h(group, host + tensor.offset, slot.device + tensor.offset, tensor.bytes, stream);
         stats_.bytes_d2h += tensor.bytes;
         ++stats_.writebacks;
     }
@@ -57,7 +56,7 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
-    device_->copy_h2d(slot.device, host_->base() + def.host_offset, def.image_bytes, stream);
+    observer_->copy_h2d(group, slot.device, host_->base() + def.host_offset, def.image_bytes, stream);
     device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;
@@ -153,6 +152,7 @@ void Runtime::prefetch() {
 
 void Runtime::acquire(std::uint32_t group, Stream stream) {
     Event ready = nullptr;
+    Observer::Token observed;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         require_phase(FERRY_PHASE_SEALED, "acquiring a group");
@@ -188,10 +188,11 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         note_slot_use(state.slot);
         advance_schedule(group);
         prefetch();
+        observed = observer_->acquired(group, stream, ready != nullptr, stats_, phase_);
     }
     // The group is pinned, so its slot's ready event cannot be recorded again: waiting
     // outside the lock is safe, and on sim's calling-thread stream it blocks only us.
-    if (ready != nullptr) device_->stream_wait(stream, ready);
+    observer_->wait(observed, stream, ready);
 }
 
 void Runtime::release(std::uint32_t group, Stream stream) {
@@ -207,6 +208,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     ++state.episode_releases;
     --state.pins;
     ++stats_.releases;
+    observer_->released(group, stream, state.pins == 0, stats_, phase_);
 }
 
 void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
@@ -233,6 +235,7 @@ void Runtime::synchronize() {
         if (state_[g].dirty && state_[g].slot >= 0) write_back(g, stream);
     }
     device_->stream_synchronize(stream);
+    observer_->publish(stats_, phase_);
 }
 
 }  // namespace ferry
