@@ -70,6 +70,10 @@ class Observer {
     // Folds completed spans into stats (stall_ns) and the group table.
     void collect(ferry_stats &stats);
     void publish(const ferry_stats &stats, ferry_phase phase);
+    void refresh(ferry_stats &stats, ferry_phase phase) {  // both: for ferry_stats_get
+        collect(stats);
+        publish(stats, phase);
+    }
 
     void trace_start(std::uint32_t capacity);
     void trace_stop();

@@ -503,7 +503,7 @@ void Runtime::seal() {
 
 ferry_stats Runtime::stats() {
     std::lock_guard<std::mutex> lock(mutex_);
-    observer_->collect(stats_);
+    observer_->refresh(stats_, phase_);
     ferry_stats out = stats_;
     out.struct_size = sizeof(ferry_stats);
     out.phase = phase_;
