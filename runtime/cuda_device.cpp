@@ -141,9 +141,10 @@ class EventClock {
             }
             float ms = 0.0f;
             if (state == cudaSuccess && cudaEventElapsedTime(&ms, base_, p.event) == cudaSuccess) {
-                const auto ns = static_cast<std::int64_t>(base_ns_) + static_cast<std::int64_t>(
-                                                                          static_cast<double>(ms) * 1e6);
-                p.out->store(ns > 0 ? static_cast<std::uint64_t>(ns) : 1, std::memory_order_release);
+                const std::int64_t ns = static_cast<std::int64_t>(base_ns_) +
+                                        static_cast<std::int64_t>(static_cast<double>(ms) * 1e6);
+                p.out->store(ns > 0 ? static_cast<std::uint64_t>(ns) : 1,
+                             std::memory_order_release);
                 if (ms > 1000.0f) {  // this event becomes the base
                     free_.push_back(base_);
                     base_ = p.event;

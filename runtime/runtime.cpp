@@ -184,7 +184,8 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.sim.chaos = env_double("FERRY_SIM_CHAOS", config.sim_chaos != 0 ? 1 : 0, 0, 1) != 0;
     options.sim.seed = static_cast<std::uint64_t>(
         env_double("FERRY_SIM_SEED", static_cast<double>(config.sim_seed), 0, 9.0e15));
-    options.publish_stats = env_double("FERRY_STATS", config.publish_stats != 0 ? 1 : 0, 0, 1) != 0;
+    options.publish_stats =
+        env_double("FERRY_STATS", config.publish_stats != 0 ? 1 : 0, 0, 1) != 0;
     if (const char *trace = std::getenv("FERRY_TRACE"); trace != nullptr) options.trace_path = trace;
     options.trace_events =
         static_cast<std::uint32_t>(env_double("FERRY_TRACE_EVENTS", 0, 0, 1 << 26));

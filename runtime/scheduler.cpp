@@ -29,7 +29,8 @@ void Runtime::write_back(std::uint32_t group, Stream stream) {
     for (std::uint32_t t : def.tensors) {
         const TensorDef &tensor = tensors_[t];
         if (!tensor.is_mutable) continue;  // frozen bytes never go device-to-host
-        observer_->copy_d2h(group, host + tensor.offset, slot.device + tensor.offset, tensor.bytes, stream);
+        observer_->copy_d2h(group, host + tensor.offset, slot.device + tensor.offset,
+                            tensor.bytes, stream);
         stats_.bytes_d2h += tensor.bytes;
         ++stats_.writebacks;
     }
@@ -56,7 +57,8 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
-    observer_->copy_h2d(group, slot.device, host_->base() + def.host_offset, def.image_bytes, stream);
+    observer_->copy_h2d(group, slot.device, host_->base() + def.host_offset, def.image_bytes,
+                        stream);
     device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;

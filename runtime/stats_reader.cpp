@@ -56,11 +56,11 @@ ReadResult stale(const std::string &segment, long pid) {
 bool try_snapshot(const shm::Header &h, std::size_t mapped, Snapshot &out) {
     const std::uint64_t s1 = h.seq.load(std::memory_order_acquire);
     if (s1 & 1) return false;
-    const std::uint64_t phase = h.phase.load(std::memory_order_relaxed);
-    const std::uint64_t count = h.group_count.load(std::memory_order_relaxed);
+    const std::uint64_t phase = h.phase.load(std::memory_order_acquire);
+    const std::uint64_t count = h.group_count.load(std::memory_order_acquire);
     std::uint64_t words[shm::kStatWords];
     for (std::size_t i = 0; i < shm::kStatWords; ++i) {
-        words[i] = h.stats[i].load(std::memory_order_relaxed);
+        words[i] = h.stats[i].load(std::memory_order_acquire);
     }
     if (h.groups_offset + count * sizeof(shm::GroupEntry) > mapped) return false;
     const auto *table = reinterpret_cast<const shm::GroupEntry *>(
@@ -70,15 +70,14 @@ bool try_snapshot(const shm::Header &h, std::size_t mapped, Snapshot &out) {
         const shm::GroupEntry &e = table[g];
         GroupSnapshot &row = out.groups[g];
         row.name = bounded(e.name, sizeof e.name);
-        row.image_bytes = e.image_bytes.load(std::memory_order_relaxed);
-        row.resident = e.resident.load(std::memory_order_relaxed) != 0;
-        row.size_class = static_cast<std::int64_t>(e.size_class.load(std::memory_order_relaxed));
-        row.onloads = e.onloads.load(std::memory_order_relaxed);
-        row.timed_onloads = e.timed_onloads.load(std::memory_order_relaxed);
-        row.last_onload_ns = e.last_onload_ns.load(std::memory_order_relaxed);
-        row.total_onload_ns = e.total_onload_ns.load(std::memory_order_relaxed);
+        row.image_bytes = e.image_bytes.load(std::memory_order_acquire);
+        row.resident = e.resident.load(std::memory_order_acquire) != 0;
+        row.size_class = static_cast<std::int64_t>(e.size_class.load(std::memory_order_acquire));
+        row.onloads = e.onloads.load(std::memory_order_acquire);
+        row.timed_onloads = e.timed_onloads.load(std::memory_order_acquire);
+        row.last_onload_ns = e.last_onload_ns.load(std::memory_order_acquire);
+        row.total_onload_ns = e.total_onload_ns.load(std::memory_order_acquire);
     }
-    std::atomic_thread_fence(std::memory_order_acquire);
     if (h.seq.load(std::memory_order_relaxed) != s1) return false;
     out.phase = static_cast<ferry_phase>(phase);
     out.stats = ferry_stats{};
@@ -159,7 +158,9 @@ ReadResult read_segment(const std::string &segment) {
         return failure(SegmentState::kIncompatible, segment + ": " + std::strerror(err));
     }
     struct stat info {};
-    if (fstat(fd.fd, &info) != 0) return failure(SegmentState::kIncompatible, segment + ": fstat failed");
+    if (fstat(fd.fd, &info) != 0) {
+        return failure(SegmentState::kIncompatible, segment + ": fstat: " + std::strerror(errno));
+    }
     Mapping map;
     for (int attempt = 0;; ++attempt) {
         map.bytes = static_cast<std::size_t>(info.st_size);
@@ -195,7 +196,8 @@ ReadResult read_segment(const std::string &segment) {
         h.stat_words != shm::kStatWords) {
         return failure(SegmentState::kIncompatible,
                        segment + ": layout version " + std::to_string(h.layout_version) +
-                           " (header " + std::to_string(h.struct_size) + " bytes); this ferry-stat reads version " +
+                           " (header " + std::to_string(h.struct_size) +
+                           " bytes); this ferry-stat reads version " +
                            std::to_string(shm::kLayoutVersion) + " (header " +
                            std::to_string(sizeof(shm::Header)) +
                            " bytes): use the ferry-stat of the runtime's ferry version");

@@ -121,16 +121,15 @@ void StatsSegment::set_groups(const std::vector<std::string> &names,
     map(shm::groups_offset() + names.size() * sizeof(shm::GroupEntry));
     const std::uint64_t seq = header_->seq.load(std::memory_order_relaxed);
     header_->seq.store(seq + 1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
     for (std::size_t g = 0; g < names.size(); ++g) {
         shm::GroupEntry &entry = groups_[g];
         copy_name(entry.name, sizeof entry.name, names[g]);
-        entry.image_bytes.store(image_bytes[g], std::memory_order_relaxed);
-        entry.resident.store(size_class[g] < 0 ? 1 : 0, std::memory_order_relaxed);
+        entry.image_bytes.store(image_bytes[g], std::memory_order_release);
+        entry.resident.store(size_class[g] < 0 ? 1 : 0, std::memory_order_release);
         entry.size_class.store(static_cast<std::uint64_t>(static_cast<std::int64_t>(size_class[g])),
-                               std::memory_order_relaxed);
+                               std::memory_order_release);
     }
-    header_->group_count.store(names.size(), std::memory_order_relaxed);
+    header_->group_count.store(names.size(), std::memory_order_release);
     header_->seq.store(seq + 2, std::memory_order_release);
 }
 
@@ -140,17 +139,16 @@ void StatsSegment::publish(const ferry_stats &stats, ferry_phase phase,
     shm::Header &h = *header_;
     const std::uint64_t seq = h.seq.load(std::memory_order_relaxed);
     h.seq.store(seq + 1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
-    h.phase.store(phase, std::memory_order_relaxed);
+    h.phase.store(phase, std::memory_order_release);
     for (std::size_t i = 0; i < shm::kStatWords; ++i) {
-        h.stats[i].store(stats.*shm::kStatFields[i].member, std::memory_order_relaxed);
+        h.stats[i].store(stats.*shm::kStatFields[i].member, std::memory_order_release);
     }
     for (std::uint32_t g : changed_rows) {
         shm::GroupEntry &entry = groups_[g];
-        entry.onloads.store(rows[g].onloads, std::memory_order_relaxed);
-        entry.timed_onloads.store(rows[g].timed_onloads, std::memory_order_relaxed);
-        entry.last_onload_ns.store(rows[g].last_onload_ns, std::memory_order_relaxed);
-        entry.total_onload_ns.store(rows[g].total_onload_ns, std::memory_order_relaxed);
+        entry.onloads.store(rows[g].onloads, std::memory_order_release);
+        entry.timed_onloads.store(rows[g].timed_onloads, std::memory_order_release);
+        entry.last_onload_ns.store(rows[g].last_onload_ns, std::memory_order_release);
+        entry.total_onload_ns.store(rows[g].total_onload_ns, std::memory_order_release);
     }
     h.seq.store(seq + 2, std::memory_order_release);
 }

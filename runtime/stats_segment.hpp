@@ -2,9 +2,10 @@
 // publish_stats (or FERRY_STATS=1) owns one: created at ferry_create, mode 0600, resized
 // at plan to hold the group table, unlinked at destroy.
 //
-// publish() is a seqlock write: two stores of `seq` around relaxed stores of the
-// counters, so a reader in another process never sees a torn snapshot. Only one thread
-// writes at a time (the runtime's lock).
+// publish() is a seqlock write: `seq` made odd, the counters stored, `seq` made even, so
+// a reader in another process never sees a torn snapshot. The counters are release
+// stores (plain moves on x86) rather than relaxed stores plus fences, which ThreadSanitizer
+// cannot check. Only one thread writes at a time (the runtime's lock).
 #pragma once
 
 #include <cstdint>

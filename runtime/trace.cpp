@@ -66,7 +66,8 @@ void Trace::dump(const std::string &path, long pid, const std::string &process,
                  const std::vector<std::string> &tracks,
                  const std::vector<std::string> &groups) const {
     const std::uint64_t kept = std::min<std::uint64_t>(added_, ring_.size());
-    std::vector<TraceEvent> events(ring_.begin(), ring_.begin() + static_cast<std::ptrdiff_t>(kept));
+    std::vector<TraceEvent> events(ring_.begin(),
+                                   ring_.begin() + static_cast<std::ptrdiff_t>(kept));
     std::sort(events.begin(), events.end(), [](const TraceEvent &a, const TraceEvent &b) {
         return a.track != b.track ? a.track < b.track : a.ts_ns < b.ts_ns;
     });

@@ -125,7 +125,7 @@ typedef enum ferry_backend {
  *
  * publish_stats / FERRY_STATS=1: the runtime publishes its counters and a per-group table
  * to POSIX shared memory (/dev/shm/ferry.<pid>.<name>, owner-only) while it lives, for
- * the ferry-stat tool. Cost on acquire/release: a few dozen relaxed stores.
+ * the ferry-stat tool. Cost on acquire/release: a seqlock write of a few dozen words.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */

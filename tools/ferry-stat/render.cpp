@@ -164,9 +164,10 @@ std::string render_detail(const std::vector<Shown> &shown) {
             for (const ferry::GroupSnapshot &g : snap.groups) {
                 const std::string place =
                     g.resident ? "resident" : "class " + std::to_string(g.size_class);
+                const std::string bytes = bytes_text(static_cast<double>(g.image_bytes));
                 std::snprintf(line, sizeof line, "  %-24.24s %10s %-9s %8llu %9.3f %9.3f\n",
-                              g.name.c_str(), bytes_text(static_cast<double>(g.image_bytes)).c_str(),
-                              place.c_str(), static_cast<unsigned long long>(g.onloads),
+                              g.name.c_str(), bytes.c_str(), place.c_str(),
+                              static_cast<unsigned long long>(g.onloads),
                               static_cast<double>(g.last_onload_ns) / 1e6, mean_onload_ms(g));
                 out << line;
             }
@@ -198,7 +199,8 @@ std::string render_json(const std::vector<Shown> &shown, const std::vector<Probl
             << ",\"h2d_bytes_per_s\":" << json_number(r.h2d_bytes_per_s)
             << ",\"d2h_bytes_per_s\":" << json_number(r.d2h_bytes_per_s)
             << ",\"stall_fraction\":" << json_number(r.stall_fraction) << ",\"hit_rate\":"
-            << (r.hit_rate < 0 ? std::string("null") : json_number(r.hit_rate)) << "},\n \"groups\":[";
+            << (r.hit_rate < 0 ? std::string("null") : json_number(r.hit_rate))
+            << "},\n \"groups\":[";
         for (std::size_t g = 0; g < snap.groups.size(); ++g) {
             const ferry::GroupSnapshot &row = snap.groups[g];
             out << (g ? "," : "") << "\n  {\"name\":" << json_string(row.name)
