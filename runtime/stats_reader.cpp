@@ -99,7 +99,7 @@ const char *segment_state_name(SegmentState state) {
         case SegmentState::kPermissionDenied: return "permission denied";
         case SegmentState::kIncompatible: return "incompatible";
         case SegmentState::kStale: return "stale";
-        case SegmentState::kInitializing: return "initializing";
+        case SegmentState::kUnsettled: return "unsettled";
     }
     return "?";
 }
@@ -186,7 +186,7 @@ ReadResult read_segment(const std::string &segment) {
     const std::uint64_t magic = h.magic.load(std::memory_order_acquire);
     if (magic == 0) {
         if (!process_alive(name_pid, 0)) return stale(segment, name_pid);
-        return failure(SegmentState::kInitializing, segment + ": still being created");
+        return failure(SegmentState::kUnsettled, segment + ": still being created");
     }
     if (magic != shm::kMagic) {
         return failure(SegmentState::kIncompatible, segment + ": not a ferry stats segment");
@@ -206,14 +206,16 @@ ReadResult read_segment(const std::string &segment) {
 
     ReadResult out;
     Snapshot &s = out.snapshot;
-    for (int attempt = 0;; ++attempt) {
-        if (try_snapshot(h, map.bytes, s)) break;
+    const std::uint64_t give_up = steady_now_ns() + 2'000'000'000;
+    while (!try_snapshot(h, map.bytes, s)) {
         fstat(fd.fd, &info);
         if (static_cast<std::size_t>(info.st_size) > map.bytes) {  // the table grew at plan
             return read_segment(segment);
         }
-        if (attempt > 100000) {
-            return failure(SegmentState::kIncompatible, segment + ": no consistent snapshot");
+        if (steady_now_ns() > give_up) {
+            return failure(SegmentState::kUnsettled,
+                           segment + ": no consistent snapshot in 2 s: the runtime never "
+                                     "stopped writing");
         }
         std::this_thread::yield();
     }

@@ -16,7 +16,7 @@ enum class SegmentState {
     kPermissionDenied,  // another user's runtime: segments are mode 0600
     kIncompatible,      // not a ferry segment, or another layout version
     kStale,             // its process is gone (killed before destroy)
-    kInitializing,      // created a moment ago, identity not written yet
+    kUnsettled,         // being created, or written without pause for 2 s: try again
 };
 
 const char *segment_state_name(SegmentState state);

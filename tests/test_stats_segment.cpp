@@ -206,7 +206,7 @@ TEST_CASE("A reader never sees a torn snapshot while a writer hammers the counte
         for (std::uint64_t i = 1; !stop.load(std::memory_order_relaxed); ++i) {
             s.resident_hits = i;
             s.hits = 3 * i;
-            s.misses = i % 7;
+            s.misses = i / 7;
             s.acquires = s.resident_hits + s.hits + s.misses;
             s.releases = s.acquires;
             s.onloads = i;
@@ -215,14 +215,18 @@ TEST_CASE("A reader never sees a torn snapshot while a writer hammers the counte
             rows[1].timed_onloads = i;
             rows[1].total_onload_ns = 10 * i;
             segment.publish(s, FERRY_PHASE_SEALED, rows, changed);
+            std::this_thread::yield();  // a runtime does other work between publishes
         }
     });
     const std::string name = segment.name().substr(1);
-    std::uint64_t reads = 0, torn = 0, backwards = 0, last = 0;
+    std::uint64_t reads = 0, failed = 0, torn = 0, backwards = 0, last = 0;
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(700);
     while (std::chrono::steady_clock::now() < until) {
         const ferry::ReadResult read = ferry::read_segment(name);
-        REQUIRE(read.state == ferry::SegmentState::kOk);
+        if (read.state != ferry::SegmentState::kOk) {
+            ++failed;
+            continue;
+        }
         const ferry_stats &s = read.snapshot.stats;
         const ferry::GroupSnapshot &b = read.snapshot.groups.at(1);
         const bool whole = s.acquires == s.resident_hits + s.hits + s.misses &&
@@ -235,6 +239,7 @@ TEST_CASE("A reader never sees a torn snapshot while a writer hammers the counte
     }
     stop = true;
     writer.join();
+    CHECK(failed == 0);
     CHECK(reads > 50);
     CHECK(last > 0);
     CHECK(torn == 0);

@@ -156,7 +156,7 @@ int exit_code(SegmentState state) {
         case SegmentState::kIncompatible: return kExitIncompatible;
         case SegmentState::kStale: return kExitStale;
         case SegmentState::kNotFound:
-        case SegmentState::kInitializing: return kExitNoSuchRuntime;
+        case SegmentState::kUnsettled: return kExitNoSuchRuntime;
     }
     return kExitNoSuchRuntime;
 }
@@ -180,7 +180,7 @@ void snapshot_all(const Options &o, std::map<std::string, ferry::Snapshot> &show
             if (!o.name.empty() && read.snapshot.name != o.name) continue;
             shown[segment] = std::move(read.snapshot);
         } else if (read.state != SegmentState::kNotFound &&
-                   read.state != SegmentState::kInitializing) {
+                   read.state != SegmentState::kUnsettled) {
             problems.push_back({segment, ferry::segment_pid(segment), read.state, read.message});
         }
     }
