@@ -14,6 +14,15 @@ constexpr std::size_t kSpanRing = 1024;
 
 enum SpanKind { kCopyH2D, kCopyD2H, kWait, kHold };
 
+// A timestamp that cannot be taken leaves its span untimed; it never fails the call.
+void stamp(Device &device, Stream stream, std::atomic<std::uint64_t> *out) noexcept {
+    try {
+        device.timestamp(stream, out);
+    } catch (...) {
+        out->store(kTimestampLost, std::memory_order_release);
+    }
+}
+
 }  // namespace
 
 struct Observer::Span {
@@ -97,16 +106,16 @@ void Observer::copy(int kind, std::uint32_t group, void *dst, const void *src,
     Span *span = claim(kind, group, stream, bytes);
     const bool h2d = kind == kCopyH2D;
     device_.range_push((h2d ? onload_labels_ : writeback_labels_)[group].c_str());
+    if (span != nullptr) stamp(device_, stream, &span->begin);
     try {
-        if (span != nullptr) device_.timestamp(stream, &span->begin);
         if (h2d) device_.copy_h2d(dst, src, bytes, stream);
         else device_.copy_d2h(dst, src, bytes, stream);
-        if (span != nullptr) device_.timestamp(stream, &span->end);
     } catch (...) {
         device_.range_pop();
-        if (span != nullptr) span->open = false;  // never completes: not waited for
+        if (span != nullptr) span->end.store(kTimestampLost, std::memory_order_release);
         throw;
     }
+    if (span != nullptr) stamp(device_, stream, &span->end);
     device_.range_pop();
     if (h2d) {
         ++rows_[group].onloads;
@@ -141,10 +150,17 @@ Observer::Token Observer::acquired(std::uint32_t group, Stream stream, bool wait
 }
 
 void Observer::wait(const Token &token, Stream stream, Event ready) {
-    if (token.wait != nullptr) device_.timestamp(stream, &token.wait->begin);
-    if (ready != nullptr) device_.stream_wait(stream, ready);
-    if (token.wait != nullptr) device_.timestamp(stream, &token.wait->end);
-    if (token.hold != nullptr) device_.timestamp(stream, &token.hold->begin);
+    if (token.wait != nullptr) stamp(device_, stream, &token.wait->begin);
+    try {
+        if (ready != nullptr) device_.stream_wait(stream, ready);
+    } catch (...) {  // the spans must still complete, untimed
+        constexpr auto lost = kTimestampLost;
+        if (token.wait != nullptr) token.wait->end.store(lost, std::memory_order_release);
+        if (token.hold != nullptr) token.hold->begin.store(lost, std::memory_order_release);
+        throw;
+    }
+    if (token.wait != nullptr) stamp(device_, stream, &token.wait->end);
+    if (token.hold != nullptr) stamp(device_, stream, &token.hold->begin);
 }
 
 void Observer::released(std::uint32_t group, Stream stream, bool last, ferry_stats &stats,
@@ -153,7 +169,7 @@ void Observer::released(std::uint32_t group, Stream stream, bool last, ferry_sta
         trace_.add({TraceEvent::kRelease, group, track_of(stream), steady_now_ns(), 0, 0, 0});
     }
     if (last && holds_[group] != nullptr) {
-        device_.timestamp(stream, &holds_[group]->end);
+        stamp(device_, stream, &holds_[group]->end);
         holds_[group] = nullptr;
     }
     publish(stats, phase);
