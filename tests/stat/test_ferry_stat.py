@@ -19,6 +19,9 @@ import tempfile
 import time
 
 TOOL, TARGET = sys.argv[1], sys.argv[2]
+# The targets are sim runtimes whatever the caller's environment asks of other suites.
+for variable in ("FERRY_BACKEND", "FERRY_TRACE", "FERRY_STATS"):
+    os.environ.pop(variable, None)
 EXIT_NO_SUCH_RUNTIME, EXIT_USAGE, EXIT_PERMISSION, EXIT_INCOMPATIBLE, EXIT_STALE = 1, 2, 3, 4, 5
 CHECKS = []
 
