@@ -313,4 +313,16 @@ ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group, int32_t
     });
 }
 
+ferry_status ferry_trace_start(ferry_runtime *runtime, uint32_t capacity) {
+    return guarded("ferry_trace_start", [&] { runtime_of(runtime).trace_start(capacity); });
+}
+
+ferry_status ferry_trace_stop(ferry_runtime *runtime) {
+    return guarded("ferry_trace_stop", [&] { runtime_of(runtime).trace_stop(); });
+}
+
+ferry_status ferry_trace_dump(ferry_runtime *runtime, const char *path) {
+    return guarded("ferry_trace_dump", [&] { runtime_of(runtime).trace_dump(path); });
+}
+
 }  // extern "C"

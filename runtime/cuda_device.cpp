@@ -3,13 +3,18 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <nvtx3/nvToolsExt.h>
+
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "../kernels/cuda_check.hpp"
+#include "clock.hpp"
 #include "device.hpp"
 #include "error.hpp"
 
@@ -69,9 +74,109 @@ void ignore_error(cudaError_t err) noexcept {
     if (err != cudaSuccess) cudaGetLastError();
 }
 
+// Timestamps of stream progress from events (DESIGN.md "Observability"): each stamp
+// records a timing event; poll() turns completed ones into steady-clock ns through a base
+// event whose host time is known. The base moves forward every second or so, because
+// cudaEventElapsedTime's float milliseconds lose precision as the interval grows.
+class EventClock {
+   public:
+    static constexpr std::size_t kMaxPending = 4096;  // more in flight: untimed
+
+    EventClock() { pending_.reserve(kMaxPending); free_.reserve(kMaxPending); }
+    ~EventClock() {
+        for (const Pending &p : pending_) ignore(cudaEventDestroy(p.event));
+        for (cudaEvent_t event : free_) ignore(cudaEventDestroy(event));
+        if (base_ != nullptr) ignore(cudaEventDestroy(base_));
+    }
+    EventClock(const EventClock &) = delete;
+    EventClock &operator=(const EventClock &) = delete;
+
+    void stamp(cudaStream_t stream, std::atomic<std::uint64_t> *out) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        poll_locked();
+        if (base_ == nullptr) start_locked();
+        if (pending_.size() >= kMaxPending) {
+            out->store(kTimestampLost, std::memory_order_release);
+            return;
+        }
+        if (free_.empty()) {
+            cudaEvent_t event = nullptr;
+            FERRY_CUDA_TRY(cudaEventCreate(&event));
+            free_.push_back(event);
+        }
+        FERRY_CUDA_TRY(cudaEventRecord(free_.back(), stream));
+        pending_.push_back({free_.back(), out});
+        free_.pop_back();
+    }
+
+    void poll() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        poll_locked();
+    }
+
+   private:
+    struct Pending {
+        cudaEvent_t event;
+        std::atomic<std::uint64_t> *out;
+    };
+
+    static void ignore(cudaError_t err) noexcept {
+        if (err != cudaSuccess) cudaGetLastError();
+    }
+
+    void start_locked() {
+        FERRY_CUDA_TRY(cudaEventCreate(&base_));
+        FERRY_CUDA_TRY(cudaEventRecord(base_, nullptr));
+        FERRY_CUDA_TRY(cudaEventSynchronize(base_));
+        base_ns_ = steady_now_ns();
+    }
+
+    void poll_locked() {
+        for (std::size_t i = 0; i < pending_.size();) {
+            const Pending p = pending_[i];
+            const cudaError_t state = cudaEventQuery(p.event);
+            if (state == cudaErrorNotReady) {
+                ++i;
+                continue;
+            }
+            float ms = 0.0f;
+            if (state == cudaSuccess && cudaEventElapsedTime(&ms, base_, p.event) == cudaSuccess) {
+                const std::int64_t ns = static_cast<std::int64_t>(base_ns_) +
+                                        static_cast<std::int64_t>(static_cast<double>(ms) * 1e6);
+                p.out->store(ns > 0 ? static_cast<std::uint64_t>(ns) : 1,
+                             std::memory_order_release);
+                if (ms > 1000.0f) {  // this event becomes the base
+                    free_.push_back(base_);
+                    base_ = p.event;
+                    base_ns_ = static_cast<std::uint64_t>(ns);
+                    pending_[i] = pending_.back();
+                    pending_.pop_back();
+                    continue;
+                }
+            } else {
+                ignore(state);
+                p.out->store(kTimestampLost, std::memory_order_release);
+            }
+            free_.push_back(p.event);
+            pending_[i] = pending_.back();
+            pending_.pop_back();
+        }
+    }
+
+    std::mutex mutex_;
+    cudaEvent_t base_ = nullptr;
+    std::uint64_t base_ns_ = 0;
+    std::vector<Pending> pending_;
+    std::vector<cudaEvent_t> free_;
+};
+
 class CudaDevice final : public Device {
    public:
     CudaDevice(int ordinal, std::string name) : ordinal_(ordinal), name_(std::move(name)) {}
+    ~CudaDevice() override {
+        DeviceGuard guard(ordinal_, std::nothrow);
+        clock_.reset();
+    }
 
     ferry_backend backend() const override { return FERRY_BACKEND_CUDA; }
     std::string name() const override { return name_; }
@@ -202,9 +307,24 @@ class CudaDevice final : public Device {
         FERRY_CUDA_TRY(cudaLaunchHostFunc(to_cuda(stream), fn, user));
     }
 
+    void timestamp(Stream stream, std::atomic<std::uint64_t> *out) override {
+        DeviceGuard guard(ordinal_);
+        clock_->stamp(to_cuda(stream), out);
+    }
+
+    void poll_timestamps() override {
+        DeviceGuard guard(ordinal_);
+        clock_->poll();
+    }
+
+    // NVTX ranges: Nsight Systems shows ferry's copies under the group's name.
+    void range_push(const char *name) override { nvtxRangePushA(name); }
+    void range_pop() override { nvtxRangePop(); }
+
    private:
     int ordinal_;
     std::string name_;
+    std::unique_ptr<EventClock> clock_ = std::make_unique<EventClock>();
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 // Every call that can fail throws ferry::Error with a status and a message.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -62,7 +63,20 @@ class Device {
 
     // Runs fn(user) on the stream, in order with its other work (cudaLaunchHostFunc).
     virtual void launch_host(Stream stream, HostFn fn, void *user) = 0;
+
+    // Observability (observer.cpp). Defaults in device_observe.cpp.
+    // When the stream reaches this point, stores the steady clock in ns into *out (never
+    // 0), or kTimestampLost when the time cannot be known. Default: a host callback on
+    // the stream (sim: the worker's clock); cuda records an event instead.
+    virtual void timestamp(Stream stream, std::atomic<std::uint64_t> *out);
+    // Stores the times of timestamps whose events completed (cuda). Default: nothing.
+    virtual void poll_timestamps() {}
+    // A named range on the host timeline for profilers (NVTX on cuda). Default: none.
+    virtual void range_push(const char *name) { (void)name; }
+    virtual void range_pop() {}
 };
+
+constexpr std::uint64_t kTimestampLost = ~std::uint64_t{0};
 
 // Backend options as resolved from ferry_config and the environment.
 struct SimOptions {

@@ -198,6 +198,11 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
                       std::string("environment variable FERRY_SIM_SEED='") + seed +
                           "' is not an unsigned 64-bit integer");
     }
+    options.publish_stats =
+        env_double("FERRY_STATS", config.publish_stats != 0 ? 1 : 0, 0, 1) != 0;
+    if (const char *trace = std::getenv("FERRY_TRACE"); trace != nullptr) options.trace_path = trace;
+    options.trace_events =
+        static_cast<std::uint32_t>(env_double("FERRY_TRACE_EVENTS", 0, 0, 1 << 26));
     return options;
 }
 
@@ -210,17 +215,20 @@ Runtime::Runtime(RuntimeOptions options)
         }
         device_ = backend == FERRY_BACKEND_CUDA ? make_cuda_device(options_.device)
                                                 : make_sim_device(options_.sim);
+        observer_ = std::make_unique<Observer>(*device_, observer_options(options_));
     } catch (...) {
         unregister_serial(serial_);
         throw;
     }
     stats_.backend = device_->backend();
     stats_.vram_budget = options_.vram_budget;
+    observer_->publish(stats_, phase_);
 }
 
 Runtime::~Runtime() {
     try {
         finish();
+        observer_->finish(stats_);
     } catch (...) {
         // ferry_destroy calls finish() first and reports its failure; nothing can retry.
     }
@@ -465,6 +473,7 @@ void Runtime::plan() {
     stats_.host_pinned_bytes = host_->bytes();
     stats_.host_pinned_peak_bytes = std::max(stats_.host_pinned_peak_bytes, host_->bytes());
     phase_ = FERRY_PHASE_PLANNED;
+    observe_plan();
 }
 
 void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
@@ -528,10 +537,12 @@ void Runtime::seal() {
     learned_.reserve(4 * groups_.size() + 16);  // a pass may use a group more than once
     want_left_.assign(class_slots_.size(), 0);
     phase_ = FERRY_PHASE_SEALED;
+    observer_->publish(stats_, phase_);
 }
 
 ferry_stats Runtime::stats() {
     std::lock_guard<std::mutex> lock(mutex_);
+    observer_->refresh(stats_, phase_);
     ferry_stats out = stats_;
     out.struct_size = sizeof(ferry_stats);
     out.phase = phase_;

@@ -14,6 +14,7 @@
 #include "device.hpp"
 #include "ferry/ferry.h"
 #include "host_store.hpp"
+#include "observer.hpp"
 #include "planner.hpp"
 #include "slab.hpp"
 
@@ -30,11 +31,15 @@ struct RuntimeOptions {
     bool synchronous = false;
     std::string name = "ferry";
     SimOptions sim;
+    bool publish_stats = false;      // FERRY_STATS
+    std::string trace_path;          // FERRY_TRACE
+    std::uint32_t trace_events = 0;  // FERRY_TRACE_EVENTS; 0: the default
 };
 
 // Reads a caller's ferry_config (of any struct_size) and the FERRY_* environment
 // overrides; throws Error naming the bad field or variable.
 RuntimeOptions resolve_options(const ferry_config &config);
+ObserverOptions observer_options(const RuntimeOptions &options);  // runtime_observe.cpp
 
 struct TensorDef {
     std::string name;
@@ -112,6 +117,12 @@ class Runtime {
     void synchronize();
 
     ferry_stats stats();
+
+    // runtime_observe.cpp: the trace, and the stats segment's name (empty: not published).
+    void trace_start(std::uint32_t capacity);
+    void trace_stop();
+    void trace_dump(const char *path);
+    std::string stats_segment_name();
     void group_info(std::uint32_t group, int *resident, int *size_class,
                     std::uint64_t *image_bytes);
 
@@ -126,6 +137,7 @@ class Runtime {
     void lay_out_images();
     std::vector<std::uint64_t> uses_per_pass() const;
     void release_plan_resources() noexcept;
+    void observe_plan();  // runtime_observe.cpp
 
     // scheduler.cpp, all under mutex_.
     Stream copy_stream_for(Stream caller) const;
@@ -141,6 +153,7 @@ class Runtime {
     const std::uint32_t serial_;
     RuntimeOptions options_;
     std::unique_ptr<Device> device_;
+    std::unique_ptr<Observer> observer_;  // after device_: destroyed before it
     std::mutex mutex_;
     ferry_phase phase_ = FERRY_PHASE_DEFINE;
     bool finished_ = false;

@@ -29,8 +29,8 @@ void Runtime::write_back(std::uint32_t group, Stream stream) {
     for (std::uint32_t t : def.tensors) {
         const TensorDef &tensor = tensors_[t];
         if (!tensor.is_mutable) continue;  // frozen bytes never go device-to-host
-        device_->copy_d2h(host + tensor.offset, slot.device + tensor.offset, tensor.bytes,
-                          stream);
+        observer_->copy_d2h(group, host + tensor.offset, slot.device + tensor.offset,
+                            tensor.bytes, stream);
         stats_.bytes_d2h += tensor.bytes;
         ++stats_.writebacks;
     }
@@ -57,7 +57,8 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
-    device_->copy_h2d(slot.device, host_->base() + def.host_offset, def.image_bytes, stream);
+    observer_->copy_h2d(group, slot.device, host_->base() + def.host_offset, def.image_bytes,
+                        stream);
     device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;
@@ -162,6 +163,7 @@ void Runtime::prefetch() {
 
 void Runtime::acquire(std::uint32_t group, Stream stream) {
     Event ready = nullptr;
+    Observer::Token observed;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         require_phase(FERRY_PHASE_SEALED, "acquiring a group");
@@ -206,12 +208,12 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
             // Prefetch is only ahead of time: its state stays consistent, and the group's
             // own acquire issues the copy again and reports the device's error then.
         }
+        observed = observer_->acquired(group, stream, ready != nullptr, stats_, phase_);
     }
     // The group is pinned, so its slot's ready event cannot be recorded again: waiting
     // outside the lock is safe, and on sim's calling-thread stream it blocks only us.
-    if (ready == nullptr) return;
     try {
-        device_->stream_wait(stream, ready);
+        observer_->wait(observed, stream, ready);
     } catch (...) {
         std::lock_guard<std::mutex> lock(mutex_);
         --state_[group].pins;  // a failed acquire holds nothing (its copy still counts)
@@ -238,6 +240,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     }
     --state.pins;
     ++stats_.releases;
+    observer_->released(group, stream, state.pins == 0, stats_, phase_);
 }
 
 void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
@@ -268,6 +271,7 @@ void Runtime::synchronize() {
     for (const GroupState &state : state_) {
         if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
     }
+    observer_->publish(stats_, phase_);
 }
 
 }  // namespace ferry

@@ -18,6 +18,7 @@
  *     ferry_tensor_device_ptr      SEALED, while the tensor's group is acquired
  *     ferry_synchronize            any phase
  *     ferry_stats_get              any phase
+ *     ferry_trace_start/_stop/_dump any phase
  *     ferry_destroy                any phase
  *
  * Errors: every call returns a ferry_status. On failure the calling thread's
@@ -124,6 +125,11 @@ typedef enum ferry_backend {
  *   FERRY_BACKEND=auto|cuda|sim       FERRY_SIM_H2D_GBPS=<GB/s>   FERRY_SIM_D2H_GBPS=<GB/s>
  *   FERRY_SIM_LATENCY_US=<us>         FERRY_SIM_CHAOS=0|1         FERRY_SIM_SEED=<n>
  *   FERRY_STATS=0|1                   FERRY_VERIFY=0|1            FERRY_PINNED_CAP=<bytes>
+ *   FERRY_TRACE=<path>                FERRY_TRACE_EVENTS=<n>      (see "Trace" below)
+ *
+ * publish_stats / FERRY_STATS=1: the runtime publishes its counters and a per-group table
+ * to POSIX shared memory (/dev/shm/ferry.<pid>.<name>, owner-only) while it lives, for
+ * the ferry-stat tool. Cost on acquire/release: a seqlock write of a few dozen words.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
@@ -323,6 +329,41 @@ FERRY_API ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out)
 FERRY_API ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group,
                                         int32_t *resident, int32_t *size_class,
                                         uint64_t *image_bytes);
+
+/* ------------------------------------------------------------------------------------ */
+/* Trace                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A timeline of ferry's work, as Chrome trace-event JSON that Perfetto (ui.perfetto.dev)
+ * and chrome://tracing open. One track per stream: ferry's copy stream (each group's
+ * onload, each writeback) and every compute stream that acquired a group (the time it
+ * waited for a copy, and each group from acquire to release), plus acquire and release
+ * instants. Copy and wait times come from the device: events on cuda, the stream
+ * worker's clock on sim.
+ *
+ * Events go to a bounded ring: when it is full the oldest are overwritten, and the dump
+ * reports how many were dropped. Recording allocates nothing on acquire/release.
+ *
+ * Environment: FERRY_TRACE=<path> starts a trace at ferry_create and dumps it to <path>
+ * at ferry_destroy; FERRY_TRACE_EVENTS=<n> sets its capacity.
+ */
+#define FERRY_TRACE_DEFAULT_EVENTS 65536
+
+/* Any phase. Starts recording into a ring of `capacity` events (0: the default,
+   FERRY_TRACE_DEFAULT_EVENTS; at most 2^26), discarding any earlier trace. */
+FERRY_API ferry_status ferry_trace_start(ferry_runtime *runtime, uint32_t capacity);
+
+/* Any phase. Stops recording; the events so far are kept for ferry_trace_dump. A no-op
+   when no trace is recording. */
+FERRY_API ferry_status ferry_trace_stop(ferry_runtime *runtime);
+
+/* Any phase, after ferry_trace_start. Writes the events recorded so far to `path`
+   (created or truncated), recording or not. Work still in flight is not included: call
+   ferry_synchronize, and let the compute streams finish, to see all of it.
+   FERRY_ERROR_WRONG_PHASE when no trace was started; FERRY_ERROR_INVALID_ARGUMENT when
+   the file cannot be written. */
+FERRY_API ferry_status ferry_trace_dump(ferry_runtime *runtime, const char *path);
 
 #ifdef __cplusplus
 }

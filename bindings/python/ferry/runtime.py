@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import enum
 import math
+import os
 
 from . import _lib
 from . import dlpack as _dlpack
@@ -315,6 +316,22 @@ class Runtime:
         s.struct_size = ctypes.sizeof(_lib.StatsStruct)
         check(self._lib.ferry_stats_get(self._handle(), ctypes.byref(s)))
         return {key: int(getattr(s, key)) for key in STATS_KEYS}
+
+    # --- trace (Chrome trace-event JSON: Perfetto, chrome://tracing) --------------------
+
+    def trace_start(self, capacity=0):
+        """ferry_trace_start: records ferry's timeline into a ring of `capacity` events
+        (0: the library's default), discarding any earlier trace."""
+        check(self._lib.ferry_trace_start(self._handle(), int(capacity)))
+
+    def trace_stop(self):
+        """ferry_trace_stop: stops recording; what was recorded stays for trace_dump."""
+        check(self._lib.ferry_trace_stop(self._handle()))
+
+    def trace_dump(self, path):
+        """ferry_trace_dump: writes the events recorded so far to `path` as JSON. Call
+        synchronize() (and let compute finish) first to include work in flight."""
+        check(self._lib.ferry_trace_dump(self._handle(), os.fsencode(path)))
 
 
 class Group:

@@ -177,6 +177,13 @@ pub struct ferry_stats {
 }
 
 // ----------------------------------------------------------------------------------------
+// Trace
+// ----------------------------------------------------------------------------------------
+
+/// Ring capacity of `ferry_trace_start(runtime, 0)`.
+pub const FERRY_TRACE_DEFAULT_EVENTS: u32 = 65536;
+
+// ----------------------------------------------------------------------------------------
 // Functions, in the header's order
 // ----------------------------------------------------------------------------------------
 
@@ -255,4 +262,8 @@ extern "C" {
         size_class: *mut i32,
         image_bytes: *mut u64,
     ) -> ferry_status;
+
+    pub fn ferry_trace_start(runtime: *mut ferry_runtime, capacity: u32) -> ferry_status;
+    pub fn ferry_trace_stop(runtime: *mut ferry_runtime) -> ferry_status;
+    pub fn ferry_trace_dump(runtime: *mut ferry_runtime, path: *const c_char) -> ferry_status;
 }

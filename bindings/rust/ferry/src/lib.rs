@@ -1046,6 +1046,35 @@ impl Runtime {
             image_bytes,
         })
     }
+
+    /// Any phase. Records ferry's timeline (Chrome trace-event JSON, for Perfetto) into a
+    /// ring of `capacity` events (0: [`sys::FERRY_TRACE_DEFAULT_EVENTS`]), discarding any
+    /// earlier trace.
+    pub fn trace_start(&self, capacity: u32) -> Result<()> {
+        // Safety: self.raw is a live runtime.
+        check(unsafe { sys::ferry_trace_start(self.raw.as_ptr(), capacity) })
+    }
+
+    /// Any phase. Stops recording; the events so far stay for [`Runtime::trace_dump`].
+    pub fn trace_stop(&self) -> Result<()> {
+        // Safety: self.raw is a live runtime.
+        check(unsafe { sys::ferry_trace_stop(self.raw.as_ptr()) })
+    }
+
+    /// After [`Runtime::trace_start`]. Writes the events recorded so far to `path`. Call
+    /// [`Runtime::synchronize`] first to include copies still in flight.
+    pub fn trace_dump(&self, path: &std::path::Path) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+            Error::here(
+                Status::InvalidArgument,
+                format!("trace path {path:?} contains a NUL byte"),
+            )
+        })?;
+        // Safety: self.raw is a live runtime; path is a NUL-terminated string alive for the
+        // call (the library does not keep it).
+        check(unsafe { sys::ferry_trace_dump(self.raw.as_ptr(), path.as_ptr()) })
+    }
 }
 
 // ----------------------------------------------------------------------------------------
