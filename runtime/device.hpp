@@ -65,10 +65,15 @@ class Device {
 };
 
 // Backend options as resolved from ferry_config and the environment.
+// The sim link (sim_link.hpp): host memory from alloc_pinned() copies at the pinned
+// rates, any other host memory at the pageable ones.
 struct SimOptions {
-    double h2d_gbps = 0.0;    // 0: unlimited
-    double d2h_gbps = 0.0;    // 0: unlimited
-    double latency_us = 0.0;  // per copy call
+    double h2d_gbps = 0.0;           // pinned; 0: unlimited
+    double d2h_gbps = 0.0;           // pinned; 0: unlimited
+    double pageable_h2d_gbps = 0.0;  // 0: as pinned
+    double pageable_d2h_gbps = 0.0;  // 0: as pinned
+    double latency_us = 0.0;         // per copy call
+    double time_scale = 1.0;         // wall seconds per modeled second
     bool chaos = false;       // random delays, poison copy destinations before writing
     std::uint64_t seed = 1;
 };

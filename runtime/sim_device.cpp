@@ -5,7 +5,8 @@
 //   (host callbacks) really run concurrently, as on a GPU.
 // - An event counts its records; a record task marks its ticket complete when the stream
 //   reaches it, and a wait task blocks its stream until the ticket it captured completes.
-// - Copies take max(real memcpy time, latency + bytes / bandwidth).
+// - Copies take max(real memcpy time, latency + their time on the link), the link shared
+//   by all copies (sim_link.hpp). Host memory not from alloc_pinned() is pageable.
 // - Chaos: random delays before tasks, and every copy first poisons its destination and
 //   pauses before writing the real bytes, so a reader that did not wait sees poison.
 #include <sys/mman.h>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -25,11 +27,10 @@
 
 #include "device.hpp"
 #include "error.hpp"
+#include "sim_link.hpp"
 
 namespace ferry {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr unsigned char kPoison = 0xA5;
 
@@ -120,7 +121,8 @@ class SimStream {
 
 class SimDevice final : public Device {
    public:
-    explicit SimDevice(const SimOptions &options) : options_(options), rng_(options.seed) {}
+    explicit SimDevice(const SimOptions &options)
+        : options_(options), link_(options.time_scale), rng_(options.seed) {}
 
     ~SimDevice() override {
         std::lock_guard<std::mutex> lock(streams_mutex_);
@@ -144,10 +146,17 @@ class SimDevice final : public Device {
         FERRY_EXPECTS(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
                 "sim: mmap of " + std::to_string(bytes) + " bytes of host memory failed: " +
                     std::strerror(errno));
+        std::lock_guard<std::mutex> lock(pinned_mutex_);
+        pinned_[static_cast<const std::byte *>(ptr)] = bytes;
         return ptr;
     }
     void free_pinned(void *ptr, std::size_t bytes) noexcept override {
-        if (ptr != nullptr) munmap(ptr, bytes);
+        if (ptr == nullptr) return;
+        {
+            std::lock_guard<std::mutex> lock(pinned_mutex_);
+            pinned_.erase(static_cast<const std::byte *>(ptr));
+        }
+        munmap(ptr, bytes);
     }
 
     Stream create_stream() override {
@@ -169,10 +178,16 @@ class SimDevice final : public Device {
     void destroy_event(Event event) noexcept override { delete static_cast<SimEvent *>(event); }
 
     void copy_h2d(void *dst, const void *src, std::size_t bytes, Stream stream) override {
-        copy(dst, src, bytes, options_.h2d_gbps, stream);
+        copy(dst, src, bytes, SimLink::kH2D, is_pinned(src) ? options_.h2d_gbps
+                                                            : pageable(options_.pageable_h2d_gbps,
+                                                                       options_.h2d_gbps),
+             stream);
     }
     void copy_d2h(void *dst, const void *src, std::size_t bytes, Stream stream) override {
-        copy(dst, src, bytes, options_.d2h_gbps, stream);
+        copy(dst, src, bytes, SimLink::kD2H, is_pinned(dst) ? options_.d2h_gbps
+                                                            : pageable(options_.pageable_d2h_gbps,
+                                                                       options_.d2h_gbps),
+             stream);
     }
 
     void record(Event event, Stream stream) override {
@@ -207,6 +222,16 @@ class SimDevice final : public Device {
 
    private:
     static std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+    static double pageable(double gbps, double pinned_gbps) { return gbps > 0.0 ? gbps : pinned_gbps; }
+
+    bool is_pinned(const void *host) {
+        const auto *at = static_cast<const std::byte *>(host);
+        std::lock_guard<std::mutex> lock(pinned_mutex_);
+        auto it = pinned_.upper_bound(at);
+        if (it == pinned_.begin()) return false;
+        --it;
+        return at < it->first + it->second;
+    }
 
     // Runs the task on the stream, or right here when the stream is the calling thread.
     void run_on(Stream stream, std::function<void()> task) {
@@ -225,13 +250,16 @@ class SimDevice final : public Device {
         });
     }
 
-    void copy(void *dst, const void *src, std::size_t bytes, double gbps, Stream stream) {
-        const double modeled_us =
-            options_.latency_us + (gbps > 0.0 ? static_cast<double>(bytes) / (gbps * 1e3) : 0.0);
+    void copy(void *dst, const void *src, std::size_t bytes, SimLink::Direction direction,
+              double gbps, Stream stream) {
         const bool chaos = options_.chaos;
         auto *sim = static_cast<SimStream *>(stream);
-        auto task = [this, dst, src, bytes, modeled_us, chaos, sim] {
-            const auto start = Clock::now();
+        auto task = [this, dst, src, bytes, direction, gbps, chaos, sim] {
+            if (options_.latency_us > 0.0) {
+                sim_wait_until(SimClock::now() + link_.wall(options_.latency_us));
+            }
+            SimLink::Transfer transfer;
+            link_.begin(transfer, direction, bytes, gbps);
             if (chaos) {
                 std::memset(dst, kPoison, bytes);
                 if (sim != nullptr) {
@@ -242,8 +270,7 @@ class SimDevice final : public Device {
                 }
             }
             std::memcpy(dst, src, bytes);
-            std::this_thread::sleep_until(
-                start + std::chrono::nanoseconds(static_cast<std::int64_t>(modeled_us * 1e3)));
+            link_.finish(transfer);
         };
         if (sim == nullptr) {
             task();
@@ -264,6 +291,9 @@ class SimDevice final : public Device {
     }
 
     SimOptions options_;
+    SimLink link_;
+    std::mutex pinned_mutex_;
+    std::map<const std::byte *, std::size_t> pinned_;  // alloc_pinned() ranges by start
     std::mutex rng_mutex_;
     std::mt19937_64 rng_;  // for copies run on the calling thread
     std::mutex streams_mutex_;
