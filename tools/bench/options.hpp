@@ -16,15 +16,15 @@ struct LinkModel {
     double pageable_h2d_gbps = 12.5;  // H2D from ordinary malloc'd memory
     double pageable_d2h_gbps = 1.6;   // D2H into freshly allocated pageable memory
     double latency_us = 2.3;          // each copy call, at full size (scaled with the model)
-    double time_scale = 10.0;         // wall seconds per modeled second
+    double time_scale = 20.0;         // wall seconds per modeled second
 };
 
 struct Options {
     std::string backend = "auto";  // auto: cuda when built and a GPU is visible
     ModelChoice model;
-    bool scale_given = false;      // else 1/64 on sim, 1 on cuda
+    bool scale_given = false;      // else 1/128 on sim, 1 on cuda
     std::string budget = "50%";    // bytes, or a percentage of the model
-    int passes = 4;                // timed, after one warm-up pass
+    int passes = 3;                // timed, after one warm-up pass
     std::uint32_t slots_per_class = 2;
     double compute_ms = -1.0;      // per group; < 0: from --tflops
     double tflops = 186.0;         // A100 bf16 at ~60% of its peak
