@@ -80,7 +80,7 @@ Measured run_strategy(const std::string &name, const RunSpec &spec) {
 int run(const Options &options) {
     const bool cuda = use_cuda(options.backend);
     ModelChoice choice = options.model;
-    if (!options.scale_given) choice.scale = cuda ? 1.0 : 1.0 / 128;
+    if (!options.scale_given) choice.scale = cuda ? 1.0 : 1.0 / 256;
     const Model model = build_model(choice);
     const std::uint64_t budget = parse_budget(options.budget, model.bytes);
     const Platform platform(cuda, options.link, choice.scale);

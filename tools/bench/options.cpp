@@ -11,7 +11,7 @@ namespace {
 const char kUsage[] =
     "usage: ferry-bench [flags]\n"
     "  --model qwen-image|flux|wan14b|custom   model preset (default qwen-image)\n"
-    "  --scale F             shrink every tensor by F, e.g. 1/64 (default 1/128 on sim, 1 on cuda)\n"
+    "  --scale F             shrink every tensor by F, e.g. 1/64 (default 1/256 on sim, 1 on cuda)\n"
     "  --blocks-per-group N  blocks per streamed group (default 1)\n"
     "  --groups N --group-mb X --tensors-per-group T   the custom model\n"
     "  --budget B            VRAM budget: bytes, or a percentage of the model (default 50%)\n"
@@ -25,7 +25,7 @@ const char kUsage[] =
     "sim link (modeled; defaults are PCIe Gen4 figures):\n"
     "  --pinned-gbps X (25)  --pageable-h2d-gbps X (12.5)  --pageable-d2h-gbps X (1.6)\n"
     "  --latency-us X (2.3, per copy call at full size, scaled with the model)\n"
-    "  --time-scale X (20: wall seconds per modeled second)\n";
+    "  --time-scale X (40: wall seconds per modeled second)\n";
 
 [[noreturn]] void usage_error(const std::string &problem) {
     std::fprintf(stderr, "ferry-bench: %s\n%s", problem.c_str(), kUsage);

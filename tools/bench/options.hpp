@@ -16,13 +16,13 @@ struct LinkModel {
     double pageable_h2d_gbps = 12.5;  // H2D from ordinary malloc'd memory
     double pageable_d2h_gbps = 1.6;   // D2H into freshly allocated pageable memory
     double latency_us = 2.3;          // each copy call, at full size (scaled with the model)
-    double time_scale = 20.0;         // wall seconds per modeled second
+    double time_scale = 40.0;         // wall seconds per modeled second
 };
 
 struct Options {
     std::string backend = "auto";  // auto: cuda when built and a GPU is visible
     ModelChoice model;
-    bool scale_given = false;      // else 1/128 on sim, 1 on cuda
+    bool scale_given = false;      // else 1/256 on sim, 1 on cuda
     std::string budget = "50%";    // bytes, or a percentage of the model
     int passes = 3;                // timed, after one warm-up pass
     std::uint32_t slots_per_class = 2;
