@@ -94,7 +94,15 @@ bool write_json(const Run &run, const std::string &path) {
         .field("compute_ms_per_pass", number(run.compute_ms_per_pass))
         .field("raw_peak_h2d_gbps", number(run.peak_gbps));
     if (run.backend == "sim") {
-        top.field("sim_link", quoted(run.link_line)).field("time_scale", number(run.time_scale));
+        std::ostringstream link;
+        Object o(link, 2);
+        o.field("pinned_gbps", number(run.link.pinned_gbps))
+            .field("pageable_h2d_gbps", number(run.link.pageable_h2d_gbps))
+            .field("pageable_d2h_gbps", number(run.link.pageable_d2h_gbps))
+            .field("latency_us_full_size", number(run.link.latency_us))
+            .field("time_scale", number(run.link.time_scale));
+        o.close();
+        top.field("sim_link", link.str());
     }
     std::ostringstream strategies, verdicts, speedups;
     Object s(strategies, 2), v(verdicts, 2), x(speedups, 2);

@@ -62,8 +62,8 @@ std::string link_line(const LinkModel &link) {
     char text[384];
     std::snprintf(text, sizeof text,
                   "sim link: pinned %g GB/s each way, pageable H2D %g GB/s, D2H into fresh "
-                  "pageable memory %g GB/s, H2D and D2H share it; %g us per copy call at full "
-                  "size. Times are modeled; the run takes %gx longer in wall time.",
+                  "pageable memory %g GB/s,\n  H2D and D2H share it; %g us per copy call at full "
+                  "size. Times are modeled: the run takes %gx longer in wall time.",
                   link.pinned_gbps, link.pageable_h2d_gbps, link.pageable_d2h_gbps,
                   link.latency_us, link.time_scale);
     return text;
@@ -105,7 +105,7 @@ int run(const Options &options) {
     run.groups = model.groups.size();
     run.tensors = model.tensors;
     run.passes = options.passes;
-    run.time_scale = cuda ? 1.0 : options.link.time_scale;
+    run.link = options.link;
     run.backend = cuda ? "cuda" : "sim";
     run.device = platform.device_name();
     run.model_bytes = model.bytes;

@@ -92,8 +92,9 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
 
 void print_table(const Run &run) {
     std::printf("ferry-bench: %s\n", run.model_line.c_str());
-    std::printf("  on %s (%s); VRAM budget %.1f MiB (%.0f%% of the model)\n", run.backend.c_str(),
-                run.device.c_str(), mib(run.budget),
+    const std::string device = run.device == run.backend ? "" : " (" + run.device + ")";
+    std::printf("  on %s%s; VRAM budget %.1f MiB (%.0f%% of the model)\n", run.backend.c_str(),
+                device.c_str(), mib(run.budget),
                 100.0 * static_cast<double>(run.budget) / static_cast<double>(run.model_bytes));
     std::printf("  compute %.2f ms per pass; raw peak H2D %.2f GB/s (pinned copy of %.0f MiB)\n",
                 run.compute_ms_per_pass, run.peak_gbps, mib(run.peak_copy_bytes));

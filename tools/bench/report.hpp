@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "micro.hpp"
+#include "options.hpp"
 #include "strategies.hpp"
 
 namespace bench {
@@ -48,7 +49,7 @@ struct Run {
     std::uint64_t groups = 0;
     std::uint64_t tensors = 0;
     int passes = 0;
-    double time_scale = 1.0;   // sim: wall seconds per modeled second
+    LinkModel link;            // sim: the modeled link
     std::string backend;       // "sim" or "cuda"
     std::string device;
     std::uint64_t model_bytes = 0;
