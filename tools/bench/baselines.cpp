@@ -1,5 +1,6 @@
 // The three baselines, on ferry's device interface directly: what offloading does
 // without ferry. See strategies.hpp.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -65,7 +66,7 @@ Measured run_pageable(const RunSpec &spec, bool write_back) {
     m.h2d_bytes_per_pass = model.bytes;
     m.d2h_bytes_per_pass = write_back ? model.bytes : 0;
     m.vram_peak_bytes = layout.largest_image;
-    m.host_rss_bytes = rss_bytes() - std::min(rss_bytes(), rss_before);
+    m.host_rss_bytes = rss_growth_since(rss_before);
     m.overhead = write_back ? "a synchronous D2H of every weight into fresh pageable memory"
                             : "synchronous pageable copies, never overlapped with compute";
     device->unreserve(dev);
@@ -119,7 +120,7 @@ Measured run_stream(const RunSpec &spec) {
     m.seconds_per_pass = seconds_per_pass(spec, pass, [&] { device->device_synchronize(); });
     m.h2d_bytes_per_pass = model.bytes;
     m.vram_peak_bytes = 2 * layout.largest_image;
-    m.host_rss_bytes = rss_bytes() - std::min(rss_bytes(), rss_before);
+    m.host_rss_bytes = rss_growth_since(rss_before);
     m.host_pinned_bytes = layout.bytes;
     m.overhead = "a copy call per tensor and a host wait before each group";
     device->destroy_stream(side);

@@ -47,11 +47,11 @@ Measured run_ferry(const RunSpec &spec) {
     for (std::size_t g = 0; g < model.groups.size(); ++g) {
         const GroupSpec &group = model.groups[g];
         check(ferry_group_define(rt, group.name.c_str(), &groups[g]), "ferry_group_define");
-        for (const TensorSpec &spec_tensor : group.tensors) {
-            const std::int64_t shape[1] = {static_cast<std::int64_t>(spec_tensor.bytes / 2)};
+        for (const TensorSpec &t : group.tensors) {
+            const std::int64_t shape[1] = {static_cast<std::int64_t>(t.bytes / 2)};
             ferry_tensor tensor;
-            check(ferry_tensor_define(rt, groups[g], spec_tensor.name.c_str(), spec_tensor.bytes,
-                                      FERRY_DTYPE_BF16, 1, shape, 0, &tensor),
+            check(ferry_tensor_define(rt, groups[g], t.name.c_str(), t.bytes, FERRY_DTYPE_BF16,
+                                      1, shape, 0, &tensor),
                   "ferry_tensor_define");
             tensors[g].push_back(tensor);
         }
@@ -91,12 +91,12 @@ Measured run_ferry(const RunSpec &spec) {
     m.h2d_bytes_per_pass = (after.bytes_h2d - before.bytes_h2d) / spec.passes;
     m.d2h_bytes_per_pass = (after.bytes_d2h - before.bytes_d2h) / spec.passes;
     m.vram_peak_bytes = after.slab_bytes;
-    m.host_rss_bytes = rss_bytes() - std::min(rss_bytes(), rss_before);
+    m.host_rss_bytes = rss_growth_since(rss_before);
     m.host_pinned_bytes = after.host_pinned_bytes;
     const std::uint64_t misses = after.misses - before.misses;
     m.overhead = misses > 0 ? std::to_string(misses / spec.passes) +
                                   " prefetch misses per pass, each a copy the compute waits for"
-                            : "host-side stalls between groups";
+                            : "idle link time between copies";
     device.destroy_stream(compute);
     check(ferry_destroy(rt), "ferry_destroy");
     return m;

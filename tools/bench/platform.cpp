@@ -101,4 +101,9 @@ std::uint64_t rss_bytes() {
     return resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
+std::uint64_t rss_growth_since(std::uint64_t before) {
+    const std::uint64_t now = rss_bytes();
+    return now > before ? now - before : 0;
+}
+
 }  // namespace bench

@@ -17,7 +17,8 @@ using Clock = std::chrono::steady_clock;
 
 class Platform {
    public:
-    // Throws ferry::Error when the cuda backend cannot run here.
+    // model_scale: the model's --scale, which the sim's per-call cost follows. Throws
+    // ferry::Error when the cuda backend cannot run here.
     Platform(bool cuda, const LinkModel &link, double model_scale);
 
     bool cuda() const { return cuda_; }
@@ -48,5 +49,7 @@ class Platform {
 
 // Resident set size of this process, from /proc.
 std::uint64_t rss_bytes();
+// How much it grew since `before` (0 if it shrank).
+std::uint64_t rss_growth_since(std::uint64_t before);
 
 }  // namespace bench

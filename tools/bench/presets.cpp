@@ -84,6 +84,8 @@ std::vector<Shape> wan_block() {
     return s;
 }
 
+constexpr double kQwenImageTokens = 2692;  // ~110 TFLOP per pass at 1664x928
+
 Preset qwen_image() {
     Preset p;
     linear(p.non_block, "txt_in", 3584, 3072);
@@ -94,7 +96,7 @@ Preset qwen_image() {
     linear(p.non_block, "norm_out.linear", 3072, 2 * 3072);
     linear(p.non_block, "proj_out", 3072, 64);
     p.blocks = {{"block", 60, double_block(3072, 12288, 128)}};
-    p.tokens = 2692;  // ~110 TFLOP per pass at 1664x928
+    p.tokens = kQwenImageTokens;
     return p;
 }
 
@@ -140,7 +142,7 @@ Preset custom(const ModelChoice &choice) {
         shapes.push_back({"w" + std::to_string(t), std::max<std::uint64_t>(elements, 1), 1});
     }
     p.blocks = {{"block", choice.groups, shapes}};
-    p.tokens = qwen_image().tokens;
+    p.tokens = kQwenImageTokens;
     return p;
 }
 
