@@ -74,7 +74,7 @@ struct SimOptions {
     double pageable_d2h_gbps = 0.0;  // 0: as pinned
     double latency_us = 0.0;         // per copy call
     double time_scale = 1.0;         // wall seconds per modeled second
-    bool chaos = false;       // random delays, poison copy destinations before writing
+    bool chaos = false;              // random delays, poison copy destinations before writing
     std::uint64_t seed = 1;
 };
 

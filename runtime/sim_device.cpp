@@ -19,6 +19,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <random>
@@ -178,16 +179,12 @@ class SimDevice final : public Device {
     void destroy_event(Event event) noexcept override { delete static_cast<SimEvent *>(event); }
 
     void copy_h2d(void *dst, const void *src, std::size_t bytes, Stream stream) override {
-        copy(dst, src, bytes, SimLink::kH2D, is_pinned(src) ? options_.h2d_gbps
-                                                            : pageable(options_.pageable_h2d_gbps,
-                                                                       options_.h2d_gbps),
-             stream);
+        copy(dst, src, bytes, SimLink::kH2D,
+             rate(src, options_.h2d_gbps, options_.pageable_h2d_gbps), stream);
     }
     void copy_d2h(void *dst, const void *src, std::size_t bytes, Stream stream) override {
-        copy(dst, src, bytes, SimLink::kD2H, is_pinned(dst) ? options_.d2h_gbps
-                                                            : pageable(options_.pageable_d2h_gbps,
-                                                                       options_.d2h_gbps),
-             stream);
+        copy(dst, src, bytes, SimLink::kD2H,
+             rate(dst, options_.d2h_gbps, options_.pageable_d2h_gbps), stream);
     }
 
     void record(Event event, Stream stream) override {
@@ -222,15 +219,16 @@ class SimDevice final : public Device {
 
    private:
     static std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
-    static double pageable(double gbps, double pinned_gbps) { return gbps > 0.0 ? gbps : pinned_gbps; }
 
-    bool is_pinned(const void *host) {
+    // The link rate for a copy touching `host`: pinned when alloc_pinned() gave it, else
+    // pageable (which defaults to the pinned rate).
+    double rate(const void *host, double pinned_gbps, double pageable_gbps) {
         const auto *at = static_cast<const std::byte *>(host);
         std::lock_guard<std::mutex> lock(pinned_mutex_);
-        auto it = pinned_.upper_bound(at);
-        if (it == pinned_.begin()) return false;
-        --it;
-        return at < it->first + it->second;
+        auto after = pinned_.upper_bound(at);  // the first range starting past `at`
+        const bool pinned =
+            after != pinned_.begin() && at < std::prev(after)->first + std::prev(after)->second;
+        return pinned || pageable_gbps <= 0.0 ? pinned_gbps : pageable_gbps;
     }
 
     // Runs the task on the stream, or right here when the stream is the calling thread.

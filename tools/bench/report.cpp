@@ -66,6 +66,11 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
     const Figures *ferry = find("ferry");
     if (ferry == nullptr) return out;
     out.push_back({"ferry efficiency >= 0.95", ferry->efficiency, 0.95, ferry->efficiency >= 0.95});
+    if (run.backend == "cuda") {
+        const double share = ferry->h2d_gbps / run.peak_gbps;
+        out.push_back({"ferry's achieved H2D >= 90% of the raw pinned peak", share, 0.9,
+                       share >= 0.9});
+    }
     if (const Figures *w = find("writeback")) {
         out.push_back({"ferry >= 10x faster than writeback", w->ferry_speedup, 10.0,
                        w->ferry_speedup >= 10.0});
