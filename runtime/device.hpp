@@ -79,11 +79,16 @@ class Device {
 constexpr std::uint64_t kTimestampLost = ~std::uint64_t{0};
 
 // Backend options as resolved from ferry_config and the environment.
+// The sim link (sim_link.hpp): host memory from alloc_pinned() copies at the pinned
+// rates, any other host memory at the pageable ones.
 struct SimOptions {
-    double h2d_gbps = 0.0;    // 0: unlimited
-    double d2h_gbps = 0.0;    // 0: unlimited
-    double latency_us = 0.0;  // per copy call
-    bool chaos = false;       // random delays, poison copy destinations before writing
+    double h2d_gbps = 0.0;           // pinned; 0: unlimited
+    double d2h_gbps = 0.0;           // pinned; 0: unlimited
+    double pageable_h2d_gbps = 0.0;  // 0: as pinned
+    double pageable_d2h_gbps = 0.0;  // 0: as pinned
+    double latency_us = 0.0;         // per copy call
+    double time_scale = 1.0;         // wall seconds per modeled second
+    bool chaos = false;              // random delays, poison copy destinations before writing
     std::uint64_t seed = 1;
 };
 

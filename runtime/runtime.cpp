@@ -187,6 +187,10 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.sim.h2d_gbps = env_double("FERRY_SIM_H2D_GBPS", config.sim_h2d_gbps, 0, 1e6);
     options.sim.d2h_gbps = env_double("FERRY_SIM_D2H_GBPS", config.sim_d2h_gbps, 0, 1e6);
     options.sim.latency_us = env_double("FERRY_SIM_LATENCY_US", config.sim_latency_us, 0, 1e6);
+    // No config fields for these (the struct's layout is fixed): environment only.
+    options.sim.pageable_h2d_gbps = env_double("FERRY_SIM_PAGEABLE_H2D_GBPS", 0, 0, 1e6);
+    options.sim.pageable_d2h_gbps = env_double("FERRY_SIM_PAGEABLE_D2H_GBPS", 0, 0, 1e6);
+    options.sim.time_scale = env_double("FERRY_SIM_TIME_SCALE", 1, 1e-3, 1e6);
     options.sim.chaos = env_double("FERRY_SIM_CHAOS", config.sim_chaos != 0 ? 1 : 0, 0, 1) != 0;
     options.sim.seed = config.sim_seed;
     if (const char *seed = std::getenv("FERRY_SIM_SEED"); seed != nullptr && *seed != '\0') {

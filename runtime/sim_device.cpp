@@ -5,7 +5,8 @@
 //   (host callbacks) really run concurrently, as on a GPU.
 // - An event counts its records; a record task marks its ticket complete when the stream
 //   reaches it, and a wait task blocks its stream until the ticket it captured completes.
-// - Copies take max(real memcpy time, latency + bytes / bandwidth).
+// - Copies take max(real memcpy time, latency + their time on the link), the link shared
+//   by all copies (sim_link.hpp). Host memory not from alloc_pinned() is pageable.
 // - Chaos: random delays before tasks, and every copy first poisons its destination and
 //   pauses before writing the real bytes, so a reader that did not wait sees poison.
 #include <sys/mman.h>
@@ -18,6 +19,8 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <iterator>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -25,11 +28,10 @@
 
 #include "device.hpp"
 #include "error.hpp"
+#include "sim_link.hpp"
 
 namespace ferry {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr unsigned char kPoison = 0xA5;
 
@@ -120,7 +122,8 @@ class SimStream {
 
 class SimDevice final : public Device {
    public:
-    explicit SimDevice(const SimOptions &options) : options_(options), rng_(options.seed) {}
+    explicit SimDevice(const SimOptions &options)
+        : options_(options), link_(options.time_scale), rng_(options.seed) {}
 
     ~SimDevice() override {
         std::lock_guard<std::mutex> lock(streams_mutex_);
@@ -144,10 +147,17 @@ class SimDevice final : public Device {
         FERRY_EXPECTS(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
                 "sim: mmap of " + std::to_string(bytes) + " bytes of host memory failed: " +
                     std::strerror(errno));
+        std::lock_guard<std::mutex> lock(pinned_mutex_);
+        pinned_[static_cast<const std::byte *>(ptr)] = bytes;
         return ptr;
     }
     void free_pinned(void *ptr, std::size_t bytes) noexcept override {
-        if (ptr != nullptr) munmap(ptr, bytes);
+        if (ptr == nullptr) return;
+        {
+            std::lock_guard<std::mutex> lock(pinned_mutex_);
+            pinned_.erase(static_cast<const std::byte *>(ptr));
+        }
+        munmap(ptr, bytes);
     }
 
     Stream create_stream() override {
@@ -169,10 +179,12 @@ class SimDevice final : public Device {
     void destroy_event(Event event) noexcept override { delete static_cast<SimEvent *>(event); }
 
     void copy_h2d(void *dst, const void *src, std::size_t bytes, Stream stream) override {
-        copy(dst, src, bytes, options_.h2d_gbps, stream);
+        copy(dst, src, bytes, SimLink::kH2D,
+             rate(src, options_.h2d_gbps, options_.pageable_h2d_gbps), stream);
     }
     void copy_d2h(void *dst, const void *src, std::size_t bytes, Stream stream) override {
-        copy(dst, src, bytes, options_.d2h_gbps, stream);
+        copy(dst, src, bytes, SimLink::kD2H,
+             rate(dst, options_.d2h_gbps, options_.pageable_d2h_gbps), stream);
     }
 
     // A ticket is taken and its task queued under one lock: otherwise a wait could capture
@@ -229,6 +241,17 @@ class SimDevice final : public Device {
         return sim;
     }
 
+    // The link rate for a copy touching `host`: pinned when alloc_pinned() gave it, else
+    // pageable (which defaults to the pinned rate).
+    double rate(const void *host, double pinned_gbps, double pageable_gbps) {
+        const auto *at = static_cast<const std::byte *>(host);
+        std::lock_guard<std::mutex> lock(pinned_mutex_);
+        auto after = pinned_.upper_bound(at);  // the first range starting past `at`
+        const bool pinned =
+            after != pinned_.begin() && at < std::prev(after)->first + std::prev(after)->second;
+        return pinned || pageable_gbps <= 0.0 ? pinned_gbps : pageable_gbps;
+    }
+
     // Runs the task on the stream, or right here when the stream is the calling thread.
     void run_on(Stream stream, std::function<void()> task) {
         if (stream == nullptr) {
@@ -246,13 +269,16 @@ class SimDevice final : public Device {
         });
     }
 
-    void copy(void *dst, const void *src, std::size_t bytes, double gbps, Stream stream) {
-        const double modeled_us =
-            options_.latency_us + (gbps > 0.0 ? static_cast<double>(bytes) / (gbps * 1e3) : 0.0);
+    void copy(void *dst, const void *src, std::size_t bytes, SimLink::Direction direction,
+              double gbps, Stream stream) {
         const bool chaos = options_.chaos;
         SimStream *sim = stream == nullptr ? nullptr : checked(stream);
-        auto task = [this, dst, src, bytes, modeled_us, chaos, sim] {
-            const auto start = Clock::now();
+        auto task = [this, dst, src, bytes, direction, gbps, chaos, sim] {
+            if (options_.latency_us > 0.0) {
+                sim_wait_until(SimClock::now() + link_.wall(options_.latency_us));
+            }
+            SimLink::Transfer transfer;
+            link_.begin(transfer, direction, bytes, gbps);
             if (chaos) {
                 std::memset(dst, kPoison, bytes);
                 if (sim != nullptr) {
@@ -263,8 +289,7 @@ class SimDevice final : public Device {
                 }
             }
             std::memcpy(dst, src, bytes);
-            std::this_thread::sleep_until(
-                start + std::chrono::nanoseconds(static_cast<std::int64_t>(modeled_us * 1e3)));
+            link_.finish(transfer);
         };
         if (sim == nullptr) {
             task();
@@ -285,6 +310,9 @@ class SimDevice final : public Device {
     }
 
     SimOptions options_;
+    SimLink link_;
+    std::mutex pinned_mutex_;
+    std::map<const std::byte *, std::size_t> pinned_;  // alloc_pinned() ranges by start
     std::mutex rng_mutex_;
     std::mt19937_64 rng_;  // for copies run on the calling thread
     std::mutex submit_mutex_;

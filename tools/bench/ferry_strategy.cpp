@@ -1,0 +1,105 @@
+// The ferry strategy: the model streamed through the runtime's public C API.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "ferry/ferry.h"
+#include "runtime.hpp"
+#include "strategies.hpp"
+
+namespace bench {
+namespace {
+
+void check(ferry_status status, const char *call) {
+    if (status == FERRY_OK) return;
+    std::fprintf(stderr, "ferry-bench: %s failed: %s\n  %s\n", call, ferry_status_string(status),
+                 ferry_last_error());
+    std::exit(1);
+}
+
+ferry_stats stats_of(ferry_runtime *rt) {
+    ferry_stats stats;
+    stats.struct_size = sizeof stats;
+    check(ferry_stats_get(rt, &stats), "ferry_stats_get");
+    return stats;
+}
+
+}  // namespace
+
+Measured run_ferry(const RunSpec &spec) {
+    const Model &model = *spec.model;
+    const Platform &platform = *spec.platform;
+    const std::uint64_t rss_before = rss_bytes();
+    if (!platform.cuda()) Platform::export_sim_options(platform.sim());
+
+    ferry_config config;
+    ferry_config_init(&config);
+    config.backend = platform.cuda() ? FERRY_BACKEND_CUDA : FERRY_BACKEND_SIM;
+    config.vram_budget = spec.budget;
+    config.slots_per_class = spec.slots_per_class;
+    config.name = "ferry-bench";
+    ferry_runtime *rt = nullptr;
+    check(ferry_create(&config, &rt), "ferry_create");
+
+    std::vector<ferry_group> groups(model.groups.size());
+    std::vector<std::vector<ferry_tensor>> tensors(model.groups.size());
+    for (std::size_t g = 0; g < model.groups.size(); ++g) {
+        const GroupSpec &group = model.groups[g];
+        check(ferry_group_define(rt, group.name.c_str(), &groups[g]), "ferry_group_define");
+        for (const TensorSpec &t : group.tensors) {
+            const std::int64_t shape[1] = {static_cast<std::int64_t>(t.bytes / 2)};
+            ferry_tensor tensor;
+            check(ferry_tensor_define(rt, groups[g], t.name.c_str(), t.bytes, FERRY_DTYPE_BF16,
+                                      1, shape, 0, &tensor),
+                  "ferry_tensor_define");
+            tensors[g].push_back(tensor);
+        }
+    }
+    check(ferry_schedule_declare(rt, groups.data(), groups.size()), "ferry_schedule_declare");
+    check(ferry_plan(rt), "ferry_plan");
+    for (std::size_t g = 0; g < model.groups.size(); ++g) {
+        for (std::size_t t = 0; t < tensors[g].size(); ++t) {
+            void *host = nullptr;
+            check(ferry_tensor_host_ptr(rt, tensors[g][t], &host), "ferry_tensor_host_ptr");
+            std::memset(host, 1, model.groups[g].tensors[t].bytes);
+        }
+    }
+    check(ferry_seal(rt), "ferry_seal");
+
+    ferry::Device &device = ferry_runtime_impl(rt).device();
+    ferry::Stream compute = device.create_stream();
+    auto pass = [&] {
+        for (std::size_t g = 0; g < groups.size(); ++g) {
+            check(ferry_acquire(rt, groups[g], compute), "ferry_acquire");
+            platform.compute(device, compute, spec.compute_s[g]);
+            check(ferry_release(rt, groups[g], compute), "ferry_release");
+        }
+    };
+    // The first of seconds_per_pass's passes is the warm-up: count from the second on.
+    ferry_stats before{};
+    bool warm = false;
+    auto drain = [&] {
+        device.stream_synchronize(compute);
+        if (!warm) before = stats_of(rt);
+        warm = true;
+    };
+    Measured m;
+    m.name = "ferry";
+    m.seconds_per_pass = seconds_per_pass(spec, pass, drain);
+    const ferry_stats after = stats_of(rt);
+    m.h2d_bytes_per_pass = (after.bytes_h2d - before.bytes_h2d) / spec.passes;
+    m.d2h_bytes_per_pass = (after.bytes_d2h - before.bytes_d2h) / spec.passes;
+    m.vram_peak_bytes = after.slab_bytes;
+    m.host_rss_bytes = rss_growth_since(rss_before);
+    m.host_pinned_bytes = after.host_pinned_bytes;
+    const std::uint64_t misses = after.misses - before.misses;
+    m.overhead = misses > 0 ? std::to_string(misses / spec.passes) +
+                                  " prefetch misses per pass, each a copy the compute waits for"
+                            : "idle link time between copies";
+    device.destroy_stream(compute);
+    check(ferry_destroy(rt), "ferry_destroy");
+    return m;
+}
+
+}  // namespace bench

@@ -1,0 +1,150 @@
+#include "json_report.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "ferry/ferry.h"
+
+namespace bench {
+namespace {
+
+std::string quoted(const std::string &text) {
+    std::string out = "\"";
+    for (char c : text) {
+        if (c == '"' || c == '\\') out += '\\';
+        if (static_cast<unsigned char>(c) < 0x20) {
+            char escape[8];
+            std::snprintf(escape, sizeof escape, "\\u%04x", c);
+            out += escape;
+            continue;
+        }
+        out += c;
+    }
+    return out + "\"";
+}
+
+std::string number(double value) {
+    if (!std::isfinite(value)) return "null";
+    char text[32];
+    std::snprintf(text, sizeof text, "%.6g", value);
+    return text;
+}
+
+std::string number(std::uint64_t value) { return std::to_string(value); }
+
+// Writes "key": value pairs, comma-separated, one per line.
+class Object {
+   public:
+    Object(std::ostringstream &out, int indent) : out_(out), indent_(indent) { out_ << "{"; }
+    Object &field(const std::string &key, const std::string &raw_value) {
+        out_ << (first_ ? "\n" : ",\n") << std::string(indent_ + 2, ' ') << quoted(key) << ": "
+             << raw_value;
+        first_ = false;
+        return *this;
+    }
+    void close() { out_ << "\n" << std::string(indent_, ' ') << "}"; }
+
+   private:
+    std::ostringstream &out_;
+    int indent_;
+    bool first_ = true;
+};
+
+std::string strategy(const Figures &f) {
+    std::ostringstream out;
+    Object o(out, 4);
+    const Measured &m = f.measured;
+    o.field("ms_per_pass", number(f.ms_per_pass))
+        .field("passes_per_s", number(f.passes_per_s))
+        .field("h2d_bytes_per_pass", number(m.h2d_bytes_per_pass))
+        .field("d2h_bytes_per_pass", number(m.d2h_bytes_per_pass))
+        .field("h2d_gbps", number(f.h2d_gbps))
+        .field("floor_ms", number(f.floor_ms))
+        .field("efficiency", number(f.efficiency))
+        .field("vram_peak_bytes", number(m.vram_peak_bytes))
+        .field("host_rss_bytes", number(m.host_rss_bytes))
+        .field("host_pinned_bytes", number(m.host_pinned_bytes));
+    o.close();
+    return out.str();
+}
+
+}  // namespace
+
+bool write_json(const Run &run, const std::string &path) {
+    std::ostringstream out;
+    Object top(out, 0);
+    top.field("ferry_version", quoted(ferry_version()))
+        .field("backend", quoted(run.backend))
+        .field("device", quoted(run.device));
+    {
+        std::ostringstream model;
+        Object o(model, 2);
+        o.field("name", quoted(run.model_name))
+            .field("scale", number(run.scale))
+            .field("groups", number(run.groups))
+            .field("tensors", number(run.tensors))
+            .field("bytes", number(run.model_bytes));
+        o.close();
+        top.field("model", model.str());
+    }
+    top.field("budget_bytes", number(run.budget))
+        .field("passes", number(static_cast<std::uint64_t>(run.passes)))
+        .field("compute_ms_per_pass", number(run.compute_ms_per_pass))
+        .field("raw_peak_h2d_gbps", number(run.peak_gbps));
+    if (run.backend == "sim") {
+        std::ostringstream link;
+        Object o(link, 2);
+        o.field("pinned_gbps", number(run.link.pinned_gbps))
+            .field("pageable_h2d_gbps", number(run.link.pageable_h2d_gbps))
+            .field("pageable_d2h_gbps", number(run.link.pageable_d2h_gbps))
+            .field("latency_us_full_size", number(run.link.latency_us))
+            .field("time_scale", number(run.link.time_scale));
+        o.close();
+        top.field("sim_link", link.str());
+    }
+    std::ostringstream strategies, verdicts, speedups;
+    Object s(strategies, 2), v(verdicts, 2), x(speedups, 2);
+    for (const Figures &f : run.strategies) {
+        s.field(f.measured.name, strategy(f));
+        v.field(f.measured.name, quoted(f.verdict));
+        if (f.ferry_speedup > 0.0) x.field(f.measured.name, number(f.ferry_speedup));
+    }
+    s.close();
+    v.close();
+    x.close();
+    top.field("strategies", strategies.str())
+        .field("verdicts", verdicts.str())
+        .field("ferry_speedup", speedups.str());
+    {
+        std::ostringstream micro;
+        Object o(micro, 2);
+        o.field("acquire_release_resident_ns", number(run.micro.resident_ns))
+            .field("acquire_release_prefetched_ns", number(run.micro.prefetched_ns))
+            .field("prefetched_misses", number(run.micro.prefetched_misses))
+            .field("sim_thread_wake_ns", number(run.micro.sim_wake_ns))
+            .field("c_api_round_trip_ns", number(run.micro.api_ns));
+        o.close();
+        top.field("micro", micro.str());
+    }
+    {
+        std::ostringstream targets;
+        targets << "[";
+        for (std::size_t i = 0; i < run.targets.size(); ++i) {
+            const Target &t = run.targets[i];
+            targets << (i ? ",\n    " : "\n    ") << "{\"name\": " << quoted(t.name)
+                    << ", \"value\": " << number(t.value) << ", \"limit\": " << number(t.limit)
+                    << ", \"met\": " << (t.met ? "true" : "false") << "}";
+        }
+        targets << (run.targets.empty() ? "]" : "\n  ]");
+        top.field("targets", targets.str());
+    }
+    top.close();
+    out << "\n";
+    std::ofstream file(path);
+    file << out.str();
+    return static_cast<bool>(file.flush());
+}
+
+}  // namespace bench

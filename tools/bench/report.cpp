@@ -1,0 +1,139 @@
+#include "report.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace bench {
+namespace {
+
+// Below this share of its floor, a strategy is bound by its own overhead.
+constexpr double kBoundByFloor = 0.8;
+
+double mib(std::uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+}  // namespace
+
+double floor_seconds(double compute_s, std::uint64_t h2d_bytes, double peak_gbps) {
+    return std::max(compute_s, static_cast<double>(h2d_bytes) / (peak_gbps * 1e9));
+}
+
+double efficiency(double floor_s, double measured_s) {
+    return measured_s > 0.0 ? floor_s / measured_s : 0.0;
+}
+
+Figures figures(const Measured &measured, double compute_s, double peak_gbps) {
+    Figures f;
+    f.measured = measured;
+    const double s = measured.seconds_per_pass;
+    f.ms_per_pass = s * 1e3;
+    f.passes_per_s = s > 0.0 ? 1.0 / s : 0.0;
+    f.h2d_gbps = s > 0.0 ? static_cast<double>(measured.h2d_bytes_per_pass) / s / 1e9 : 0.0;
+    const double link_s = static_cast<double>(measured.h2d_bytes_per_pass) / (peak_gbps * 1e9);
+    const double floor_s = floor_seconds(compute_s, measured.h2d_bytes_per_pass, peak_gbps);
+    f.floor_ms = floor_s * 1e3;
+    f.efficiency = efficiency(floor_s, s);
+    char line[256];
+    if (f.efficiency >= kBoundByFloor) {
+        f.bound = link_s >= compute_s ? "link" : "compute";
+        std::snprintf(line, sizeof line, "%s-bound: at %.0f%% of its floor", f.bound.c_str(),
+                      100.0 * f.efficiency);
+    } else {
+        f.bound = "overhead";
+        std::snprintf(line, sizeof line, "overhead-bound: at %.0f%% of its floor; the rest is %s",
+                      100.0 * f.efficiency, measured.overhead.c_str());
+    }
+    f.verdict = line;
+    return f;
+}
+
+void add_speedups(std::vector<Figures> &all) {
+    const auto ferry = std::find_if(all.begin(), all.end(),
+                                    [](const Figures &f) { return f.measured.name == "ferry"; });
+    if (ferry == all.end() || ferry->ms_per_pass <= 0.0) return;
+    const double ferry_ms = ferry->ms_per_pass;
+    for (Figures &f : all) f.ferry_speedup = f.ms_per_pass / ferry_ms;
+}
+
+std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
+                            std::uint32_t slots_per_class) {
+    auto find = [&](const char *name) -> const Figures * {
+        for (const Figures &f : run.strategies) {
+            if (f.measured.name == name) return &f;
+        }
+        return nullptr;
+    };
+    std::vector<Target> out;
+    const Figures *ferry = find("ferry");
+    if (ferry == nullptr) return out;
+    out.push_back({"ferry efficiency >= 0.95", ferry->efficiency, 0.95, ferry->efficiency >= 0.95});
+    if (run.backend == "cuda") {
+        const double share = ferry->h2d_gbps / run.peak_gbps;
+        out.push_back({"ferry's achieved H2D >= 90% of the raw pinned peak", share, 0.9,
+                       share >= 0.9});
+    }
+    if (const Figures *w = find("writeback")) {
+        out.push_back({"ferry >= 10x faster than writeback", w->ferry_speedup, 10.0,
+                       w->ferry_speedup >= 10.0});
+    }
+    if (const Figures *s = find("stream")) {
+        out.push_back({"ferry >= 1.6x faster than stream", s->ferry_speedup, 1.6,
+                       s->ferry_speedup >= 1.6});
+    }
+    // What the budget cannot hold, plus the streaming slots it must set aside.
+    const double model = static_cast<double>(run.model_bytes);
+    const double limit =
+        (model - static_cast<double>(std::min(run.budget, run.model_bytes)) +
+         static_cast<double>(slots_per_class) * static_cast<double>(largest_group)) / model;
+    const double streamed = static_cast<double>(ferry->measured.h2d_bytes_per_pass) / model;
+    out.push_back({"ferry streams <= the model less the budget, plus its slots (share of the model)",
+                   streamed, limit, streamed <= limit + 1e-9});
+    const double hot_path = run.micro.prefetched_own_ns();
+    out.push_back({run.backend == "sim"
+                       ? "acquire+release of a prefetched group < 2 us (ns, less the sim's wake-up)"
+                       : "acquire+release of a prefetched group < 2 us (ns)",
+                   hot_path, 2000.0, hot_path < 2000.0});
+    return out;
+}
+
+void print_table(const Run &run) {
+    std::printf("ferry-bench: %s\n", run.model_line.c_str());
+    const std::string device = run.device == run.backend ? "" : " (" + run.device + ")";
+    std::printf("  on %s%s; VRAM budget %.1f MiB (%.0f%% of the model)\n", run.backend.c_str(),
+                device.c_str(), mib(run.budget),
+                100.0 * static_cast<double>(run.budget) / static_cast<double>(run.model_bytes));
+    std::printf("  compute %.2f ms per pass; raw peak H2D %.2f GB/s (pinned copy of %.0f MiB)\n",
+                run.compute_ms_per_pass, run.peak_gbps, mib(run.peak_copy_bytes));
+    if (!run.link_line.empty()) std::printf("  %s\n", run.link_line.c_str());
+    std::printf("\n  %-9s %9s %8s %9s %9s %8s %9s %5s %9s %9s %9s %7s\n", "strategy", "ms/pass",
+                "passes/s", "H2D MiB", "D2H MiB", "H2D GB/s", "floor ms", "eff.", "VRAM MiB",
+                "RSS MiB", "pin MiB", "ferry x");
+    for (const Figures &f : run.strategies) {
+        const Measured &m = f.measured;
+        std::printf("  %-9s %9.2f %8.2f %9.1f %9.1f %8.2f %9.2f %5.2f %9.1f %9.1f %9.1f %7.2f\n",
+                    m.name.c_str(), f.ms_per_pass, f.passes_per_s, mib(m.h2d_bytes_per_pass),
+                    mib(m.d2h_bytes_per_pass), f.h2d_gbps, f.floor_ms, f.efficiency,
+                    mib(m.vram_peak_bytes), mib(m.host_rss_bytes), mib(m.host_pinned_bytes),
+                    f.ferry_speedup);
+    }
+    std::printf("  (H2D and D2H: MiB per pass; ferry x: how many times faster ferry is)\n\n");
+    for (const Figures &f : run.strategies) {
+        std::printf("  %-9s %s\n", f.measured.name.c_str(), f.verdict.c_str());
+    }
+    const MicroResult &micro = run.micro;
+    std::printf("\n  acquire+release, CPU per call: resident group %.0f ns, prefetched group %.0f ns"
+                "%s; C API round trip %.0f ns\n",
+                micro.resident_ns, micro.prefetched_ns,
+                micro.prefetched_misses > 0 ? " (with misses)" : "", micro.api_ns);
+    if (micro.sim_wake_ns > 0.0) {
+        std::printf("  (the prefetched figure includes %.0f ns of waking the sim's copy thread, "
+                    "which a GPU does not pay: %.0f ns without it)\n",
+                    micro.sim_wake_ns, micro.prefetched_own_ns());
+    }
+    if (!run.targets.empty()) std::printf("\n  targets:\n");
+    for (const Target &t : run.targets) {
+        std::printf("    %-6s %s: %.3g (limit %.3g)\n", t.met ? "met" : "MISSED", t.name.c_str(),
+                    t.value, t.limit);
+    }
+}
+
+}  // namespace bench

@@ -1,0 +1,71 @@
+// From what the strategies measured to what the benchmark reports: each pass's floor,
+// the efficiency against it, what bounds each strategy, ferry's speed-up over the others,
+// and the targets. Printing the table lives here too; JSON in json_report.cpp.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "micro.hpp"
+#include "options.hpp"
+#include "strategies.hpp"
+
+namespace bench {
+
+struct Figures {
+    Measured measured;
+    double ms_per_pass = 0.0;
+    double passes_per_s = 0.0;
+    double h2d_gbps = 0.0;      // achieved: bytes H2D per pass over the time of a pass
+    double floor_ms = 0.0;      // max(compute, H2D bytes / raw peak)
+    double efficiency = 0.0;    // floor / measured
+    std::string bound;          // "link", "compute" or "overhead"
+    std::string verdict;        // one line
+    double ferry_speedup = 0.0; // this strategy's time over ferry's; 0 without ferry
+};
+
+// The floor of one pass and the efficiency of a measured one.
+double floor_seconds(double compute_s, std::uint64_t h2d_bytes, double peak_gbps);
+double efficiency(double floor_s, double measured_s);
+
+Figures figures(const Measured &measured, double compute_s, double peak_gbps);
+
+// Fills ferry_speedup when ferry is among them.
+void add_speedups(std::vector<Figures> &all);
+
+// The targets, each a line with its measured value and whether it was met.
+struct Target {
+    std::string name;
+    double value = 0.0;
+    double limit = 0.0;
+    bool met = false;
+};
+
+struct Run {
+    std::string model_line;    // "qwen-image at 1/64: 61 groups, ..."
+    std::string model_name;
+    double scale = 1.0;
+    std::uint64_t groups = 0;
+    std::uint64_t tensors = 0;
+    int passes = 0;
+    LinkModel link;            // sim: the modeled link
+    std::string backend;       // "sim" or "cuda"
+    std::string device;
+    std::uint64_t model_bytes = 0;
+    std::uint64_t budget = 0;
+    double compute_ms_per_pass = 0.0;
+    double peak_gbps = 0.0;
+    std::uint64_t peak_copy_bytes = 0;
+    std::string link_line;     // sim only: the modeled link
+    std::vector<Figures> strategies;
+    MicroResult micro;
+    std::vector<Target> targets;
+};
+
+std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
+                            std::uint32_t slots_per_class);
+
+void print_table(const Run &run);
+
+}  // namespace bench

@@ -1,0 +1,58 @@
+// The four ways of running a model that does not fit in VRAM, each timed over the same
+// passes of the same model:
+//   writeback  per tensor: synchronous H2D from pageable memory, compute, then synchronous
+//              D2H into freshly allocated host memory (group offload without streams,
+//              before the writeback was dropped).
+//   sync       the same without the D2H.
+//   stream     per-tensor copies of the next group on a side stream from pinned memory,
+//              a host wait before each group; one group deep, nothing resident.
+//   ferry      the runtime through its C API: one DMA per group, resident groups,
+//              event-driven prefetch, no writeback.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "platform.hpp"
+#include "presets.hpp"
+
+namespace bench {
+
+struct RunSpec {
+    const Model *model = nullptr;
+    const Platform *platform = nullptr;
+    std::vector<double> compute_s;  // per group, modeled seconds
+    int passes = 1;                 // timed, after one warm-up pass
+    std::uint64_t budget = 0;       // ferry's VRAM budget
+    std::uint32_t slots_per_class = 2;
+};
+
+// What one strategy measured, per timed pass.
+struct Measured {
+    std::string name;
+    double seconds_per_pass = 0.0;  // modeled
+    std::uint64_t h2d_bytes_per_pass = 0;
+    std::uint64_t d2h_bytes_per_pass = 0;
+    std::uint64_t vram_peak_bytes = 0;    // device memory the strategy reserved
+    std::uint64_t host_rss_bytes = 0;     // process RSS growth while it ran
+    std::uint64_t host_pinned_bytes = 0;
+    std::string overhead;                 // what costs time beyond its floor
+};
+
+Measured run_writeback(const RunSpec &spec);
+Measured run_sync(const RunSpec &spec);
+Measured run_stream(const RunSpec &spec);
+Measured run_ferry(const RunSpec &spec);  // exits with a message if the C API fails
+
+// Runs one warm-up pass, then spec.passes timed ones; `drain` waits for all their work.
+// Returns modeled seconds per timed pass.
+double seconds_per_pass(const RunSpec &spec, const std::function<void()> &pass,
+                        const std::function<void()> &drain);
+
+// Tensor offsets inside a group image, 256-byte aligned as ferry packs them, and the
+// image's size.
+std::vector<std::uint64_t> tensor_offsets(const GroupSpec &group, std::uint64_t *image_bytes);
+
+}  // namespace bench
