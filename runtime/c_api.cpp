@@ -135,6 +135,7 @@ const char *ferry_status_string(ferry_status status) {
         case FERRY_ERROR_BACKEND_UNAVAILABLE: return "backend unavailable";
         case FERRY_ERROR_DEVICE: return "device error";
         case FERRY_ERROR_INTERNAL: return "internal error";
+        case FERRY_ERROR_VERIFY_FAILED: return "verify failed: frozen bytes changed";
     }
     return "unknown status";
 }
@@ -294,6 +295,12 @@ ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group, int32_t
         if (size_class != nullptr) *size_class = klass;
         if (image_bytes != nullptr) *image_bytes = bytes;
     });
+}
+
+ferry_status ferry_pin_progress_set(ferry_runtime *runtime, ferry_pin_progress_fn fn,
+                                   void *user) {
+    return guarded("ferry_pin_progress_set",
+                   [&] { runtime_of(runtime).set_pin_progress(fn, user); });
 }
 
 }  // extern "C"

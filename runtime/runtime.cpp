@@ -184,6 +184,13 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.sim.chaos = env_double("FERRY_SIM_CHAOS", config.sim_chaos != 0 ? 1 : 0, 0, 1) != 0;
     options.sim.seed = static_cast<std::uint64_t>(
         env_double("FERRY_SIM_SEED", static_cast<double>(config.sim_seed), 0, 9.0e15));
+    // Trust: verify mode and pinned-memory limits (ferry.h, "Verify mode", "Pinned memory").
+    options.verify = env_double("FERRY_VERIFY", config.verify != 0 ? 1 : 0, 0, 1) != 0;
+    options.pin.cap_bytes = static_cast<std::uint64_t>(
+        env_double("FERRY_PINNED_CAP", static_cast<double>(config.pinned_cap_bytes), 0, 9.0e15));
+    options.pin.chunk_bytes = static_cast<std::uint64_t>(env_double(
+        "FERRY_PIN_CHUNK", static_cast<double>(options.pin.chunk_bytes), 4096, 9.0e15));
+    options.pin.pageable_fallback = config.pageable_fallback != 0;
     return options;
 }
 
@@ -222,6 +229,11 @@ Runtime::~Runtime() {
 }
 
 void Runtime::release_plan_resources() noexcept {
+    verifier_.reset();
+    if (writeback_sums_ != nullptr) device_->free_checksum_results(writeback_sums_);
+    writeback_sums_ = nullptr;
+    if (sums_ready_ != nullptr) device_->destroy_event(sums_ready_);
+    sums_ready_ = nullptr;
     for (SlotState &slot : slots_) {
         device_->destroy_event(slot.ready);
         device_->destroy_event(slot.released);
@@ -387,7 +399,7 @@ void Runtime::plan() {
         for (const GroupDef &group : groups_) {
             host_bytes += align_up(group.image_bytes, HostStore::page_size());
         }
-        host_ = std::make_unique<HostStore>(*device_, host_bytes);
+        host_ = std::make_unique<HostStore>(*device_, host_bytes, options_.pin);
         slab_ = std::make_unique<Slab>(*device_,
                                        carve_slab(plan, input.group_bytes, options_.slots_per_class));
         if (!options_.synchronous) copy_stream_ = device_->create_stream();
@@ -434,8 +446,10 @@ void Runtime::plan() {
     stats_.slab_bytes = slab_->layout().total_bytes();
     stats_.slab_resident_bytes = slab_->layout().resident_bytes;
     stats_.slab_streaming_bytes = slab_->layout().streaming_bytes;
-    stats_.host_pinned_bytes = host_->bytes();
-    stats_.host_pinned_peak_bytes = std::max(stats_.host_pinned_peak_bytes, host_->bytes());
+    stats_.host_pinned_bytes = host_->pinned_bytes();
+    stats_.host_pinned_peak_bytes = std::max<std::uint64_t>(stats_.host_pinned_peak_bytes,
+                                                            host_->pinned_bytes());
+    stats_.host_pageable_bytes = host_->pageable_bytes();
     phase_ = FERRY_PHASE_PLANNED;
 }
 
@@ -466,15 +480,21 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
 void Runtime::seal() {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_PLANNED, "sealing");
-    const std::uint64_t page = HostStore::page_size();
-    for (const GroupDef &group : groups_) {
-        host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));
+    try {
+        const std::uint64_t page = HostStore::page_size();
+        for (const GroupDef &group : groups_) {
+            host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));
+        }
+        if (options_.verify) prepare_verify();
+        const Stream stream = copy_stream_for(nullptr);
+        for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+            if (state_[g].resident) onload(g, state_[g].slot, stream);
+        }
+        device_->stream_synchronize(stream);
+    } catch (...) {
+        undo_seal();
+        throw;
     }
-    const Stream stream = copy_stream_for(nullptr);
-    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        if (state_[g].resident) onload(g, state_[g].slot, stream);
-    }
-    device_->stream_synchronize(stream);
 
     // Prefetch follows the declared schedule; without one it guesses definition order
     // until the first pass has been learned.
@@ -496,6 +516,7 @@ ferry_stats Runtime::stats() {
     std::lock_guard<std::mutex> lock(mutex_);
     ferry_stats out = stats_;
     out.struct_size = sizeof(ferry_stats);
+    if (verifier_ != nullptr) out.verify_failures = verifier_->failures();
     out.phase = phase_;
     return out;
 }

@@ -21,6 +21,7 @@ Stream Runtime::copy_stream_for(Stream caller) const {
 void Runtime::note_slot_use(int slot) { slots_[slot].last_use = ++tick_; }
 
 void Runtime::write_back(std::uint32_t group, Stream stream) {
+    if (verifier_ != nullptr) return write_back_changed(group, stream);  // verify.cpp
     GroupState &state = state_[group];
     SlotState &slot = slots_[state.slot];
     const GroupDef &def = groups_[group];
@@ -153,16 +154,18 @@ void Runtime::prefetch() {
 
 void Runtime::acquire(std::uint32_t group, Stream stream) {
     Event ready = nullptr;
+    std::uint64_t *hit_counter = nullptr;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         require_phase(FERRY_PHASE_SEALED, "acquiring a group");
+        check_deferred();
         GroupState &state = state_[group];
+        // Counted only once nothing can fail any more: a failed acquire changes no count.
+        std::uint64_t *counter = &stats_.resident_hits;
         if (state.resident) {
-            ++stats_.resident_hits;
+            // always in place
         } else if (state.slot >= 0) {
-            ++stats_.hits;
-            if (state.prefetched_unused) ++stats_.prefetches_used;
-            state.prefetched_unused = false;
+            counter = &stats_.hits;
             ready = slots_[state.slot].ready;
         } else {
             const int victim = choose_victim(state.size_class);
@@ -175,34 +178,53 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
             const Stream copy = copy_stream_for(stream);
             evict(victim, copy);
             onload(group, victim, copy);
-            ++stats_.misses;
+            counter = &stats_.misses;
             ready = slots_[victim].ready;
         }
-        if (state.pins++ == 0) state.episode_releases = 0;
         if (groups_[group].has_mutable) {
             // A holder may write: order it after every earlier holder's work, on any stream.
             device_->stream_wait(stream, slots_[state.slot].released);
             state.dirty = true;
         }
+        ++*counter;
+        if (counter == &stats_.hits && state.prefetched_unused) ++stats_.prefetches_used;
+        state.prefetched_unused = false;
+        if (state.pins++ == 0) state.episode_releases = 0;
         ++stats_.acquires;
         note_slot_use(state.slot);
         advance_schedule(group);
-        prefetch();
+        try {
+            prefetch();
+        } catch (const Error &error) {
+            defer(error);  // this acquire succeeded; the next call reports it (verify.cpp)
+        }
+        hit_counter = counter;
     }
     // The group is pinned, so its slot's ready event cannot be recorded again: waiting
     // outside the lock is safe, and on sim's calling-thread stream it blocks only us.
-    if (ready != nullptr) device_->stream_wait(stream, ready);
+    if (ready == nullptr) return;
+    try {
+        device_->stream_wait(stream, ready);
+    } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);  // not acquired after all
+        --state_[group].pins;
+        --*hit_counter;
+        --stats_.acquires;
+        throw;
+    }
 }
 
 void Runtime::release(std::uint32_t group, Stream stream) {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_SEALED, "releasing a group");
+    check_deferred();
     GroupState &state = state_[group];
     FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
             describe_group(group) + " is not acquired (released more often than acquired)");
     SlotState &slot = slots_[state.slot];
     // With several holders, chain their releases so `released` covers all of them.
     if (state.episode_releases > 0) device_->stream_wait(stream, slot.released);
+    if (verifier_ != nullptr) verify_release(group, stream);  // verify.cpp
     device_->record(slot.released, stream);
     ++state.episode_releases;
     --state.pins;
@@ -212,6 +234,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
 void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_SEALED, "a device pointer");
+    check_deferred();
     const TensorDef &def = tensors_[tensor];
     const GroupState &state = state_[def.group];
     FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
@@ -223,16 +246,27 @@ void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
 void Runtime::synchronize() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (phase_ != FERRY_PHASE_SEALED) return;  // nothing is on the device yet
+    if (verifier_ != nullptr) verifier_->drain();  // every pending check is compared
+    check_deferred();
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
         FERRY_EXPECTS(!(groups_[g].has_mutable && state_[g].pins > 0), FERRY_ERROR_GROUP_BUSY,
                 describe_group(g) +
                     " has mutable tensors and is still acquired; release it first");
     }
     const Stream stream = copy_stream_for(nullptr);
-    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        if (state_[g].dirty && state_[g].slot >= 0) write_back(g, stream);
+    written_.clear();
+    try {
+        for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+            if (!state_[g].dirty || state_[g].slot < 0) continue;
+            write_back(g, stream);
+            written_.push_back(g);
+        }
+        device_->stream_synchronize(stream);
+    } catch (const Error &error) {
+        // A copy failed at completion, or a submission failed: redo what may be lost.
+        if (error.status() == FERRY_ERROR_DEVICE) recover_from_copy_error(written_);
+        throw;
     }
-    device_->stream_synchronize(stream);
 }
 
 }  // namespace ferry

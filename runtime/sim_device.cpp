@@ -8,6 +8,8 @@
 // - Copies take max(real memcpy time, latency + bytes / bandwidth).
 // - Chaos: random delays before tasks, and every copy first poisons its destination and
 //   pauses before writing the real bytes, so a reader that did not wait sees poison.
+// - Faults armed in FaultInjector fail the matching call; a copy failing at completion
+//   leaves its destination poisoned and is reported by the next host wait.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -23,8 +25,10 @@
 #include <set>
 #include <thread>
 
+#include "../kernels/checksum_ref.hpp"
 #include "device.hpp"
 #include "error.hpp"
+#include "fault_injection.hpp"
 
 namespace ferry {
 namespace {
@@ -131,6 +135,7 @@ class SimDevice final : public Device {
     std::string name() const override { return options_.chaos ? "sim (chaos)" : "sim"; }
 
     void *reserve(std::size_t bytes) override {
+        inject(Fault::reserve, FERRY_ERROR_OUT_OF_DEVICE_MEMORY, "reserving device memory");
         void *ptr = std::aligned_alloc(256, round_up(bytes, 256));
         FERRY_EXPECTS(ptr != nullptr, FERRY_ERROR_OUT_OF_DEVICE_MEMORY,
                 "sim: could not allocate " + std::to_string(bytes) + " bytes of device memory");
@@ -139,6 +144,7 @@ class SimDevice final : public Device {
     void unreserve(void *ptr) noexcept override { std::free(ptr); }
 
     void *alloc_pinned(std::size_t bytes) override {
+        inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "pinning host memory");
         void *ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                          -1, 0);
         FERRY_EXPECTS(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
@@ -148,6 +154,23 @@ class SimDevice final : public Device {
     }
     void free_pinned(void *ptr, std::size_t bytes) noexcept override {
         if (ptr != nullptr) munmap(ptr, bytes);
+    }
+
+    // Sim memory is never paged out; pinning is only a place where faults are injected.
+    void pin(void *, std::size_t) override {
+        inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "pinning host memory");
+    }
+    void unpin(void *, std::size_t) noexcept override {}
+
+    std::uint64_t *alloc_checksum_results(std::size_t count) override {
+        return new std::uint64_t[count]();
+    }
+    void free_checksum_results(std::uint64_t *results) noexcept override { delete[] results; }
+    void checksum(const void *device_ptr, std::size_t bytes, std::uint64_t *result,
+                  Stream stream) override {
+        run_on(stream, [device_ptr, bytes, result] {
+            *result = kernels::checksum_ref(device_ptr, bytes);
+        });
     }
 
     Stream create_stream() override {
@@ -176,12 +199,14 @@ class SimDevice final : public Device {
     }
 
     void record(Event event, Stream stream) override {
+        inject(Fault::event_record, FERRY_ERROR_DEVICE, "recording an event");
         auto *sim_event = static_cast<SimEvent *>(event);
         const std::uint64_t ticket = sim_event->next_ticket();
         run_on(stream, [sim_event, ticket] { sim_event->complete(ticket); });
     }
 
     void stream_wait(Stream stream, Event event) override {
+        inject(Fault::event_wait, FERRY_ERROR_DEVICE, "making a stream wait on an event");
         auto *sim_event = static_cast<SimEvent *>(event);
         const std::uint64_t ticket = sim_event->current_ticket();
         run_on(stream, [sim_event, ticket] { sim_event->wait(ticket); });
@@ -190,15 +215,20 @@ class SimDevice final : public Device {
     void event_synchronize(Event event) override {
         auto *sim_event = static_cast<SimEvent *>(event);
         sim_event->wait(sim_event->current_ticket());
+        report_copy_error();
     }
 
     void stream_synchronize(Stream stream) override {
         if (stream != nullptr) static_cast<SimStream *>(stream)->synchronize();
+        report_copy_error();
     }
 
     void device_synchronize() override {
-        std::lock_guard<std::mutex> lock(streams_mutex_);
-        for (SimStream *stream : streams_) stream->synchronize();
+        {
+            std::lock_guard<std::mutex> lock(streams_mutex_);
+            for (SimStream *stream : streams_) stream->synchronize();
+        }
+        report_copy_error();
     }
 
     void launch_host(Stream stream, HostFn fn, void *user) override {
@@ -225,13 +255,37 @@ class SimDevice final : public Device {
         });
     }
 
+    // Throws the fault's error when the injector says this call fails.
+    // `what` is a literal: nothing is built unless the fault fires.
+    static void inject(Fault fault, ferry_status status, const char *what) {
+        if (FaultInjector::instance().fire(fault)) {
+            throw Error(status, std::string("sim: ") + what + " failed (injected " + fault_name(fault) +
+                                    " fault)");
+        }
+    }
+
+    // A copy that failed at completion is reported once, by the next host wait.
+    void report_copy_error() {
+        if (!copy_failed_.exchange(false)) return;
+        throw Error(FERRY_ERROR_DEVICE,
+                    "sim: an earlier asynchronous copy completed with an error (injected "
+                    "copy-error fault); its destination holds no valid bytes");
+    }
+
     void copy(void *dst, const void *src, std::size_t bytes, double gbps, Stream stream) {
+        inject(Fault::copy_submit, FERRY_ERROR_DEVICE, "submitting an asynchronous copy");
+        const bool fails = FaultInjector::instance().fire(Fault::copy_error);
         const double modeled_us =
             options_.latency_us + (gbps > 0.0 ? static_cast<double>(bytes) / (gbps * 1e3) : 0.0);
         const bool chaos = options_.chaos;
         auto *sim = static_cast<SimStream *>(stream);
-        auto task = [this, dst, src, bytes, modeled_us, chaos, sim] {
+        auto task = [this, dst, src, bytes, modeled_us, chaos, sim, fails] {
             const auto start = Clock::now();
+            if (fails) {
+                std::memset(dst, kPoison, bytes);
+                copy_failed_.store(true);
+                return;
+            }
             if (chaos) {
                 std::memset(dst, kPoison, bytes);
                 if (sim != nullptr) {
@@ -264,6 +318,7 @@ class SimDevice final : public Device {
     }
 
     SimOptions options_;
+    std::atomic<bool> copy_failed_{false};
     std::mutex rng_mutex_;
     std::mt19937_64 rng_;  // for copies run on the calling thread
     std::mutex streams_mutex_;

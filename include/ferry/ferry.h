@@ -90,7 +90,9 @@ typedef enum ferry_status {
     FERRY_ERROR_OUT_OF_DEVICE_MEMORY = 16, /* the VRAM slab could not be reserved         */
     FERRY_ERROR_BACKEND_UNAVAILABLE = 17, /* cuda asked for but not built, or no device   */
     FERRY_ERROR_DEVICE = 18,             /* the device runtime reported an error          */
-    FERRY_ERROR_INTERNAL = 19            /* a bug in ferry: please report the message     */
+    FERRY_ERROR_INTERNAL = 19,           /* a bug in ferry: please report the message     */
+    FERRY_ERROR_VERIFY_FAILED = 20       /* verify mode: frozen bytes changed on the device;
+                                            the message names the group and tensor        */
 } ferry_status;
 
 /* A static, never-NULL description of a status ("ok", "wrong phase", ...). Unknown
@@ -120,6 +122,24 @@ typedef enum ferry_backend {
  *   FERRY_BACKEND=auto|cuda|sim       FERRY_SIM_H2D_GBPS=<GB/s>   FERRY_SIM_D2H_GBPS=<GB/s>
  *   FERRY_SIM_LATENCY_US=<us>         FERRY_SIM_CHAOS=0|1         FERRY_SIM_SEED=<n>
  *   FERRY_STATS=0|1                   FERRY_VERIFY=0|1            FERRY_PINNED_CAP=<bytes>
+ *   FERRY_PIN_CHUNK=<bytes>           (bytes pinned per step, default 256 MiB)
+ *
+ * Verify mode (verify = 1 or FERRY_VERIFY=1): at seal, the checksum of every immutable
+ * tensor's host bytes is taken; at each release, the group's immutable tensors are
+ * checksummed on the caller's stream and compared when the result is ready. A mismatch
+ * (a kernel wrote into frozen weights) makes the next ferry_acquire, ferry_release,
+ * ferry_tensor_device_ptr or ferry_synchronize on the runtime fail with
+ * FERRY_ERROR_VERIFY_FAILED, naming the group and tensor, and counts in
+ * stats.verify_failures; ferry_synchronize first waits for every pending check. Mutable
+ * tensors are written back only when their checksum differs from the host copy's
+ * (stats.writebacks_skipped counts the others); that decision waits on the host for the
+ * checksum, so in verify mode evicting a mutable group is no longer free of host waits.
+ *
+ * Pinned memory: the host store is pinned in chunks of FERRY_PIN_CHUNK bytes, reported
+ * through ferry_pin_progress_set's callback. At most pinned_cap_bytes (FERRY_PINNED_CAP;
+ * 0: 3/4 of physical RAM) are pinned. Past the cap ferry_plan fails with
+ * FERRY_ERROR_OUT_OF_HOST_MEMORY, or with pageable_fallback = 1 keeps the rest pageable
+ * (stats.host_pageable_bytes); copies from pageable bytes are slower and may not overlap.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
@@ -319,6 +339,20 @@ FERRY_API ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out)
 FERRY_API ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group,
                                         int32_t *resident, int32_t *size_class,
                                         uint64_t *image_bytes);
+
+/* ------------------------------------------------------------------------------------ */
+/* Pinning progress                                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+/* Called by ferry_plan on the calling thread after each chunk of the host store is pinned
+   (or left pageable past the cap): pinned_bytes and pageable_bytes so far, of
+   total_bytes. Must not call ferry on the same runtime. */
+typedef void (*ferry_pin_progress_fn)(void *user, uint64_t pinned_bytes,
+                                      uint64_t pageable_bytes, uint64_t total_bytes);
+
+/* DEFINE. Sets (fn != NULL) or clears (fn == NULL) the pinning progress callback. */
+FERRY_API ferry_status ferry_pin_progress_set(ferry_runtime *runtime,
+                                              ferry_pin_progress_fn fn, void *user);
 
 #ifdef __cplusplus
 }
