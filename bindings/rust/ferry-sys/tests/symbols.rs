@@ -419,6 +419,7 @@ fn every_declared_function_links() {
         ("ferry_synchronize", ferry_synchronize as *const ()),
         ("ferry_stats_get", ferry_stats_get as *const ()),
         ("ferry_group_info", ferry_group_info as *const ()),
+        ("ferry_pin_progress_set", ferry_pin_progress_set as *const ()),
     ];
     for (name, f) in fns {
         assert!(!f.is_null(), "{name}");
