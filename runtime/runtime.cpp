@@ -215,6 +215,10 @@ Runtime::~Runtime() {
     // Everything in flight, the callers' streams included, then the last writebacks.
     try {
         device_->device_synchronize();
+    } catch (...) {
+        // A copy that failed earlier; the writebacks below are still worth trying.
+    }
+    try {
         if (phase_ == FERRY_PHASE_SEALED) {
             for (std::uint32_t g = 0; g < groups_.size(); ++g) {
                 if (state_[g].dirty && state_[g].slot >= 0) write_back(g, copy_stream_);
