@@ -233,6 +233,7 @@ Runtime::~Runtime() {
 }
 
 void Runtime::release_plan_resources() noexcept {
+    staging_.reset();
     verifier_.reset();
     if (writeback_sums_ != nullptr) device_->free_checksum_results(writeback_sums_);
     writeback_sums_ = nullptr;
@@ -404,6 +405,7 @@ void Runtime::plan() {
             host_bytes += align_up(group.image_bytes, HostStore::page_size());
         }
         host_ = std::make_unique<HostStore>(*device_, host_bytes, options_.pin);
+        if (host_->pageable_bytes() > 0) staging_ = std::make_unique<StagingRing>(*device_);
         slab_ = std::make_unique<Slab>(*device_,
                                        carve_slab(plan, input.group_bytes, options_.slots_per_class));
         if (!options_.synchronous) copy_stream_ = device_->create_stream();

@@ -17,6 +17,7 @@
 #include "host_store.hpp"
 #include "planner.hpp"
 #include "slab.hpp"
+#include "staging.hpp"
 #include "verifier.hpp"
 
 namespace ferry {
@@ -155,6 +156,7 @@ class Runtime {
     void write_back_changed(std::uint32_t group, Stream stream);
     void recover_from_copy_error(const std::vector<std::uint32_t> &written) noexcept;
     void undo_seal() noexcept;
+    void copy_image_staged(std::uint32_t group, std::byte *dst, Stream stream);
 
     const std::uint32_t serial_;
     RuntimeOptions options_;
@@ -191,7 +193,9 @@ class Runtime {
 
     ferry_stats stats_{};
 
-    // Trust (verify.cpp). verifier_ exists only in verify mode.
+    // Trust. staging_ exists only when part of the host store is pageable (staging.cpp);
+    // verifier_ only in verify mode (verify.cpp).
+    std::unique_ptr<StagingRing> staging_;
     std::unique_ptr<Verifier> verifier_;
     std::vector<std::uint64_t> mutable_sum_;    // per tensor: checksum of the host copy
     std::uint64_t *writeback_sums_ = nullptr;   // words for write_back_changed()

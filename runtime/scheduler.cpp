@@ -58,7 +58,11 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
-    device_->copy_h2d(slot.device, host_->base() + def.host_offset, def.image_bytes, stream);
+    if (staging_ == nullptr) {
+        device_->copy_h2d(slot.device, host_->base() + def.host_offset, def.image_bytes, stream);
+    } else {
+        copy_image_staged(group, slot.device, stream);  // staging.cpp: pageable bytes
+    }
     device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;

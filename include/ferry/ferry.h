@@ -139,7 +139,8 @@ typedef enum ferry_backend {
  * through ferry_pin_progress_set's callback. At most pinned_cap_bytes (FERRY_PINNED_CAP;
  * 0: 3/4 of physical RAM) are pinned. Past the cap ferry_plan fails with
  * FERRY_ERROR_OUT_OF_HOST_MEMORY, or with pageable_fallback = 1 keeps the rest pageable
- * (stats.host_pageable_bytes); copies from pageable bytes are slower and may not overlap.
+ * (stats.host_pageable_bytes) and copies it through a pinned staging ring of 2 x 4 MiB
+ * (outside the cap): slower, and the host waits for a ring buffer to be free.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
