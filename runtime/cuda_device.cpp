@@ -202,7 +202,9 @@ class CudaDevice final : public Device {
                   Stream stream) override {
         std::uint64_t *scratch = nullptr;
         for (const Results &r : results_) {
-            if (result >= r.host && result < r.host + r.count) scratch = r.scratch + (result - r.host);
+            if (result >= r.host && result < r.host + r.count) {
+                scratch = r.scratch + (result - r.host);
+            }
         }
         FERRY_EXPECTS(scratch != nullptr, FERRY_ERROR_INTERNAL,
                       "cuda checksum: result is not a word of alloc_checksum_results()");

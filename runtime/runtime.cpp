@@ -405,7 +405,9 @@ void Runtime::plan() {
             host_bytes += align_up(group.image_bytes, HostStore::page_size());
         }
         host_ = std::make_unique<HostStore>(*device_, host_bytes, options_.pin);
-        if (host_->pageable_bytes() > 0) staging_ = std::make_unique<StagingRing>(*device_);
+        if (host_->pageable_bytes() > 0) {
+            staging_ = std::make_unique<StagingRing>(*device_);
+        }
         slab_ = std::make_unique<Slab>(*device_,
                                        carve_slab(plan, input.group_bytes, options_.slots_per_class));
         if (!options_.synchronous) copy_stream_ = device_->create_stream();

@@ -259,8 +259,8 @@ class SimDevice final : public Device {
     // `what` is a literal: nothing is built unless the fault fires.
     static void inject(Fault fault, ferry_status status, const char *what) {
         if (FaultInjector::instance().fire(fault)) {
-            throw Error(status, std::string("sim: ") + what + " failed (injected " + fault_name(fault) +
-                                    " fault)");
+            throw Error(status, std::string("sim: ") + what + " failed (injected " +
+                                    fault_name(fault) + " fault)");
         }
     }
 

@@ -26,8 +26,6 @@ class StagingRing {
     void copy_h2d(std::byte *dst, const std::byte *src, std::size_t bytes,
                   const std::byte *pinned_end, Stream stream);
 
-    std::size_t bytes() const { return kBuffers * kBufferBytes; }
-
    private:
     void release() noexcept;
 

@@ -40,7 +40,9 @@ constexpr int kGroups = 6;
 constexpr std::uint64_t kFrozenBytes = 8000;
 constexpr std::uint64_t kImageBytes = 8192 + 256;  // frozen, page-aligned counter
 
-unsigned char frozen_byte(int g, std::uint64_t i) { return static_cast<unsigned char>(g * 31 + i * 7); }
+unsigned char frozen_byte(int g, std::uint64_t i) {
+    return static_cast<unsigned char>(g * 31 + i * 7);
+}
 
 // One compute: checks the frozen bytes, increments the group's mutable counter.
 struct Compute {
@@ -267,13 +269,23 @@ TEST_CASE("Every injected fault in every phase is reported, retried, and loses n
 TEST_CASE("Each fault fires somewhere in the matrix", "[faults]") {
     // The matrix above would pass vacuously if a fault never fired; pin the phases where
     // each one must.
-    struct Expect { Fault fault; Phase phase; };
-    const Expect cases[] = {{Fault::pin, Phase::plan},           {Fault::reserve, Phase::plan},
-                            {Fault::copy_submit, Phase::seal},   {Fault::copy_submit, Phase::pass},
-                            {Fault::copy_submit, Phase::synchronize},
-                            {Fault::event_record, Phase::seal},  {Fault::event_record, Phase::pass},
-                            {Fault::event_wait, Phase::pass},    {Fault::copy_error, Phase::seal},
-                            {Fault::copy_error, Phase::pass},    {Fault::copy_error, Phase::synchronize}};
+    struct Expect {
+        Fault fault;
+        Phase phase;
+    };
+    const Expect cases[] = {
+        {Fault::pin, Phase::plan},
+        {Fault::reserve, Phase::plan},
+        {Fault::copy_submit, Phase::seal},
+        {Fault::copy_submit, Phase::pass},
+        {Fault::copy_submit, Phase::synchronize},
+        {Fault::event_record, Phase::seal},
+        {Fault::event_record, Phase::pass},
+        {Fault::event_wait, Phase::pass},
+        {Fault::copy_error, Phase::seal},
+        {Fault::copy_error, Phase::pass},
+        {Fault::copy_error, Phase::synchronize},
+    };
     for (const Expect &e : cases) {
         DYNAMIC_SECTION(ferry::fault_name(e.fault) << " during " << phase_name(e.phase)) {
             const bool in_pass = e.fault == Fault::copy_error && e.phase == Phase::pass;

@@ -196,7 +196,8 @@ class Driver {
         ferry_config_init(&config);
         config.backend = FERRY_BACKEND_SIM;
         const std::uint8_t flags = in.byte();
-        if (flags % 16 == 1) config.backend = static_cast<ferry_backend>(in.byte() % 4);  // 3: invalid
+        // 3 is no ferry_backend.
+        if (flags % 16 == 1) config.backend = static_cast<ferry_backend>(in.byte() % 4);
         if (flags % 16 == 2) config.struct_size = in.byte();
         if (flags % 16 == 3) config.name = "";
         if (flags % 16 == 4) config.sim_h2d_gbps = -1.0;
@@ -323,7 +324,8 @@ class Driver {
             ferry_stats st;
             st.struct_size = sizeof st;
             if (ferry_stats_get(live.rt, &st) != FERRY_OK) violated("stats", ferry_last_error());
-            const std::string at = "runtime " + std::to_string(reinterpret_cast<std::uintptr_t>(live.rt));
+            const std::string at =
+                "runtime " + std::to_string(reinterpret_cast<std::uintptr_t>(live.rt));
             if (st.acquires != st.resident_hits + st.hits + st.misses) violated("acquires", at);
             if (st.releases > st.acquires) violated("releases > acquires", at);
             if (st.slab_bytes > st.vram_budget) violated("slab over budget", at);
