@@ -33,7 +33,7 @@ class HostStore {
    public:
     // Throws Error(FERRY_ERROR_OUT_OF_HOST_MEMORY) when the bytes cannot be mapped, or
     // cannot all be pinned and the policy does not allow pageable bytes.
-    HostStore(Device &device, std::size_t bytes, const PinPolicy &policy = PinPolicy{});
+    HostStore(Device &device, std::size_t bytes, const PinPolicy &policy);
     ~HostStore();
     HostStore(const HostStore &) = delete;
     HostStore &operator=(const HostStore &) = delete;
