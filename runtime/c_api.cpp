@@ -136,6 +136,7 @@ const char *ferry_status_string(ferry_status status) {
         case FERRY_ERROR_BACKEND_UNAVAILABLE: return "backend unavailable";
         case FERRY_ERROR_DEVICE: return "device error";
         case FERRY_ERROR_INTERNAL: return "internal error";
+        case FERRY_ERROR_VERIFY_FAILED: return "verify failed: frozen bytes changed";
     }
     return "unknown status";
 }
@@ -323,6 +324,12 @@ ferry_status ferry_trace_stop(ferry_runtime *runtime) {
 
 ferry_status ferry_trace_dump(ferry_runtime *runtime, const char *path) {
     return guarded("ferry_trace_dump", [&] { runtime_of(runtime).trace_dump(path); });
+}
+
+ferry_status ferry_pin_progress_set(ferry_runtime *runtime, ferry_pin_progress_fn fn,
+                                   void *user) {
+    return guarded("ferry_pin_progress_set",
+                   [&] { runtime_of(runtime).set_pin_progress(fn, user); });
 }
 
 }  // extern "C"

@@ -13,10 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "../kernels/checksum.hpp"
 #include "../kernels/cuda_check.hpp"
 #include "clock.hpp"
 #include "device.hpp"
 #include "error.hpp"
+#include "fault_injection.hpp"
 
 namespace ferry {
 namespace {
@@ -170,6 +172,15 @@ class EventClock {
     std::vector<cudaEvent_t> free_;
 };
 
+// Fails like the device would when a test armed `fault` (fault_injection.hpp). `what` is
+// a literal: nothing is built unless the fault fires.
+void inject(Fault fault, ferry_status status, const char *what) {
+    if (FaultInjector::instance().fire(fault)) {
+        throw Error(status, std::string("cuda: ") + what + " failed (injected " +
+                                fault_name(fault) + " fault)");
+    }
+}
+
 class CudaDevice final : public Device {
    public:
     CudaDevice(int ordinal, std::string name) : ordinal_(ordinal), name_(std::move(name)) {}
@@ -183,6 +194,7 @@ class CudaDevice final : public Device {
 
     void *reserve(std::size_t bytes) override {
         FERRY_EXPECTS(bytes > 0, FERRY_ERROR_INVALID_SIZE, "cuda reserve: zero bytes");
+        inject(Fault::reserve, FERRY_ERROR_OUT_OF_DEVICE_MEMORY, "cudaMalloc");
         DeviceGuard guard(ordinal_);
         void *ptr = nullptr;
         const cudaError_t err = cudaMalloc(&ptr, bytes);
@@ -209,6 +221,7 @@ class CudaDevice final : public Device {
         const std::size_t length = round_up_to_pages(bytes);
         FERRY_EXPECTS(length >= bytes, FERRY_ERROR_SIZE_TOO_LARGE,
                 "cuda alloc_pinned: " + std::to_string(bytes) + " bytes overflow");
+        inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "cudaHostRegister");
         DeviceGuard guard(ordinal_);
         // Plain mmap'd pages (not cudaHostAlloc), so that the host store may mprotect them.
         void *ptr = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
@@ -240,6 +253,71 @@ class CudaDevice final : public Device {
         munmap(ptr, round_up_to_pages(bytes));
     }
 
+    void pin(void *ptr, std::size_t bytes) override {
+        inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "cudaHostRegister");
+        DeviceGuard guard(ordinal_);
+        const cudaError_t err = cudaHostRegister(ptr, bytes, cudaHostRegisterDefault);
+        if (err != cudaSuccess) {
+            throw_cuda_error(FERRY_ERROR_OUT_OF_HOST_MEMORY, "cudaHostRegister", err, __FILE__,
+                             __LINE__,
+                             ": could not pin " + std::to_string(bytes) +
+                                 " bytes of host memory; RLIMIT_MEMLOCK is " +
+                                 memlock_limit() +
+                                 " (raise it with ulimit -l, or docker --ulimit memlock=-1)");
+        }
+    }
+
+    void unpin(void *ptr, std::size_t) noexcept override {
+        DeviceGuard guard(ordinal_, std::nothrow);
+        ignore_error(cudaHostUnregister(ptr));
+    }
+
+    // Host words from cudaMallocHost; the kernel accumulates into a device word of the same
+    // index, then one 8-byte copy brings it over (no atomics on host memory over PCIe).
+    std::uint64_t *alloc_checksum_results(std::size_t count) override {
+        DeviceGuard guard(ordinal_);
+        void *host = nullptr;
+        void *scratch = nullptr;
+        FERRY_CUDA_TRY_AS(FERRY_ERROR_OUT_OF_HOST_MEMORY,
+                          cudaMallocHost(&host, count * sizeof(std::uint64_t)));
+        const cudaError_t err = cudaMalloc(&scratch, count * sizeof(std::uint64_t));
+        if (err != cudaSuccess) {
+            ignore_error(cudaFreeHost(host));
+            throw_cuda_error(FERRY_ERROR_OUT_OF_DEVICE_MEMORY, "cudaMalloc", err, __FILE__,
+                             __LINE__, ": checksum scratch words");
+        }
+        results_.push_back({static_cast<std::uint64_t *>(host),
+                            static_cast<std::uint64_t *>(scratch), count});
+        return static_cast<std::uint64_t *>(host);
+    }
+
+    void free_checksum_results(std::uint64_t *results) noexcept override {
+        DeviceGuard guard(ordinal_, std::nothrow);
+        for (std::size_t i = 0; i < results_.size(); ++i) {
+            if (results_[i].host != results) continue;
+            ignore_error(cudaFree(results_[i].scratch));
+            ignore_error(cudaFreeHost(results_[i].host));
+            results_.erase(results_.begin() + static_cast<std::ptrdiff_t>(i));
+            return;
+        }
+    }
+
+    void checksum(const void *device_ptr, std::size_t bytes, std::uint64_t *result,
+                  Stream stream) override {
+        std::uint64_t *scratch = nullptr;
+        for (const Results &r : results_) {
+            if (result >= r.host && result < r.host + r.count) {
+                scratch = r.scratch + (result - r.host);
+            }
+        }
+        FERRY_EXPECTS(scratch != nullptr, FERRY_ERROR_INTERNAL,
+                      "cuda checksum: result is not a word of alloc_checksum_results()");
+        DeviceGuard guard(ordinal_);
+        kernels::launch_checksum(device_ptr, bytes, scratch, to_cuda(stream));
+        FERRY_CUDA_TRY(cudaMemcpyAsync(result, scratch, sizeof *result, cudaMemcpyDeviceToHost,
+                                       to_cuda(stream)));
+    }
+
     Stream create_stream() override {
         DeviceGuard guard(ordinal_);
         cudaStream_t stream = nullptr;
@@ -268,21 +346,25 @@ class CudaDevice final : public Device {
     }
 
     void copy_h2d(void *dst, const void *src, std::size_t bytes, Stream stream) override {
+        inject(Fault::copy_submit, FERRY_ERROR_DEVICE, "cudaMemcpyAsync");
         DeviceGuard guard(ordinal_);
         FERRY_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, to_cuda(stream)));
     }
 
     void copy_d2h(void *dst, const void *src, std::size_t bytes, Stream stream) override {
+        inject(Fault::copy_submit, FERRY_ERROR_DEVICE, "cudaMemcpyAsync");
         DeviceGuard guard(ordinal_);
         FERRY_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, to_cuda(stream)));
     }
 
     void record(Event event, Stream stream) override {
+        inject(Fault::event_record, FERRY_ERROR_DEVICE, "cudaEventRecord");
         DeviceGuard guard(ordinal_);
         FERRY_CUDA_TRY(cudaEventRecord(to_cuda_event(event), to_cuda(stream)));
     }
 
     void stream_wait(Stream stream, Event event) override {
+        inject(Fault::event_wait, FERRY_ERROR_DEVICE, "cudaStreamWaitEvent");
         DeviceGuard guard(ordinal_);
         FERRY_CUDA_TRY(cudaStreamWaitEvent(to_cuda(stream), to_cuda_event(event), 0));
     }
@@ -322,9 +404,16 @@ class CudaDevice final : public Device {
     void range_pop() override { nvtxRangePop(); }
 
    private:
+    struct Results {
+        std::uint64_t *host;
+        std::uint64_t *scratch;
+        std::size_t count;
+    };
+
     int ordinal_;
     std::string name_;
     std::unique_ptr<EventClock> clock_ = std::make_unique<EventClock>();
+    std::vector<Results> results_;  // from alloc_checksum_results; one or two per runtime
 };
 
 }  // namespace

@@ -9,7 +9,9 @@
 // stream on cuda, the calling thread itself on sim (work "on" it runs inline, waits
 // block the caller).
 //
-// Every call that can fail throws ferry::Error with a status and a message.
+// Every call that can fail throws ferry::Error with a status and a message. A copy that
+// fails after it was accepted is reported by the next host wait (the *_synchronize calls),
+// as CUDA reports asynchronous errors.
 #pragma once
 
 #include <atomic>
@@ -41,6 +43,22 @@ class Device {
     // Pinned (page-locked) host memory, page-aligned, so parts of it can be mprotect()ed.
     virtual void *alloc_pinned(std::size_t bytes) = 0;
     virtual void free_pinned(void *ptr, std::size_t bytes) noexcept = 0;
+
+    // Pins host memory ferry mapped itself (page-aligned): page-locks and registers
+    // [ptr, ptr + bytes) for fast async copies; unpin() undoes one pin() of that range.
+    // Throws Error(FERRY_ERROR_OUT_OF_HOST_MEMORY), naming RLIMIT_MEMLOCK, when refused.
+    virtual void pin(void *ptr, std::size_t bytes) = 0;
+    virtual void unpin(void *ptr, std::size_t bytes) noexcept = 0;
+
+    // Verify mode. `count` words the host reads checksums from (the cuda backend also keeps
+    // one device word for each, outside the VRAM budget: 8 bytes a word).
+    virtual std::uint64_t *alloc_checksum_results(std::size_t count) = 0;
+    virtual void free_checksum_results(std::uint64_t *results) noexcept = 0;
+    // Enqueues on `stream`: *result = kernels::checksum_ref(device_ptr, bytes), readable by
+    // the host once the stream's work up to here is done. `result` is a word of an array
+    // from alloc_checksum_results().
+    virtual void checksum(const void *device_ptr, std::size_t bytes, std::uint64_t *result,
+                          Stream stream) = 0;
 
     // Streams for ferry's own use (the copy stream) and for tests/benchmarks (compute).
     virtual Stream create_stream() = 0;

@@ -1,8 +1,10 @@
 #include "host_store.hpp"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -11,16 +13,90 @@
 
 namespace ferry {
 
-HostStore::HostStore(Device &device, std::size_t bytes) : device_(device), bytes_(bytes) {
-    base_ = static_cast<std::byte *>(device_.alloc_pinned(bytes));
+std::uint64_t default_pinned_cap() {
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    if (pages <= 0) return UINT64_MAX;
+    return static_cast<std::uint64_t>(pages) / 4 * 3 * HostStore::page_size();
 }
 
-HostStore::~HostStore() {
-    make_writable();  // before the backend unpins and frees it
-    device_.free_pinned(base_, bytes_);
+std::string memlock_limit_text() {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return "unknown";
+    if (limit.rlim_cur == RLIM_INFINITY) return "unlimited";
+    return std::to_string(limit.rlim_cur) + " bytes";
 }
 
-void HostStore::make_writable() noexcept { mprotect(base_, bytes_, PROT_READ | PROT_WRITE); }
+HostStore::HostStore(Device &device, std::size_t bytes, const PinPolicy &policy)
+    : device_(device), bytes_(bytes) {
+    const std::uint64_t cap = policy.cap_bytes != 0 ? policy.cap_bytes : default_pinned_cap();
+    FERRY_EXPECTS(bytes <= cap || policy.pageable_fallback, FERRY_ERROR_OUT_OF_HOST_MEMORY,
+            "the host store needs " + std::to_string(bytes) +
+                " pinned bytes, more than the pinned cap of " + std::to_string(cap) +
+                " bytes (config.pinned_cap_bytes or FERRY_PINNED_CAP; default 3/4 of RAM; "
+                "RLIMIT_MEMLOCK is " + memlock_limit_text() +
+                "). Raise the cap, or set config.pageable_fallback = 1 to keep the rest "
+                "pageable (slower copies)");
+    void *ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    FERRY_EXPECTS(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
+            "mmap of " + std::to_string(bytes) + " bytes for the host store failed: " +
+                std::strerror(errno));
+    base_ = static_cast<std::byte *>(ptr);
+    try {
+        PinPolicy capped = policy;
+        capped.cap_bytes = cap;
+        pin_chunks(capped);
+    } catch (...) {
+        release();
+        throw;
+    }
+}
+
+HostStore::~HostStore() { release(); }
+
+void HostStore::release() noexcept {
+    if (base_ == nullptr) return;
+    make_writable();  // before the backend unpins
+    std::size_t start = 0;
+    for (std::size_t end : chunk_ends_) {
+        device_.unpin(base_ + start, end - start);
+        start = end;
+    }
+    chunk_ends_.clear();
+    munmap(base_, bytes_);
+    base_ = nullptr;
+}
+
+// Pins chunk by chunk from the start, so progress can be reported and a refusal is met
+// after one chunk, not after minutes of pinning.
+void HostStore::pin_chunks(const PinPolicy &policy) {
+    const std::size_t page = page_size();
+    const std::uint64_t chunk = std::max<std::uint64_t>(policy.chunk_bytes / page * page, page);
+    const std::uint64_t limit = std::min<std::uint64_t>(bytes_, policy.cap_bytes / page * page);
+    while (pinned_bytes_ < limit) {
+        const std::size_t length = std::min<std::uint64_t>(chunk, limit - pinned_bytes_);
+        try {
+            device_.pin(base_ + pinned_bytes_, length);
+        } catch (const Error &error) {
+            if (!policy.pageable_fallback) {
+                throw Error(error.status(),
+                            "pinning the host store failed after " +
+                                std::to_string(pinned_bytes_) + " of " +
+                                std::to_string(bytes_) + " bytes (RLIMIT_MEMLOCK is " +
+                                memlock_limit_text() + "; config.pageable_fallback = 1 "
+                                "keeps the rest pageable): " + error.what());
+            }
+            break;  // the rest stays pageable, reported in stats
+        }
+        pinned_bytes_ += length;
+        chunk_ends_.push_back(pinned_bytes_);
+        if (policy.progress != nullptr) {
+            policy.progress(policy.progress_user, pinned_bytes_, 0, bytes_);
+        }
+    }
+    if (pinned_bytes_ < bytes_ && policy.progress != nullptr) {
+        policy.progress(policy.progress_user, pinned_bytes_, bytes_ - pinned_bytes_, bytes_);
+    }
+}
 
 void HostStore::protect_read_only(std::size_t offset, std::size_t bytes) {
     if (bytes == 0) return;
@@ -28,6 +104,10 @@ void HostStore::protect_read_only(std::size_t offset, std::size_t bytes) {
     FERRY_EXPECTS(rc == 0, FERRY_ERROR_INTERNAL,
             "mprotect of " + std::to_string(bytes) + " host bytes at offset " +
                 std::to_string(offset) + " failed: " + std::strerror(errno));
+}
+
+void HostStore::make_writable() noexcept {
+    if (base_ != nullptr) mprotect(base_, bytes_, PROT_READ | PROT_WRITE);
 }
 
 std::size_t HostStore::page_size() {

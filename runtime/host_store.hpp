@@ -1,23 +1,48 @@
-// The host store: one pinned arena holding every group's image, allocated once at plan
-// time. This is the model's only host copy, so host RAM stays about 1.0 x model bytes.
+// The host store: one arena holding every group's image, mapped once at plan time and
+// pinned in chunks up to a cap. This is the model's only host copy, so host RAM stays
+// about 1.0 x model bytes.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "device.hpp"
+#include "ferry/ferry.h"
 
 namespace ferry {
 
+// How much of the store is pinned, and how that is reported.
+struct PinPolicy {
+    std::uint64_t cap_bytes = 0;      // most bytes pinned; 0: default_pinned_cap()
+    std::uint64_t chunk_bytes = 256ull << 20;  // pinned per step, reported per step
+    bool pageable_fallback = false;   // past the cap (or when refused): keep the rest pageable
+    ferry_pin_progress_fn progress = nullptr;
+    void *progress_user = nullptr;
+};
+
+// 3/4 of physical RAM: pinned pages cannot be swapped, so pinning close to all of RAM
+// starves the rest of the system.
+std::uint64_t default_pinned_cap();
+
+// "unlimited", "65536 bytes" or "unknown": the RLIMIT_MEMLOCK soft limit, for messages.
+std::string memlock_limit_text();
+
 class HostStore {
    public:
-    HostStore(Device &device, std::size_t bytes);
+    // Throws Error(FERRY_ERROR_OUT_OF_HOST_MEMORY) when the bytes cannot be mapped, or
+    // cannot all be pinned and the policy does not allow pageable bytes.
+    HostStore(Device &device, std::size_t bytes, const PinPolicy &policy);
     ~HostStore();
     HostStore(const HostStore &) = delete;
     HostStore &operator=(const HostStore &) = delete;
 
     std::byte *base() const { return base_; }
     std::size_t bytes() const { return bytes_; }
+    // [0, pinned_bytes()) is pinned, the rest pageable.
+    std::size_t pinned_bytes() const { return pinned_bytes_; }
+    std::size_t pageable_bytes() const { return bytes_ - pinned_bytes_; }
 
     // Makes [offset, offset + bytes) read-only; both must be page-aligned. A later write
     // there faults, which is how a bug that writes frozen weights is caught at once.
@@ -28,9 +53,14 @@ class HostStore {
     static std::size_t page_size();
 
    private:
+    void pin_chunks(const PinPolicy &policy);
+    void release() noexcept;
+
     Device &device_;
     std::byte *base_ = nullptr;
     std::size_t bytes_ = 0;
+    std::size_t pinned_bytes_ = 0;
+    std::vector<std::size_t> chunk_ends_;  // pinned chunks [previous end, end)
 };
 
 }  // namespace ferry

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <unordered_set>
 
 #include "error.hpp"
@@ -207,6 +208,13 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     if (const char *trace = std::getenv("FERRY_TRACE"); trace != nullptr) options.trace_path = trace;
     options.trace_events =
         static_cast<std::uint32_t>(env_double("FERRY_TRACE_EVENTS", 0, 0, 1 << 26));
+    // Trust: verify mode and pinned-memory limits (ferry.h, "Verify mode", "Pinned memory").
+    options.verify = env_double("FERRY_VERIFY", config.verify != 0 ? 1 : 0, 0, 1) != 0;
+    options.pin.cap_bytes = static_cast<std::uint64_t>(
+        env_double("FERRY_PINNED_CAP", static_cast<double>(config.pinned_cap_bytes), 0, 9.0e15));
+    options.pin.chunk_bytes = static_cast<std::uint64_t>(env_double(
+        "FERRY_PIN_CHUNK", static_cast<double>(options.pin.chunk_bytes), 4096, 9.0e15));
+    options.pin.pageable_fallback = config.pageable_fallback != 0;
     return options;
 }
 
@@ -232,9 +240,13 @@ Runtime::Runtime(RuntimeOptions options)
 Runtime::~Runtime() {
     try {
         finish();
-        observer_->finish(stats_);
     } catch (...) {
         // ferry_destroy calls finish() first and reports its failure; nothing can retry.
+    }
+    try {
+        observer_->finish(stats_);
+    } catch (...) {
+        // The stats segment or trace file could not be written: nothing is lost.
     }
     release_plan_resources();
     unregister_serial(serial_);
@@ -244,19 +256,33 @@ void Runtime::finish() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (finished_) return;
     finished_ = true;
-    // Everything in flight, the callers' streams included, then the last writebacks.
-    device_->device_synchronize();
-    if (phase_ != FERRY_PHASE_SEALED) return;
-    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        if (state_[g].dirty && state_[g].slot >= 0) write_back(g, copy_stream_);
+    // Everything in flight, the callers' streams included, then the last writebacks. A
+    // copy that failed earlier is reported, but the writebacks are still worth trying.
+    std::exception_ptr failed;
+    try {
+        device_->device_synchronize();
+    } catch (...) {
+        failed = std::current_exception();
     }
-    device_->stream_synchronize(copy_stream_);
-    for (const GroupState &state : state_) {
-        if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
+    if (phase_ == FERRY_PHASE_SEALED) {
+        for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+            if (state_[g].dirty && state_[g].slot >= 0) write_back(g, copy_stream_);
+        }
+        device_->stream_synchronize(copy_stream_);
+        for (const GroupState &state : state_) {
+            if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
+        }
     }
+    if (failed) std::rethrow_exception(failed);
 }
 
 void Runtime::release_plan_resources() noexcept {
+    staging_.reset();
+    verifier_.reset();
+    if (writeback_sums_ != nullptr) device_->free_checksum_results(writeback_sums_);
+    writeback_sums_ = nullptr;
+    if (sums_ready_ != nullptr) device_->destroy_event(sums_ready_);
+    sums_ready_ = nullptr;
     for (SlotState &slot : slots_) {
         device_->destroy_event(slot.ready);
         device_->destroy_event(slot.released);
@@ -427,7 +453,10 @@ void Runtime::plan() {
         for (const GroupDef &group : groups_) {
             host_bytes += align_up(group.image_bytes, HostStore::page_size());
         }
-        host_ = std::make_unique<HostStore>(*device_, host_bytes);
+        host_ = std::make_unique<HostStore>(*device_, host_bytes, options_.pin);
+        if (host_->pageable_bytes() > 0) {
+            staging_ = std::make_unique<StagingRing>(*device_);
+        }
         slab_ = std::make_unique<Slab>(*device_,
                                        carve_slab(plan, input.group_bytes, options_.slots_per_class));
         if (!options_.synchronous) copy_stream_ = device_->create_stream();
@@ -474,8 +503,10 @@ void Runtime::plan() {
     stats_.slab_bytes = slab_->layout().total_bytes();
     stats_.slab_resident_bytes = slab_->layout().resident_bytes;
     stats_.slab_streaming_bytes = slab_->layout().streaming_bytes;
-    stats_.host_pinned_bytes = host_->bytes();
-    stats_.host_pinned_peak_bytes = std::max(stats_.host_pinned_peak_bytes, host_->bytes());
+    stats_.host_pinned_bytes = host_->pinned_bytes();
+    stats_.host_pinned_peak_bytes = std::max<std::uint64_t>(stats_.host_pinned_peak_bytes,
+                                                            host_->pinned_bytes());
+    stats_.host_pageable_bytes = host_->pageable_bytes();
     phase_ = FERRY_PHASE_PLANNED;
     observe_plan();
 }
@@ -509,8 +540,8 @@ void Runtime::seal() {
     require_phase(FERRY_PHASE_PLANNED, "sealing");
     // Onload first, protect last: a failure anywhere leaves the runtime PLANNED as it was,
     // with every host byte writable and no slot filled.
-    const ferry_stats stats_before = stats_;
     try {
+        if (options_.verify) prepare_verify();
         const Stream stream = copy_stream_for(nullptr);
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
             if (state_[g].resident) onload(g, state_[g].slot, stream);
@@ -521,9 +552,7 @@ void Runtime::seal() {
             host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));
         }
     } catch (...) {
-        host_->make_writable();
-        for (SlotState &slot : slots_) slot.occupant = -1;
-        stats_ = stats_before;
+        undo_seal();
         throw;
     }
 
@@ -549,6 +578,7 @@ ferry_stats Runtime::stats() {
     observer_->refresh(stats_, phase_);
     ferry_stats out = stats_;
     out.struct_size = sizeof(ferry_stats);
+    if (verifier_ != nullptr) out.verify_failures = verifier_->failures();
     out.phase = phase_;
     return out;
 }

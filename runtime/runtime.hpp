@@ -12,11 +12,14 @@
 #include <vector>
 
 #include "device.hpp"
+#include "error.hpp"
 #include "ferry/ferry.h"
 #include "host_store.hpp"
 #include "observer.hpp"
 #include "planner.hpp"
 #include "slab.hpp"
+#include "staging.hpp"
+#include "verifier.hpp"
 
 namespace ferry {
 
@@ -34,6 +37,9 @@ struct RuntimeOptions {
     bool publish_stats = false;      // FERRY_STATS
     std::string trace_path;          // FERRY_TRACE
     std::uint32_t trace_events = 0;  // FERRY_TRACE_EVENTS; 0: the default
+    // Trust (verify.cpp, host_store.cpp).
+    bool verify = false;
+    PinPolicy pin;
 };
 
 // Reads a caller's ferry_config (of any struct_size) and the FERRY_* environment
@@ -132,6 +138,9 @@ class Runtime {
 
     Device &device() { return *device_; }
 
+    // --- trust: verify mode, deferred errors, pinning progress (verify.cpp) ----------
+    void set_pin_progress(ferry_pin_progress_fn fn, void *user);
+
    private:
     void require_phase(ferry_phase phase, const char *what) const;
     void lay_out_images();
@@ -149,6 +158,20 @@ class Runtime {
     void prefetch();
     void note_slot_use(int slot);
     std::string describe_group(std::uint32_t group) const;
+
+    // verify.cpp. Errors found after the call that caused them (a verify mismatch, a
+    // failed prefetch) fail the next call; check_deferred() is one branch when none is.
+    void check_deferred() {
+        if (deferred_.load(std::memory_order_relaxed)) throw_deferred();
+    }
+    void throw_deferred();
+    void defer(const Error &error);
+    void prepare_verify();
+    void verify_release(std::uint32_t group, Stream stream);
+    void write_back_changed(std::uint32_t group, Stream stream);
+    void recover_from_copy_error(const std::vector<std::uint32_t> &written) noexcept;
+    void undo_seal() noexcept;
+    void copy_image_staged(std::uint32_t group, std::byte *dst, Stream stream);
 
     const std::uint32_t serial_;
     RuntimeOptions options_;
@@ -186,6 +209,22 @@ class Runtime {
     std::vector<std::uint32_t> want_left_;  // per class, scratch
 
     ferry_stats stats_{};
+
+    // Trust. staging_ exists only when part of the host store is pageable (staging.cpp);
+    // verifier_ only in verify mode (verify.cpp).
+    std::unique_ptr<StagingRing> staging_;
+    std::unique_ptr<Verifier> verifier_;
+    std::vector<std::uint64_t> mutable_sum_;    // per tensor: checksum of the host copy
+    std::uint64_t *writeback_sums_ = nullptr;   // words for write_back_changed()
+    Event sums_ready_ = nullptr;
+    std::atomic<bool> deferred_{false};
+    std::mutex deferred_mutex_;                 // guards the two below
+    ferry_status deferred_status_ = FERRY_OK;
+    std::string deferred_message_;
+    std::vector<std::uint32_t> written_;        // scratch: groups written back by synchronize
+    std::vector<std::uint32_t> check_tensor_;   // scratch for verify_release, sized at seal
+    std::vector<const std::byte *> check_device_;
+    std::vector<std::uint64_t> check_bytes_;
 };
 
 // Live runtimes' serials, so a handle of another runtime can be told foreign (alive) from

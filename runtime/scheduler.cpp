@@ -21,6 +21,7 @@ Stream Runtime::copy_stream_for(Stream caller) const {
 void Runtime::note_slot_use(int slot) { slots_[slot].last_use = ++tick_; }
 
 void Runtime::write_back(std::uint32_t group, Stream stream) {
+    if (verifier_ != nullptr) return write_back_changed(group, stream);  // verify.cpp
     GroupState &state = state_[group];
     SlotState &slot = slots_[state.slot];
     const GroupDef &def = groups_[group];
@@ -57,8 +58,12 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
-    observer_->copy_h2d(group, slot.device, host_->base() + def.host_offset, def.image_bytes,
-                        stream);
+    if (staging_ == nullptr) {
+        observer_->copy_h2d(group, slot.device, host_->base() + def.host_offset,
+                            def.image_bytes, stream);
+    } else {
+        copy_image_staged(group, slot.device, stream);  // staging.cpp: pageable bytes
+    }
     device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;
@@ -164,9 +169,11 @@ void Runtime::prefetch() {
 void Runtime::acquire(std::uint32_t group, Stream stream) {
     Event ready = nullptr;
     Observer::Token observed;
+    std::uint64_t *counter = nullptr;  // the hit/miss count this acquire added to
     {
         std::lock_guard<std::mutex> lock(mutex_);
         require_phase(FERRY_PHASE_SEALED, "acquiring a group");
+        check_deferred();
         GroupState &state = state_[group];
         bool missed = false;
         if (!state.resident && state.slot < 0) {
@@ -187,14 +194,11 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
             device_->stream_wait(stream, slots_[state.slot].released);
         }
         // Nothing below can fail: the acquire is committed.
-        if (state.resident) {
-            ++stats_.resident_hits;
-        } else if (missed) {
-            ++stats_.misses;
-        } else {
-            ++stats_.hits;
-            if (state.prefetched_unused) ++stats_.prefetches_used;
-        }
+        counter = state.resident ? &stats_.resident_hits
+                  : missed       ? &stats_.misses
+                                 : &stats_.hits;
+        ++*counter;
+        if (counter == &stats_.hits && state.prefetched_unused) ++stats_.prefetches_used;
         if (!state.resident) ready = slots_[state.slot].ready;
         state.prefetched_unused = false;
         ++state.pins;
@@ -204,9 +208,8 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         advance_schedule(group);
         try {
             prefetch();
-        } catch (const Error &) {
-            // Prefetch is only ahead of time: its state stays consistent, and the group's
-            // own acquire issues the copy again and reports the device's error then.
+        } catch (const Error &error) {
+            defer(error);  // this acquire succeeded; the next call reports it (verify.cpp)
         }
         observed = observer_->acquired(group, stream, ready != nullptr, stats_, phase_);
     }
@@ -215,8 +218,10 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
     try {
         observer_->wait(observed, stream, ready);
     } catch (...) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        --state_[group].pins;  // a failed acquire holds nothing (its copy still counts)
+        std::lock_guard<std::mutex> lock(mutex_);  // not acquired after all
+        --state_[group].pins;
+        --*counter;
+        --stats_.acquires;
         throw;
     }
 }
@@ -224,10 +229,14 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
 void Runtime::release(std::uint32_t group, Stream stream) {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_SEALED, "releasing a group");
+    check_deferred();
     GroupState &state = state_[group];
     FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
                   describe_group(group) +
                       " is not acquired (released more often than acquired)");
+    // Verify checks the bytes on the caller's stream before `released` is recorded, so the
+    // slot cannot be refilled under the check.
+    if (verifier_ != nullptr) verify_release(group, stream);  // verify.cpp
     // A resident group without mutable tensors is never overwritten nor written back:
     // nothing waits for its release.
     if (!state.resident || groups_[group].has_mutable) {
@@ -246,6 +255,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
 void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_SEALED, "a device pointer");
+    check_deferred();
     const TensorDef &def = tensors_[tensor];
     const GroupState &state = state_[def.group];
     FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
@@ -257,16 +267,27 @@ void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
 void Runtime::synchronize() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (phase_ != FERRY_PHASE_SEALED) return;  // nothing is on the device yet
+    if (verifier_ != nullptr) verifier_->drain();  // every pending check is compared
+    check_deferred();
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
         FERRY_EXPECTS(!(groups_[g].has_mutable && state_[g].pins > 0), FERRY_ERROR_GROUP_BUSY,
                 describe_group(g) +
                     " has mutable tensors and is still acquired; release it first");
     }
     const Stream stream = copy_stream_for(nullptr);
-    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        if (state_[g].dirty && state_[g].slot >= 0) write_back(g, stream);
+    written_.clear();
+    try {
+        for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+            if (!state_[g].dirty || state_[g].slot < 0) continue;
+            write_back(g, stream);
+            written_.push_back(g);
+        }
+        device_->stream_synchronize(stream);
+    } catch (const Error &error) {
+        // A copy failed at completion, or a submission failed: redo what may be lost.
+        if (error.status() == FERRY_ERROR_DEVICE) recover_from_copy_error(written_);
+        throw;
     }
-    device_->stream_synchronize(stream);
     // Writebacks of evictions may have run on callers' streams (synchronous mode).
     for (const GroupState &state : state_) {
         if (state.host_current != nullptr) device_->event_synchronize(state.host_current);

@@ -6,9 +6,11 @@
 // - An event counts its records; a record task marks its ticket complete when the stream
 //   reaches it, and a wait task blocks its stream until the ticket it captured completes.
 // - Copies take max(real memcpy time, latency + their time on the link), the link shared
-//   by all copies (sim_link.hpp). Host memory not from alloc_pinned() is pageable.
+//   by all copies (sim_link.hpp). Host memory not pinned (alloc_pinned, pin) is pageable.
 // - Chaos: random delays before tasks, and every copy first poisons its destination and
 //   pauses before writing the real bytes, so a reader that did not wait sees poison.
+// - Faults armed in FaultInjector fail the matching call; a copy failing at completion
+//   leaves its destination poisoned and is reported by the next host wait.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -26,8 +28,10 @@
 #include <set>
 #include <thread>
 
+#include "../kernels/checksum_ref.hpp"
 #include "device.hpp"
 #include "error.hpp"
+#include "fault_injection.hpp"
 #include "sim_link.hpp"
 
 namespace ferry {
@@ -134,6 +138,7 @@ class SimDevice final : public Device {
     std::string name() const override { return options_.chaos ? "sim (chaos)" : "sim"; }
 
     void *reserve(std::size_t bytes) override {
+        inject(Fault::reserve, FERRY_ERROR_OUT_OF_DEVICE_MEMORY, "reserving device memory");
         void *ptr = std::aligned_alloc(256, round_up(bytes, 256));
         FERRY_EXPECTS(ptr != nullptr, FERRY_ERROR_OUT_OF_DEVICE_MEMORY,
                 "sim: could not allocate " + std::to_string(bytes) + " bytes of device memory");
@@ -142,6 +147,7 @@ class SimDevice final : public Device {
     void unreserve(void *ptr) noexcept override { std::free(ptr); }
 
     void *alloc_pinned(std::size_t bytes) override {
+        inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "pinning host memory");
         void *ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                          -1, 0);
         FERRY_EXPECTS(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
@@ -158,6 +164,29 @@ class SimDevice final : public Device {
             pinned_.erase(static_cast<const std::byte *>(ptr));
         }
         munmap(ptr, bytes);
+    }
+
+    // Sim memory is never paged out: pinning marks the range for the link's pinned rate,
+    // and is a place where faults are injected.
+    void pin(void *ptr, std::size_t bytes) override {
+        inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "pinning host memory");
+        std::lock_guard<std::mutex> lock(pinned_mutex_);
+        pinned_[static_cast<const std::byte *>(ptr)] = bytes;
+    }
+    void unpin(void *ptr, std::size_t) noexcept override {
+        std::lock_guard<std::mutex> lock(pinned_mutex_);
+        pinned_.erase(static_cast<const std::byte *>(ptr));
+    }
+
+    std::uint64_t *alloc_checksum_results(std::size_t count) override {
+        return new std::uint64_t[count]();
+    }
+    void free_checksum_results(std::uint64_t *results) noexcept override { delete[] results; }
+    void checksum(const void *device_ptr, std::size_t bytes, std::uint64_t *result,
+                  Stream stream) override {
+        run_on(stream, [device_ptr, bytes, result] {
+            *result = kernels::checksum_ref(device_ptr, bytes);
+        });
     }
 
     Stream create_stream() override {
@@ -190,6 +219,7 @@ class SimDevice final : public Device {
     // A ticket is taken and its task queued under one lock: otherwise a wait could capture
     // a record's ticket and be queued on the same stream ahead of it, blocking it forever.
     void record(Event event, Stream stream) override {
+        inject(Fault::event_record, FERRY_ERROR_DEVICE, "recording an event");
         auto *sim_event = static_cast<SimEvent *>(event);
         std::lock_guard<std::mutex> lock(submit_mutex_);
         const std::uint64_t ticket = sim_event->next_ticket();
@@ -197,6 +227,7 @@ class SimDevice final : public Device {
     }
 
     void stream_wait(Stream stream, Event event) override {
+        inject(Fault::event_wait, FERRY_ERROR_DEVICE, "making a stream wait on an event");
         auto *sim_event = static_cast<SimEvent *>(event);
         std::unique_lock<std::mutex> lock(submit_mutex_);
         const std::uint64_t ticket = sim_event->current_ticket();
@@ -211,15 +242,20 @@ class SimDevice final : public Device {
     void event_synchronize(Event event) override {
         auto *sim_event = static_cast<SimEvent *>(event);
         sim_event->wait(sim_event->current_ticket());
+        report_copy_error();
     }
 
     void stream_synchronize(Stream stream) override {
         if (stream != nullptr) checked(stream)->synchronize();
+        report_copy_error();
     }
 
     void device_synchronize() override {
-        std::lock_guard<std::mutex> lock(streams_mutex_);
-        for (SimStream *stream : streams_) stream->synchronize();
+        {
+            std::lock_guard<std::mutex> lock(streams_mutex_);
+            for (SimStream *stream : streams_) stream->synchronize();
+        }
+        report_copy_error();
     }
 
     void launch_host(Stream stream, HostFn fn, void *user) override {
@@ -241,7 +277,7 @@ class SimDevice final : public Device {
         return sim;
     }
 
-    // The link rate for a copy touching `host`: pinned when alloc_pinned() gave it, else
+    // The link rate for a copy touching `host`: pinned when alloc_pinned() or pin() saw it, else
     // pageable (which defaults to the pinned rate).
     double rate(const void *host, double pinned_gbps, double pageable_gbps) {
         const auto *at = static_cast<const std::byte *>(host);
@@ -269,11 +305,35 @@ class SimDevice final : public Device {
         });
     }
 
+    // Throws the fault's error when the injector says this call fails.
+    // `what` is a literal: nothing is built unless the fault fires.
+    static void inject(Fault fault, ferry_status status, const char *what) {
+        if (FaultInjector::instance().fire(fault)) {
+            throw Error(status, std::string("sim: ") + what + " failed (injected " +
+                                    fault_name(fault) + " fault)");
+        }
+    }
+
+    // A copy that failed at completion is reported once, by the next host wait.
+    void report_copy_error() {
+        if (!copy_failed_.exchange(false)) return;
+        throw Error(FERRY_ERROR_DEVICE,
+                    "sim: an earlier asynchronous copy completed with an error (injected "
+                    "copy-error fault); its destination holds no valid bytes");
+    }
+
     void copy(void *dst, const void *src, std::size_t bytes, SimLink::Direction direction,
               double gbps, Stream stream) {
+        inject(Fault::copy_submit, FERRY_ERROR_DEVICE, "submitting an asynchronous copy");
+        const bool fails = FaultInjector::instance().fire(Fault::copy_error);
         const bool chaos = options_.chaos;
         SimStream *sim = stream == nullptr ? nullptr : checked(stream);
-        auto task = [this, dst, src, bytes, direction, gbps, chaos, sim] {
+        auto task = [this, dst, src, bytes, direction, gbps, chaos, sim, fails] {
+            if (fails) {
+                std::memset(dst, kPoison, bytes);
+                copy_failed_.store(true);
+                return;
+            }
             if (options_.latency_us > 0.0) {
                 sim_wait_until(SimClock::now() + link_.wall(options_.latency_us));
             }
@@ -312,7 +372,8 @@ class SimDevice final : public Device {
     SimOptions options_;
     SimLink link_;
     std::mutex pinned_mutex_;
-    std::map<const std::byte *, std::size_t> pinned_;  // alloc_pinned() ranges by start
+    std::map<const std::byte *, std::size_t> pinned_;  // pinned ranges by start
+    std::atomic<bool> copy_failed_{false};
     std::mutex rng_mutex_;
     std::mt19937_64 rng_;  // for copies run on the calling thread
     std::mutex submit_mutex_;

@@ -106,6 +106,9 @@ SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
     config.sim_h2d_gbps = spec.h2d_gbps;
     config.sim_d2h_gbps = spec.d2h_gbps;
     config.sim_latency_us = spec.latency_us;
+    config.verify = spec.verify ? 1 : 0;
+    config.pinned_cap_bytes = spec.pinned_cap;
+    config.pageable_fallback = spec.pageable_fallback ? 1 : 0;
     check(ferry_create(&config, &runtime_), "ferry_create");
     try {
         for (std::size_t g = 0; g < spec.groups.size(); ++g) {

@@ -30,6 +30,9 @@ struct ModelSpec {
     double d2h_gbps = 0.0;
     double latency_us = 0.0;
     std::vector<std::uint32_t> declared_schedule;  // empty: learned
+    bool verify = false;                 // trust: verify mode
+    std::uint64_t pinned_cap = 0;        // trust: 0 = default cap
+    bool pageable_fallback = false;
 };
 
 // The expected 64-bit word at word index i of a tensor; mutable tensors add `version`.

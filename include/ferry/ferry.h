@@ -94,7 +94,9 @@ typedef enum ferry_status {
     FERRY_ERROR_OUT_OF_DEVICE_MEMORY = 16, /* the VRAM slab could not be reserved         */
     FERRY_ERROR_BACKEND_UNAVAILABLE = 17, /* cuda asked for but not built, or no device   */
     FERRY_ERROR_DEVICE = 18,             /* the device runtime reported an error          */
-    FERRY_ERROR_INTERNAL = 19            /* a bug in ferry: please report the message     */
+    FERRY_ERROR_INTERNAL = 19,           /* a bug in ferry: please report the message     */
+    FERRY_ERROR_VERIFY_FAILED = 20       /* verify mode: frozen bytes changed on the device;
+                                            the message names the group and tensor        */
 } ferry_status;
 
 /* A static, never-NULL description of a status ("ok", "wrong phase", ...). Unknown
@@ -126,10 +128,29 @@ typedef enum ferry_backend {
  *   FERRY_SIM_LATENCY_US=<us>         FERRY_SIM_CHAOS=0|1         FERRY_SIM_SEED=<n>
  *   FERRY_STATS=0|1                   FERRY_VERIFY=0|1            FERRY_PINNED_CAP=<bytes>
  *   FERRY_TRACE=<path>                FERRY_TRACE_EVENTS=<n>      (see "Trace" below)
+ *   FERRY_PIN_CHUNK=<bytes>           (bytes pinned per step, default 256 MiB)
  *
  * publish_stats / FERRY_STATS=1: the runtime publishes its counters and a per-group table
  * to POSIX shared memory (/dev/shm/ferry.<pid>.<name>, owner-only) while it lives, for
  * the ferry-stat tool. Cost on acquire/release: a seqlock write of a few dozen words.
+ *
+ * Verify mode (verify = 1 or FERRY_VERIFY=1): at seal, the checksum of every immutable
+ * tensor's host bytes is taken; at each release, the group's immutable tensors are
+ * checksummed on the caller's stream and compared when the result is ready. A mismatch
+ * (a kernel wrote into frozen weights) makes the next ferry_acquire, ferry_release,
+ * ferry_tensor_device_ptr or ferry_synchronize on the runtime fail with
+ * FERRY_ERROR_VERIFY_FAILED, naming the group and tensor, and counts in
+ * stats.verify_failures; ferry_synchronize first waits for every pending check. Mutable
+ * tensors are written back only when their checksum differs from the host copy's
+ * (stats.writebacks_skipped counts the others); that decision waits on the host for the
+ * checksum, so in verify mode evicting a mutable group is no longer free of host waits.
+ *
+ * Pinned memory: the host store is pinned in chunks of FERRY_PIN_CHUNK bytes, reported
+ * through ferry_pin_progress_set's callback. At most pinned_cap_bytes (FERRY_PINNED_CAP;
+ * 0: 3/4 of physical RAM) are pinned. Past the cap ferry_plan fails with
+ * FERRY_ERROR_OUT_OF_HOST_MEMORY, or with pageable_fallback = 1 keeps the rest pageable
+ * (stats.host_pageable_bytes) and copies it through a pinned staging ring of 2 x 4 MiB
+ * (outside the cap): slower, and the host waits for a ring buffer to be free.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
@@ -364,6 +385,20 @@ FERRY_API ferry_status ferry_trace_stop(ferry_runtime *runtime);
    FERRY_ERROR_WRONG_PHASE when no trace was started; FERRY_ERROR_INVALID_ARGUMENT when
    the file cannot be written. */
 FERRY_API ferry_status ferry_trace_dump(ferry_runtime *runtime, const char *path);
+
+/* ------------------------------------------------------------------------------------ */
+/* Pinning progress                                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+/* Called by ferry_plan on the calling thread after each chunk of the host store is pinned
+   (or left pageable past the cap): pinned_bytes and pageable_bytes so far, of
+   total_bytes. Must not call ferry on the same runtime. */
+typedef void (*ferry_pin_progress_fn)(void *user, uint64_t pinned_bytes,
+                                      uint64_t pageable_bytes, uint64_t total_bytes);
+
+/* DEFINE. Sets (fn != NULL) or clears (fn == NULL) the pinning progress callback. */
+FERRY_API ferry_status ferry_pin_progress_set(ferry_runtime *runtime,
+                                              ferry_pin_progress_fn fn, void *user);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigStruct",
     "GroupHandle",
     "LibraryNotFoundError",
+    "PinProgressFn",
     "StatsStruct",
     "TensorHandle",
     "lib",
@@ -122,6 +123,10 @@ class StatsStruct(ctypes.Structure):
 # --------------------------------------------------------------------------------------
 
 _status = ctypes.c_int  # ferry_status
+# ferry_pin_progress_fn(user, pinned_bytes, pageable_bytes, total_bytes)
+PinProgressFn = ctypes.CFUNCTYPE(
+    None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64
+)
 _rt = ctypes.c_void_p  # ferry_runtime *
 _vp = ctypes.c_void_p
 _u64 = ctypes.c_uint64
@@ -176,6 +181,7 @@ _DECLARATIONS = {
     "ferry_trace_start": (_status, [_rt, ctypes.c_uint32]),
     "ferry_trace_stop": (_status, [_rt]),
     "ferry_trace_dump": (_status, [_rt, ctypes.c_char_p]),
+    "ferry_pin_progress_set": (_status, [_rt, PinProgressFn, _vp]),
 }
 
 # --------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = [
     "BackendUnavailableError",
     "DeviceError",
     "InternalError",
+    "VerifyFailedError",
     "ClosedError",
     "AlreadyOffloadedError",
     "error_class",
@@ -62,6 +63,7 @@ class Status(enum.IntEnum):
     BACKEND_UNAVAILABLE = 17
     DEVICE = 18
     INTERNAL = 19
+    VERIFY_FAILED = 20
 
 
 def status_string(status):
@@ -162,6 +164,12 @@ class InternalError(FerryError):
     status = Status.INTERNAL
 
 
+class VerifyFailedError(FerryError):
+    """Verify mode found frozen bytes changed on the device (a kernel wrote into them)."""
+
+    status = Status.VERIFY_FAILED
+
+
 # Raised by the Python side, not by the library.
 
 
@@ -198,6 +206,7 @@ _BY_STATUS = {
         BackendUnavailableError,
         DeviceError,
         InternalError,
+        VerifyFailedError,
     )
 }
 

@@ -171,8 +171,9 @@ class Runtime:
     """One ferry runtime: ferry_create on construction, ferry_destroy on close().
 
     vram_budget: bytes, or a string such as "8GiB". The other keywords are the fields of
-    ferry_config (backend: "auto", "cuda", "sim" or a Backend); unset ones keep the
-    library's defaults, and the FERRY_* environment variables still override them."""
+    ferry_config (backend: "auto", "cuda", "sim" or a Backend; pinned_cap: bytes or a
+    string, for pinned_cap_bytes); unset ones keep the library's defaults, and the
+    FERRY_* environment variables still override them."""
 
     def __init__(
         self,
@@ -188,6 +189,9 @@ class Runtime:
         sim_latency_us=None,
         sim_chaos=None,
         sim_seed=None,
+        verify=None,
+        pinned_cap=None,
+        pageable_fallback=None,
     ):
         self._ptr = None
         self._lib = _lib.lib()
@@ -221,6 +225,12 @@ class Runtime:
             cfg.sim_chaos = int(bool(sim_chaos))
         if sim_seed is not None:
             cfg.sim_seed = int(sim_seed)
+        if verify is not None:
+            cfg.verify = int(bool(verify))
+        if pinned_cap is not None:
+            cfg.pinned_cap_bytes = parse_bytes(pinned_cap)
+        if pageable_fallback is not None:
+            cfg.pageable_fallback = int(bool(pageable_fallback))
         ptr = ctypes.c_void_p()
         check(self._lib.ferry_create(ctypes.byref(cfg), ctypes.byref(ptr)))
         self._ptr = ptr

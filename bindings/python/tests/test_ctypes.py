@@ -396,3 +396,38 @@ def test_units_parse_the_usual_spellings():
     for bad in ("8 parsecs", "-1", "", True):
         with pytest.raises(ValueError):
             ferry.parse_bytes(bad)
+
+
+# --- trust: verify mode and pinned-memory limits ------------------------------------------
+
+
+def test_verify_mode_raises_verify_failed_naming_the_tensor_a_kernel_wrote():
+    rt = ferry.Runtime("1MiB", backend="sim", verify=True)
+    g = rt.define_group("block")
+    w = g.define_tensor("weight", 4096)
+    rt.plan()
+    w.copy_in(bytes(range(256)) * 16)
+    rt.seal()
+    with g.acquired():
+        ctypes.memset(w.device_ptr() + 100, 0xFF, 1)  # sim device memory is host memory
+    with pytest.raises(ferry.VerifyFailedError) as info:
+        rt.synchronize()
+    assert "tensor 'weight'" in str(info.value)
+    s = rt.stats()
+    assert s["verify_checks"] == 1 and s["verify_failures"] == 1
+    rt.close()
+
+
+def test_a_pinned_cap_below_the_model_fails_plan_or_falls_back_to_pageable():
+    rt = ferry.Runtime("1MiB", backend="sim", pinned_cap="64KiB")
+    rt.define_group("block").define_tensor("weight", 256 * 1024)
+    with pytest.raises(ferry.OutOfHostMemoryError, match="pinned cap"):
+        rt.plan()
+    rt.close()
+    rt = ferry.Runtime("1MiB", backend="sim", pinned_cap="64KiB", pageable_fallback=True)
+    rt.define_group("block").define_tensor("weight", 256 * 1024)
+    rt.plan()
+    s = rt.stats()
+    assert s["host_pinned_bytes"] == 64 * 1024
+    assert s["host_pageable_bytes"] == 192 * 1024
+    rt.close()

@@ -51,6 +51,7 @@ pub const FERRY_ERROR_OUT_OF_DEVICE_MEMORY: ferry_status = 16;
 pub const FERRY_ERROR_BACKEND_UNAVAILABLE: ferry_status = 17;
 pub const FERRY_ERROR_DEVICE: ferry_status = 18;
 pub const FERRY_ERROR_INTERNAL: ferry_status = 19;
+pub const FERRY_ERROR_VERIFY_FAILED: ferry_status = 20;
 
 // ----------------------------------------------------------------------------------------
 // Configuration
@@ -176,6 +177,10 @@ pub struct ferry_stats {
     pub host_pageable_bytes: u64,
 }
 
+/// Pinning progress: `(user, pinned_bytes, pageable_bytes, total_bytes)`; `None` is NULL.
+pub type ferry_pin_progress_fn =
+    Option<unsafe extern "C" fn(user: *mut c_void, pinned: u64, pageable: u64, total: u64)>;
+
 // ----------------------------------------------------------------------------------------
 // Trace
 // ----------------------------------------------------------------------------------------
@@ -266,4 +271,9 @@ extern "C" {
     pub fn ferry_trace_start(runtime: *mut ferry_runtime, capacity: u32) -> ferry_status;
     pub fn ferry_trace_stop(runtime: *mut ferry_runtime) -> ferry_status;
     pub fn ferry_trace_dump(runtime: *mut ferry_runtime, path: *const c_char) -> ferry_status;
+    pub fn ferry_pin_progress_set(
+        runtime: *mut ferry_runtime,
+        callback: ferry_pin_progress_fn,
+        user: *mut c_void,
+    ) -> ferry_status;
 }

@@ -422,6 +422,7 @@ fn every_declared_function_links() {
         ("ferry_trace_start", ferry_trace_start as *const ()),
         ("ferry_trace_stop", ferry_trace_stop as *const ()),
         ("ferry_trace_dump", ferry_trace_dump as *const ()),
+        ("ferry_pin_progress_set", ferry_pin_progress_set as *const ()),
     ];
     for (name, f) in fns {
         assert!(!f.is_null(), "{name}");

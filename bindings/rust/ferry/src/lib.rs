@@ -63,6 +63,8 @@ pub enum Status {
     BackendUnavailable,
     Device,
     Internal,
+    /// Verify mode found frozen bytes changed on the device.
+    VerifyFailed,
     /// A code this crate does not know (a newer library).
     Unknown(u32),
 }
@@ -90,6 +92,7 @@ impl Status {
             sys::FERRY_ERROR_BACKEND_UNAVAILABLE => Status::BackendUnavailable,
             sys::FERRY_ERROR_DEVICE => Status::Device,
             sys::FERRY_ERROR_INTERNAL => Status::Internal,
+            sys::FERRY_ERROR_VERIFY_FAILED => Status::VerifyFailed,
             other => Status::Unknown(other),
         }
     }
@@ -116,6 +119,7 @@ impl Status {
             Status::BackendUnavailable => sys::FERRY_ERROR_BACKEND_UNAVAILABLE,
             Status::Device => sys::FERRY_ERROR_DEVICE,
             Status::Internal => sys::FERRY_ERROR_INTERNAL,
+            Status::VerifyFailed => sys::FERRY_ERROR_VERIFY_FAILED,
             Status::Unknown(raw) => raw,
         }
     }

@@ -1,0 +1,63 @@
+#include "staging.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime.hpp"
+
+namespace ferry {
+
+StagingRing::StagingRing(Device &device) : device_(device) {
+    try {
+        for (std::size_t i = 0; i < kBuffers; ++i) {
+            Buffer buffer;
+            buffer.data = static_cast<std::byte *>(device_.alloc_pinned(kBufferBytes));
+            buffers_.push_back(buffer);
+            buffers_.back().free = device_.create_event();
+        }
+    } catch (...) {
+        release();
+        throw;
+    }
+}
+
+StagingRing::~StagingRing() { release(); }
+
+void StagingRing::release() noexcept {
+    for (Buffer &buffer : buffers_) {
+        if (buffer.free != nullptr) device_.destroy_event(buffer.free);
+        device_.free_pinned(buffer.data, kBufferBytes);
+    }
+    buffers_.clear();
+}
+
+void StagingRing::copy_h2d(std::byte *dst, const std::byte *src, std::size_t bytes,
+                           const std::byte *pinned_end, Stream stream) {
+    const std::size_t direct =
+        src >= pinned_end
+            ? 0
+            : std::min<std::size_t>(bytes, static_cast<std::size_t>(pinned_end - src));
+    if (direct > 0) device_.copy_h2d(dst, src, direct, stream);
+    for (std::size_t done = direct; done < bytes;) {
+        Buffer &buffer = buffers_[next_++ % buffers_.size()];
+        device_.event_synchronize(buffer.free);
+        const std::size_t n = std::min(bytes - done, kBufferBytes);
+        std::memcpy(buffer.data, src + done, n);
+        device_.copy_h2d(dst + done, buffer.data, n, stream);
+        device_.record(buffer.free, stream);
+        done += n;
+    }
+}
+
+
+// onload()'s copy when part of the host store is pageable. The CPU reads the host bytes
+// now, so a writeback still in flight to them must land first.
+void Runtime::copy_image_staged(std::uint32_t group, std::byte *dst, Stream stream) {
+    const GroupDef &def = groups_[group];
+    const Event host_current = state_[group].host_current;
+    if (host_current != nullptr) device_->event_synchronize(host_current);
+    staging_->copy_h2d(dst, host_->base() + def.host_offset, def.image_bytes,
+                       host_->base() + host_->pinned_bytes(), stream);
+}
+
+}  // namespace ferry

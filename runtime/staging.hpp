@@ -1,0 +1,42 @@
+// The staging ring: with pageable_fallback, the host store's bytes past the pinned cap
+// are copied to the device through a few small pinned buffers, so that the DMA itself
+// always reads pinned memory. Each buffer is refilled once its previous copy has read it;
+// that host wait, and the CPU copy into the buffer, are the price of pageable bytes.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "device.hpp"
+
+namespace ferry {
+
+class StagingRing {
+   public:
+    static constexpr std::size_t kBuffers = 2;
+    static constexpr std::size_t kBufferBytes = 4u << 20;
+
+    explicit StagingRing(Device &device);
+    ~StagingRing();
+    StagingRing(const StagingRing &) = delete;
+    StagingRing &operator=(const StagingRing &) = delete;
+
+    // Copies `bytes` at `src` to `dst` on `stream`: the part below `pinned_end` directly,
+    // the rest through the ring. The host bytes must be current when this is called.
+    void copy_h2d(std::byte *dst, const std::byte *src, std::size_t bytes,
+                  const std::byte *pinned_end, Stream stream);
+
+   private:
+    void release() noexcept;
+
+    struct Buffer {
+        std::byte *data = nullptr;
+        Event free = nullptr;  // recorded after the last copy that read the buffer
+    };
+
+    Device &device_;
+    std::vector<Buffer> buffers_;
+    std::size_t next_ = 0;
+};
+
+}  // namespace ferry

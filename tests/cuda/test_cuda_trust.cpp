@@ -1,0 +1,102 @@
+// Trust features on the cuda backend: the checksum device call, verify mode catching a
+// write into frozen weights, and pinning the host store in chunks.
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "checksum_ref.hpp"
+#include "device.hpp"
+#include "helpers.hpp"
+
+namespace {
+
+using ferry_test::pattern;
+
+ferry_runtime *cuda_runtime(int verify) {
+    ferry_config config;
+    ferry_config_init(&config);
+    config.backend = FERRY_BACKEND_CUDA;
+    config.vram_budget = 64ull << 20;
+    config.verify = verify;
+    ferry_runtime *rt = nullptr;
+    REQUIRE_FERRY(ferry_create(&config, &rt));
+    return rt;
+}
+
+void count_chunks(void *user, std::uint64_t, std::uint64_t, std::uint64_t) {
+    ++*static_cast<int *>(user);
+}
+
+}  // namespace
+
+TEST_CASE("the checksum device call lands checksum_ref in a result word on a stream") {
+    std::unique_ptr<ferry::Device> device = ferry::make_cuda_device(0);
+    const std::size_t bytes = 3 * 1000 * 1000 + 5;
+    const std::vector<unsigned char> data = pattern(bytes, 11);
+    void *dev = device->reserve(bytes);
+    ferry::Stream stream = device->create_stream();
+    std::uint64_t *words = device->alloc_checksum_results(4);
+    REQUIRE_CUDA(cudaMemcpy(dev, data.data(), bytes, cudaMemcpyHostToDevice));
+    device->checksum(dev, bytes, words + 2, stream);
+    device->checksum(static_cast<unsigned char *>(dev) + 1, 77, words + 3, stream);
+    device->stream_synchronize(stream);
+    CHECK(words[2] == ferry::kernels::checksum_ref(data.data(), bytes));
+    CHECK(words[3] == ferry::kernels::checksum_ref(data.data() + 1, 77));
+    device->free_checksum_results(words);
+    device->destroy_stream(stream);
+    device->unreserve(dev);
+}
+
+TEST_CASE("verify mode on cuda names the tensor a kernel wrote into") {
+    ferry_runtime *rt = cuda_runtime(1);
+    ferry_group group;
+    ferry_tensor frozen;
+    REQUIRE_FERRY(ferry_group_define(rt, "block", &group));
+    REQUIRE_FERRY(ferry_tensor_define(rt, group, "weight", 1 << 20, FERRY_DTYPE_UNKNOWN, 0,
+                                      nullptr, 0, &frozen));
+    REQUIRE_FERRY(ferry_plan(rt));
+    const std::vector<unsigned char> data = pattern(1 << 20, 3);
+    REQUIRE_FERRY(ferry_tensor_copy_in(rt, frozen, 0, data.data(), data.size()));
+    REQUIRE_FERRY(ferry_seal(rt));
+    for (int pass = 0; pass < 3; ++pass) {  // clean passes find nothing
+        REQUIRE_FERRY(ferry_acquire(rt, group, nullptr));
+        REQUIRE_FERRY(ferry_release(rt, group, nullptr));
+    }
+    REQUIRE_FERRY(ferry_synchronize(rt));
+    REQUIRE_FERRY(ferry_acquire(rt, group, nullptr));
+    void *ptr = nullptr;
+    REQUIRE_FERRY(ferry_tensor_device_ptr(rt, frozen, &ptr));
+    REQUIRE_CUDA(cudaMemsetAsync(static_cast<char *>(ptr) + 4096, 0x5a, 1, nullptr));
+    REQUIRE_FERRY(ferry_release(rt, group, nullptr));
+    REQUIRE(ferry_synchronize(rt) == FERRY_ERROR_VERIFY_FAILED);
+    REQUIRE(std::string(ferry_last_error()).find("tensor 'weight'") != std::string::npos);
+    ferry_stats stats;
+    stats.struct_size = sizeof stats;
+    REQUIRE_FERRY(ferry_stats_get(rt, &stats));
+    REQUIRE(stats.verify_checks == 4);
+    REQUIRE(stats.verify_failures == 1);
+    REQUIRE_FERRY(ferry_destroy(rt));
+}
+
+TEST_CASE("the host store is pinned chunk by chunk on cuda, progress reported") {
+    setenv("FERRY_PIN_CHUNK", "1048576", 1);
+    ferry_runtime *rt = cuda_runtime(0);
+    unsetenv("FERRY_PIN_CHUNK");
+    int chunks = 0;
+    REQUIRE_FERRY(ferry_pin_progress_set(rt, &count_chunks, &chunks));
+    ferry_group group;
+    ferry_tensor tensor;
+    REQUIRE_FERRY(ferry_group_define(rt, "block", &group));
+    REQUIRE_FERRY(ferry_tensor_define(rt, group, "weight", 8 << 20, FERRY_DTYPE_UNKNOWN, 0,
+                                      nullptr, 0, &tensor));
+    REQUIRE_FERRY(ferry_plan(rt));
+    REQUIRE(chunks == 8);
+    ferry_stats stats;
+    stats.struct_size = sizeof stats;
+    REQUIRE_FERRY(ferry_stats_get(rt, &stats));
+    REQUIRE(stats.host_pinned_bytes == 8u << 20);
+    REQUIRE(stats.host_pageable_bytes == 0);
+    REQUIRE_FERRY(ferry_destroy(rt));
+}
