@@ -11,6 +11,7 @@
 #include <unordered_set>
 
 #include "error.hpp"
+#include "names.hpp"
 
 namespace ferry {
 namespace {
@@ -32,15 +33,6 @@ void unregister_serial(std::uint32_t serial) {
 }
 
 std::uint64_t align_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
-
-const char *phase_name(ferry_phase phase) {
-    switch (phase) {
-        case FERRY_PHASE_DEFINE: return "DEFINE";
-        case FERRY_PHASE_PLANNED: return "PLANNED";
-        case FERRY_PHASE_SEALED: return "SEALED";
-    }
-    return "?";
-}
 
 std::uint64_t dtype_bytes(ferry_dtype dtype) {
     switch (dtype) {

@@ -9,26 +9,10 @@
 
 #include "clock.hpp"
 #include "error.hpp"
+#include "names.hpp"
 
 namespace ferry {
 namespace {
-
-std::string json_string(const std::string &text) {
-    std::string out = "\"";
-    for (const char c : text) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (static_cast<unsigned char>(c) < 0x20) {
-            char escaped[8];
-            std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
-            out += escaped;
-        } else {
-            out += c;
-        }
-    }
-    return out + "\"";
-}
 
 std::string micros(std::int64_t ns) {
     char text[32];

@@ -4,10 +4,14 @@
 #include <cstdio>
 #include <sstream>
 
+#include "names.hpp"
 #include "stats_layout.hpp"
 
 namespace ferry_stat {
 namespace {
+
+using ferry::json_string;
+using ferry::phase_name;
 
 std::string format(const char *fmt, double value) {
     char text[64];
@@ -29,15 +33,6 @@ const char *backend_name(ferry_backend backend) {
     return backend == FERRY_BACKEND_CUDA ? "cuda" : backend == FERRY_BACKEND_SIM ? "sim" : "?";
 }
 
-const char *phase_name(ferry_phase phase) {
-    switch (phase) {
-        case FERRY_PHASE_DEFINE: return "DEFINE";
-        case FERRY_PHASE_PLANNED: return "PLANNED";
-        case FERRY_PHASE_SEALED: return "SEALED";
-    }
-    return "?";
-}
-
 std::string percent(double fraction) {
     return fraction < 0 ? "-" : format("%.1f%%", fraction * 100.0);
 }
@@ -53,23 +48,6 @@ double mean_onload_ms(const ferry::GroupSnapshot &g) {
     return g.timed_onloads == 0 ? 0.0
                                 : static_cast<double>(g.total_onload_ns) /
                                       static_cast<double>(g.timed_onloads) / 1e6;
-}
-
-std::string json_string(const std::string &text) {
-    std::string out = "\"";
-    for (const char c : text) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (static_cast<unsigned char>(c) < 0x20) {
-            char escaped[8];
-            std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
-            out += escaped;
-        } else {
-            out += c;
-        }
-    }
-    return out + "\"";
 }
 
 // JSON has no NaN or infinity; every rate here is finite.
