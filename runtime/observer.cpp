@@ -87,6 +87,9 @@ void Observer::touch(std::uint32_t group) {
 
 Observer::Span *Observer::claim(int kind, std::uint32_t group, Stream stream,
                                 std::uint64_t bytes) {
+    // Device timestamps cost the hot path a stream operation each: taken only while
+    // someone looks (a published segment or a recording trace).
+    if (segment_ == nullptr && !trace_.recording()) return nullptr;
     while (tail_ < head_ && !spans_[tail_ % spans_.size()].open) ++tail_;
     if (head_ - tail_ == spans_.size()) return nullptr;  // ring full: this one goes untimed
     Span &span = spans_[head_++ % spans_.size()];

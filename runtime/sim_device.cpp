@@ -80,12 +80,16 @@ class SimStream {
     }
 
     void submit(std::function<void()> task) {
+        bool was_empty = false;
         {
             std::lock_guard<std::mutex> lock(mutex_);
+            was_empty = tasks_.empty();
             tasks_.push_back(std::move(task));
             ++submitted_;
         }
-        cv_.notify_all();
+        // The worker sleeps only on an empty queue: a burst of tasks (wait, copy, record)
+        // costs one wake-up, not three.
+        if (was_empty) cv_.notify_one();
     }
 
     void synchronize() {

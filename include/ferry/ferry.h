@@ -336,7 +336,8 @@ typedef struct ferry_stats {
     uint64_t slab_used_peak_bytes;
     uint64_t host_pinned_bytes;    /* pinned host arena                                  */
     uint64_t host_pinned_peak_bytes;
-    uint64_t stall_ns;             /* time compute waited on ferry's copies              */
+    uint64_t stall_ns;             /* time compute waited on copies, measured while stats
+                                      are published or a trace records                  */
     uint64_t writebacks_skipped;   /* mutable tensors found unchanged, not written back  */
     uint64_t verify_checks;        /* releases whose frozen bytes were checksummed       */
     uint64_t verify_failures;      /* ... and found changed                              */
