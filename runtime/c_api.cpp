@@ -10,6 +10,7 @@
 #include "error.hpp"
 #include "error_state.hpp"
 #include "ferry/ferry.h"
+#include "names.hpp"
 #include "runtime.hpp"
 
 #define FERRY_STRINGIFY_(x) #x
@@ -43,11 +44,6 @@ ferry::Runtime &runtime_of(ferry_runtime *runtime) {
     return runtime->impl;
 }
 
-std::string hex(std::uint64_t value) {
-    char text[19];
-    std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(value));
-    return text;
-}
 
 // Checks a handle's runtime, kind and range; returns its index.
 std::uint32_t index_of(ferry::Runtime &runtime, std::uint64_t id, HandleKind kind) {
@@ -70,7 +66,7 @@ std::uint32_t index_of(ferry::Runtime &runtime, std::uint64_t id, HandleKind kin
     FERRY_EXPECTS(serial == runtime.serial() && handle_kind == kind && index_plus_one >= 1 &&
                       index_plus_one <= count,
                   FERRY_ERROR_INVALID_HANDLE,
-                  std::string(what) + " handle " + hex(id) + " is not a " + what +
+                  std::string(what) + " handle " + ferry::hex(id) + " is not a " + what +
                       " of this runtime");
     return index_plus_one - 1;
 }

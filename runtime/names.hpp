@@ -1,6 +1,7 @@
 // Text shared by the runtime's messages and the tools that print its state.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
@@ -15,6 +16,13 @@ inline const char *phase_name(ferry_phase phase) {
         case FERRY_PHASE_SEALED: return "SEALED";
     }
     return "?";
+}
+
+// "0x" and 16 hex digits: handles and checksums in messages.
+inline std::string hex(std::uint64_t value) {
+    char text[19];
+    std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(value));
+    return text;
 }
 
 // `text` as a JSON string literal, quotes included.

@@ -206,6 +206,7 @@ void Observer::consume(Span &span, ferry_stats &stats) {
 }
 
 void Observer::collect(ferry_stats &stats) {
+    if (tail_ == head_) return;  // no span open: no timestamp pending on the device
     device_.poll_timestamps();
     for (std::uint64_t at = tail_; at < head_; ++at) {
         Span &span = spans_[at % spans_.size()];

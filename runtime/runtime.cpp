@@ -485,13 +485,12 @@ void Runtime::plan() {
         throw;
     }
 
-    plan_ = std::move(plan);
     stats_.groups = groups_.size();
     stats_.resident_groups = static_cast<std::uint64_t>(
-        std::count(plan_.resident.begin(), plan_.resident.end(), true));
-    stats_.size_classes = plan_.class_slot_bytes.size();
+        std::count(plan.resident.begin(), plan.resident.end(), true));
+    stats_.size_classes = plan.class_slot_bytes.size();
     stats_.streaming_slots = slab_->layout().streaming.size();
-    stats_.streamed_bytes_per_pass = plan_.streamed_bytes_per_pass;
+    stats_.streamed_bytes_per_pass = plan.streamed_bytes_per_pass;
     stats_.slab_bytes = slab_->layout().total_bytes();
     stats_.slab_resident_bytes = slab_->layout().resident_bytes;
     stats_.slab_streaming_bytes = slab_->layout().streaming_bytes;
@@ -567,10 +566,10 @@ void Runtime::seal() {
 
 ferry_stats Runtime::stats() {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (verifier_ != nullptr) stats_.verify_failures = verifier_->failures();
     observer_->refresh(stats_, phase_);
     ferry_stats out = stats_;
     out.struct_size = sizeof(ferry_stats);
-    if (verifier_ != nullptr) out.verify_failures = verifier_->failures();
     out.phase = phase_;
     return out;
 }

@@ -188,7 +188,6 @@ class Runtime {
     std::vector<std::uint32_t> declared_schedule_;
 
     // Set at plan.
-    Plan plan_;
     std::unique_ptr<HostStore> host_;
     std::unique_ptr<Slab> slab_;
     Stream copy_stream_ = nullptr;  // nullptr in synchronous mode
@@ -236,7 +235,3 @@ std::uint32_t last_runtime_serial();
 
 // For tests and tools built with the core: the C++ runtime behind a C handle.
 ferry::Runtime &ferry_runtime_impl(ferry_runtime *runtime);
-
-namespace ferry {
-
-}  // namespace ferry

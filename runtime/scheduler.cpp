@@ -58,7 +58,9 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
-    if (staging_ == nullptr) {
+    // Pinning covers a prefix of the host store: only images that reach past it need
+    // the staging ring (and its host waits).
+    if (def.host_offset + def.image_bytes <= host_->pinned_bytes()) {
         observer_->copy_h2d(group, slot.device, host_->base() + def.host_offset,
                             def.image_bytes, stream);
     } else {
@@ -170,6 +172,7 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
     Event ready = nullptr;
     Observer::Token observed;
     std::uint64_t *counter = nullptr;  // the hit/miss count this acquire added to
+    bool used_prefetch = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         require_phase(FERRY_PHASE_SEALED, "acquiring a group");
@@ -193,12 +196,13 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
             // A holder may write: order it after every earlier holder's work, on any stream.
             device_->stream_wait(stream, slots_[state.slot].released);
         }
-        // Nothing below can fail: the acquire is committed.
+        // Committed here; only the wait below can still fail, and it undoes the counts.
         counter = state.resident ? &stats_.resident_hits
                   : missed       ? &stats_.misses
                                  : &stats_.hits;
         ++*counter;
-        if (counter == &stats_.hits && state.prefetched_unused) ++stats_.prefetches_used;
+        used_prefetch = counter == &stats_.hits && state.prefetched_unused;
+        if (used_prefetch) ++stats_.prefetches_used;
         if (!state.resident) ready = slots_[state.slot].ready;
         state.prefetched_unused = false;
         ++state.pins;
@@ -222,6 +226,10 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         --state_[group].pins;
         --*counter;
         --stats_.acquires;
+        if (used_prefetch) {
+            --stats_.prefetches_used;
+            state_[group].prefetched_unused = true;
+        }
         throw;
     }
 }
@@ -292,6 +300,7 @@ void Runtime::synchronize() {
     for (const GroupState &state : state_) {
         if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
     }
+    if (verifier_ != nullptr) stats_.verify_failures = verifier_->failures();
     observer_->publish(stats_, phase_);
 }
 

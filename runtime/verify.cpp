@@ -6,18 +6,10 @@
 #include <string>
 
 #include "../kernels/checksum_ref.hpp"
+#include "names.hpp"
 #include "runtime.hpp"
 
 namespace ferry {
-namespace {
-
-std::string hex(std::uint64_t value) {
-    char text[19];
-    std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(value));
-    return text;
-}
-
-}  // namespace
 
 void Runtime::set_pin_progress(ferry_pin_progress_fn fn, void *user) {
     std::lock_guard<std::mutex> lock(mutex_);

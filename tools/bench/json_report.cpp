@@ -6,24 +6,12 @@
 #include <sstream>
 
 #include "ferry/ferry.h"
+#include "names.hpp"
 
 namespace bench {
 namespace {
 
-std::string quoted(const std::string &text) {
-    std::string out = "\"";
-    for (char c : text) {
-        if (c == '"' || c == '\\') out += '\\';
-        if (static_cast<unsigned char>(c) < 0x20) {
-            char escape[8];
-            std::snprintf(escape, sizeof escape, "\\u%04x", c);
-            out += escape;
-            continue;
-        }
-        out += c;
-    }
-    return out + "\"";
-}
+using ferry::json_string;
 
 std::string number(double value) {
     if (!std::isfinite(value)) return "null";
@@ -39,7 +27,7 @@ class Object {
    public:
     Object(std::ostringstream &out, int indent) : out_(out), indent_(indent) { out_ << "{"; }
     Object &field(const std::string &key, const std::string &raw_value) {
-        out_ << (first_ ? "\n" : ",\n") << std::string(indent_ + 2, ' ') << quoted(key) << ": "
+        out_ << (first_ ? "\n" : ",\n") << std::string(indent_ + 2, ' ') << json_string(key) << ": "
              << raw_value;
         first_ = false;
         return *this;
@@ -75,13 +63,13 @@ std::string strategy(const Figures &f) {
 bool write_json(const Run &run, const std::string &path) {
     std::ostringstream out;
     Object top(out, 0);
-    top.field("ferry_version", quoted(ferry_version()))
-        .field("backend", quoted(run.backend))
-        .field("device", quoted(run.device));
+    top.field("ferry_version", json_string(ferry_version()))
+        .field("backend", json_string(run.backend))
+        .field("device", json_string(run.device));
     {
         std::ostringstream model;
         Object o(model, 2);
-        o.field("name", quoted(run.model_name))
+        o.field("name", json_string(run.model_name))
             .field("scale", number(run.scale))
             .field("groups", number(run.groups))
             .field("tensors", number(run.tensors))
@@ -108,7 +96,7 @@ bool write_json(const Run &run, const std::string &path) {
     Object s(strategies, 2), v(verdicts, 2), x(speedups, 2);
     for (const Figures &f : run.strategies) {
         s.field(f.measured.name, strategy(f));
-        v.field(f.measured.name, quoted(f.verdict));
+        v.field(f.measured.name, json_string(f.verdict));
         if (f.ferry_speedup > 0.0) x.field(f.measured.name, number(f.ferry_speedup));
     }
     s.close();
@@ -133,7 +121,7 @@ bool write_json(const Run &run, const std::string &path) {
         targets << "[";
         for (std::size_t i = 0; i < run.targets.size(); ++i) {
             const Target &t = run.targets[i];
-            targets << (i ? ",\n    " : "\n    ") << "{\"name\": " << quoted(t.name)
+            targets << (i ? ",\n    " : "\n    ") << "{\"name\": " << json_string(t.name)
                     << ", \"value\": " << number(t.value) << ", \"limit\": " << number(t.limit)
                     << ", \"met\": " << (t.met ? "true" : "false") << "}";
         }
