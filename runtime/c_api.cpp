@@ -303,10 +303,20 @@ ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group, int32_t
         int is_resident = 0;
         int klass = -1;
         std::uint64_t bytes = 0;
-        rt.group_info(index_of(rt, group.id, kGroupHandle), &is_resident, &klass, &bytes);
+        rt.group_info(index_of(rt, group.id, kGroupHandle), &is_resident, &klass, &bytes,
+                      nullptr);
         if (resident != nullptr) *resident = is_resident;
         if (size_class != nullptr) *size_class = klass;
         if (image_bytes != nullptr) *image_bytes = bytes;
+    });
+}
+
+ferry_status ferry_group_resident_bytes(ferry_runtime *runtime, ferry_group group,
+                                        uint64_t *out) {
+    return guarded("ferry_group_resident_bytes", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        rt.group_info(index_of(rt, group.id, kGroupHandle), nullptr, nullptr, nullptr, out);
     });
 }
 

@@ -55,8 +55,9 @@ Observer::~Observer() = default;
 std::string Observer::segment_name() const { return segment_ ? segment_->name() : ""; }
 
 void Observer::planned(const std::vector<std::string> &names,
-                       const std::vector<std::uint64_t> &bytes, const std::vector<int> &size_class,
-                       Stream copy_stream) {
+                       const std::vector<std::uint64_t> &bytes,
+                       const std::vector<std::uint64_t> &resident_bytes,
+                       const std::vector<int> &size_class, Stream copy_stream) {
     group_names_ = names;
     for (const std::string &name : names) {
         onload_labels_.push_back("ferry onload " + name);
@@ -67,7 +68,7 @@ void Observer::planned(const std::vector<std::string> &names,
     changed_rows_.reserve(names.size());
     holds_.assign(names.size(), nullptr);
     tracks_[0] = copy_stream;
-    if (segment_) segment_->set_groups(names, bytes, size_class);
+    if (segment_) segment_->set_groups(names, bytes, resident_bytes, size_class);
 }
 
 std::uint32_t Observer::track_of(Stream stream) {

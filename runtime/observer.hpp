@@ -48,8 +48,10 @@ class Observer {
     Observer(const Observer &) = delete;
     Observer &operator=(const Observer &) = delete;
 
-    // At plan: the groups, their placement (size class -1: resident) and the copy stream.
+    // At plan: the groups, their placement (size class -1: resident; resident_bytes: what
+    // stays on the device, a split group's head) and the copy stream.
     void planned(const std::vector<std::string> &names, const std::vector<std::uint64_t> &bytes,
+                 const std::vector<std::uint64_t> &resident_bytes,
                  const std::vector<int> &size_class, Stream copy_stream);
 
     // The device copies, timed, counted per group and wrapped in a profiler range.

@@ -10,6 +10,14 @@
 // picks which of the others are resident too, in the capacity the reserve leaves. Groups
 // are sorted by size, so the candidates of every threshold are a prefix of that order and
 // one knapsack table, filled item by item, answers all thresholds: O(groups * buckets).
+//
+// Splitting: whole groups waste up to a group of the budget, and the streaming reserve is
+// slots x a whole group. Groups given as pieces can instead keep a resident head and
+// stream a tail of at most `cap` bytes, so the reserve shrinks to slots x cap and the
+// budget fills to within a piece. Sixty equal blocks at half the model then stream about
+// 60/58 of the half instead of half plus two blocks. For each cap on a grid, tails are
+// taken, least used groups first, until what stays resident fits; the split plan is kept
+// when it streams fewer bytes than the best whole-group plan.
 #include "planner.hpp"
 
 #include <algorithm>
@@ -59,6 +67,21 @@ std::vector<std::uint64_t> validated_uses(const PlanInput &in) {
         FERRY_EXPECTS(value != kMax && add_sat(total, value) != kMax, FERRY_ERROR_INVALID_ARGUMENT,
                 "the bytes streamed per pass would overflow 64 bits at " + group);
         total += value;
+    }
+    FERRY_EXPECTS(in.pieces.empty() || in.pieces.size() == n, FERRY_ERROR_INVALID_ARGUMENT,
+            "pieces has " + std::to_string(in.pieces.size()) + " entries for " +
+                std::to_string(n) + " groups (leave it empty for no splitting)");
+    for (std::size_t i = 0; i < in.pieces.size(); ++i) {
+        std::uint64_t sum = 0;
+        for (std::uint64_t piece : in.pieces[i]) {
+            FERRY_EXPECTS(piece > 0 && piece <= in.group_bytes[i], FERRY_ERROR_INVALID_ARGUMENT,
+                    "group " + std::to_string(i) + " has a piece of " + bytes_str(piece));
+            sum += piece;
+        }
+        FERRY_EXPECTS(in.pieces[i].empty() || sum == in.group_bytes[i],
+                FERRY_ERROR_INVALID_ARGUMENT,
+                "the pieces of group " + std::to_string(i) + " sum to " + bytes_str(sum) +
+                    ", not to its " + bytes_str(in.group_bytes[i]));
     }
     return uses;
 }
@@ -212,6 +235,8 @@ Plan lay_out(const PlanInput &in, const std::vector<std::uint64_t> &uses,
     Plan plan;
     plan.resident = std::move(resident);
     plan.size_class.assign(n, -1);
+    plan.in_head.assign(n, {});
+    plan.head_bytes.assign(n, 0);
     std::uint64_t largest_streamed = 0;
     for (std::size_t i = 0; i < n; ++i) {
         if (plan.resident[i]) {
@@ -226,6 +251,117 @@ Plan lay_out(const PlanInput &in, const std::vector<std::uint64_t> &uses,
     plan.class_slot_bytes = {largest_streamed};
     plan.streaming_bytes = in.slots_per_class * largest_streamed;
     return plan;
+}
+
+// Largest tails under a cap: each group's pieces, biggest first, go to the tail while
+// they fit (first fit decreasing). Groups without pieces move whole or not at all.
+class Splitter {
+   public:
+    explicit Splitter(const PlanInput &in) : in_(in), biggest_first_(in.group_bytes.size()) {
+        for (std::size_t g = 0; g < in.pieces.size(); ++g) {
+            std::vector<std::size_t> &order = biggest_first_[g];
+            order.resize(in.pieces[g].size());
+            std::iota(order.begin(), order.end(), 0);
+            std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+                return in.pieces[g][a] > in.pieces[g][b];
+            });
+        }
+    }
+
+    bool any_splittable() const {
+        for (const auto &order : biggest_first_)
+            if (order.size() > 1) return true;
+        return false;
+    }
+
+    // The tail's bytes; *in_head gets the pieces left out of it, or is emptied when the
+    // whole group fits the cap (or the group has no pieces).
+    std::uint64_t tail(std::size_t g, std::uint64_t cap, std::vector<bool> *in_head) const {
+        const std::uint64_t bytes = in_.group_bytes[g];
+        in_head->clear();
+        if (bytes <= cap) return bytes;
+        if (biggest_first_[g].size() < 2) return 0;
+        const std::vector<std::uint64_t> &pieces = in_.pieces[g];
+        in_head->assign(pieces.size(), true);
+        std::uint64_t tail = 0;
+        for (std::size_t piece : biggest_first_[g]) {
+            if (tail + pieces[piece] > cap) continue;
+            tail += pieces[piece];
+            (*in_head)[piece] = false;
+        }
+        if (tail == 0) in_head->clear();
+        return tail;
+    }
+
+    // The plan for one cap, if what stays resident fits: tails are taken from the least
+    // used groups (then the biggest tails) until enough bytes leave the device.
+    bool plan_for_cap(std::uint64_t cap, const std::vector<std::uint64_t> &uses,
+                      std::uint64_t total, Plan *plan) const {
+        const std::size_t n = in_.group_bytes.size();
+        const std::uint64_t reserve = mul_sat(in_.slots_per_class, cap);
+        if (reserve >= in_.budget) return false;
+        const std::uint64_t need = total - (in_.budget - reserve);  // bytes to stream
+        std::vector<std::vector<bool>> in_head(n);
+        std::vector<std::uint64_t> tails(n);
+        for (std::size_t g = 0; g < n; ++g) tails[g] = tail(g, cap, &in_head[g]);
+        std::vector<std::size_t> order(n);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+            return uses[a] != uses[b] ? uses[a] < uses[b] : tails[a] > tails[b];
+        });
+
+        Plan p;
+        p.resident.assign(n, true);
+        p.size_class.assign(n, -1);
+        p.in_head.assign(n, {});
+        p.head_bytes.assign(n, 0);
+        std::uint64_t streamed = 0, largest = 0;
+        for (std::size_t g : order) {
+            if (streamed >= need) break;
+            if (tails[g] == 0) continue;
+            p.resident[g] = false;
+            p.size_class[g] = 0;
+            p.head_bytes[g] = in_.group_bytes[g] - tails[g];
+            p.in_head[g] = std::move(in_head[g]);
+            streamed += tails[g];
+            largest = std::max(largest, tails[g]);
+            p.streamed_bytes_per_pass += tails[g] * uses[g];
+        }
+        if (streamed < need) return false;
+        p.resident_bytes = total - streamed;
+        p.class_slot_bytes = {largest};
+        p.streaming_bytes = in_.slots_per_class * largest;
+        if (p.resident_bytes + p.streaming_bytes > in_.budget) return false;
+        *plan = std::move(p);
+        return true;
+    }
+
+   private:
+    const PlanInput &in_;
+    std::vector<std::vector<std::size_t>> biggest_first_;  // per group: piece indices
+};
+
+// The split plan that streams least, when it beats `whole` (see the top of the file).
+void try_splitting(const PlanInput &in, const std::vector<std::uint64_t> &uses, Plan &whole) {
+    if (whole.streamed_bytes_per_pass == 0 || in.pieces.empty()) return;
+    const Splitter splitter(in);
+    if (!splitter.any_splittable()) return;
+    const std::uint64_t total =
+        std::accumulate(in.group_bytes.begin(), in.group_bytes.end(), std::uint64_t{0});
+    const std::uint64_t largest =
+        *std::max_element(in.group_bytes.begin(), in.group_bytes.end());
+    constexpr std::uint64_t kCaps = 512;
+    std::vector<std::uint64_t> caps(in.group_bytes);
+    for (std::uint64_t k = 1; k <= kCaps; ++k) caps.push_back(largest / kCaps * k);
+    std::sort(caps.begin(), caps.end());
+    caps.erase(std::unique(caps.begin(), caps.end()), caps.end());
+    Plan candidate;
+    for (std::uint64_t cap : caps) {
+        if (cap == 0 || !splitter.plan_for_cap(cap, uses, total, &candidate)) continue;
+        if (candidate.streamed_bytes_per_pass < whole.streamed_bytes_per_pass) {
+            whole = std::move(candidate);
+        }
+    }
 }
 
 }  // namespace
@@ -252,9 +388,11 @@ Plan make_plan(const PlanInput &input) {
                         " is too small: this model needs at least " + bytes_str(min.bytes) +
                         " (" + why + ")");
     }
-    return lay_out(input, uses,
-                   choose_resident(input.group_bytes, uses, input.budget,
-                                   input.slots_per_class));
+    Plan plan = lay_out(input, uses,
+                        choose_resident(input.group_bytes, uses, input.budget,
+                                        input.slots_per_class));
+    try_splitting(input, uses, plan);
+    return plan;
 }
 
 }  // namespace ferry

@@ -1,6 +1,8 @@
 // The planner: at plan time, chooses which groups stay resident in VRAM and how the
 // streamed ones are split into size classes, so that the bytes copied per pass are as
-// few as the budget allows once the streaming slots are set aside.
+// few as the budget allows once the streaming slots are set aside. A group given as
+// pieces (its tensors) may also be split: a head of pieces stays resident and only the
+// tail is streamed, into slots the size of the largest tail.
 #pragma once
 
 #include <cstdint>
@@ -14,15 +16,22 @@ struct PlanInput {
                                                // empty means 1 for every group
     std::uint64_t budget = 0;                  // VRAM bytes
     std::uint32_t slots_per_class = 2;         // streaming slots per size class (>= 2)
+    // Per group, the bytes of the pieces it may be split between a resident head and a
+    // streamed tail, summing to its bytes. Empty (for all or for one group): never split.
+    std::vector<std::vector<std::uint64_t>> pieces;
 };
 
 struct Plan {
     std::vector<bool> resident;                // per group
     std::vector<int> size_class;               // per group: class index, -1 when resident
+    // Per streamed group: which of its pieces form the resident head (empty: none), and
+    // their bytes. The slot holds the tail, group bytes - head_bytes.
+    std::vector<std::vector<bool>> in_head;
+    std::vector<std::uint64_t> head_bytes;
     std::vector<std::uint64_t> class_slot_bytes;  // per class: bytes of each of its slots
-    std::uint64_t resident_bytes = 0;          // sum of resident group bytes
+    std::uint64_t resident_bytes = 0;          // resident groups' bytes plus all heads
     std::uint64_t streaming_bytes = 0;         // slots_per_class * sum(class_slot_bytes)
-    std::uint64_t streamed_bytes_per_pass = 0;  // sum over streamed groups of bytes * uses
+    std::uint64_t streamed_bytes_per_pass = 0;  // sum over streamed groups of tail * uses
 };
 
 // The cheapest VRAM footprint any plan can have: the largest group must fit into slots

@@ -96,6 +96,10 @@ void spread_residents(Plan &plan, const std::vector<std::uint64_t> &bytes,
                 done[g] = true;
             }
         }
+        // Split groups keep their heads where the planner put them.
+        same.erase(std::remove_if(same.begin(), same.end(),
+                                  [&](std::uint32_t g) { return plan.head_bytes[g] > 0; }),
+                   same.end());
         std::size_t resident = 0;
         int streamed_class = -1;
         for (std::uint32_t g : same) {
@@ -413,6 +417,28 @@ void Runtime::lay_out_images() {
     }
 }
 
+// A split group's image again, its head tensors first: the planner chose them by their
+// aligned sizes, so the head ends exactly at the plan's head_bytes.
+void Runtime::lay_out_heads(const Plan &plan) {
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+        GroupDef &group = groups_[g];
+        if (plan.head_bytes[g] == 0) continue;
+        std::uint64_t end = 0;
+        for (bool head_pass : {true, false}) {
+            if (!head_pass) group.head_bytes = end;
+            for (std::size_t i = 0; i < group.tensors.size(); ++i) {
+                if (plan.in_head[g][i] != head_pass) continue;
+                TensorDef &tensor = tensors_[group.tensors[i]];
+                tensor.offset = end;
+                end = align_up(end + tensor.bytes, kImageAlignment);
+            }
+        }
+        FERRY_EXPECTS(group.head_bytes == plan.head_bytes[g] && end == group.image_bytes,
+                      FERRY_ERROR_INTERNAL, describe_group(g) + ": the split layout disagrees "
+                      "with the plan");
+    }
+}
+
 std::vector<std::uint64_t> Runtime::uses_per_pass() const {
     std::vector<std::uint64_t> uses(groups_.size(), declared_schedule_.empty() ? 1 : 0);
     for (std::uint32_t g : declared_schedule_) ++uses[g];
@@ -435,10 +461,22 @@ void Runtime::plan() {
     input.uses_per_pass = uses_per_pass();
     input.budget = options_.vram_budget;
     input.slots_per_class = options_.slots_per_class;
+    // Groups of frozen tensors may be split at tensor boundaries (planner.hpp). Groups
+    // with mutable tensors move whole, so that their writeback is one slot's business.
+    for (const GroupDef &group : groups_) {
+        std::vector<std::uint64_t> pieces;
+        if (!group.has_mutable) {
+            for (std::uint32_t t : group.tensors) {
+                pieces.push_back(align_up(tensors_[t].bytes, kImageAlignment));
+            }
+        }
+        input.pieces.push_back(std::move(pieces));
+    }
     Plan plan = make_plan(input);
     std::vector<std::uint32_t> pass_order = declared_schedule_;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
     spread_residents(plan, input.group_bytes, input.uses_per_pass, pass_order);
+    lay_out_heads(plan);
 
     try {
         std::uint64_t host_bytes = 0;
@@ -460,6 +498,9 @@ void Runtime::plan() {
             state.resident = plan.resident[g];
             state.size_class = plan.size_class[g];
             if (groups_[g].has_mutable) state.host_current = device_->create_event();
+            if (groups_[g].head_bytes > 0) {
+                state.head = slab_->at(static_cast<std::uint64_t>(layout.resident_offset[g]));
+            }
             if (!state.resident) continue;
             SlotState slot;
             slot.device = slab_->at(static_cast<std::uint64_t>(layout.resident_offset[g]));
@@ -536,6 +577,7 @@ void Runtime::seal() {
         const Stream stream = copy_stream_for(nullptr);
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
             if (state_[g].resident) onload(g, state_[g].slot, stream);
+            if (state_[g].head != nullptr) onload_head(g, stream);
         }
         device_->stream_synchronize(stream);
         const std::uint64_t page = HostStore::page_size();
@@ -546,6 +588,8 @@ void Runtime::seal() {
         undo_seal();
         throw;
     }
+    for (const GroupDef &group : groups_) stats_.slab_used_bytes += group.head_bytes;
+    stats_.slab_used_peak_bytes = std::max(stats_.slab_used_peak_bytes, stats_.slab_used_bytes);
 
     // Prefetch follows the declared schedule; without one it guesses definition order
     // until the first pass has been learned.
@@ -575,7 +619,7 @@ ferry_stats Runtime::stats() {
 }
 
 void Runtime::group_info(std::uint32_t group, int *resident, int *size_class,
-                         std::uint64_t *image_bytes) {
+                         std::uint64_t *image_bytes, std::uint64_t *resident_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     FERRY_EXPECTS(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
             "group placement is known after ferry_plan; runtime '" + options_.name +
@@ -583,6 +627,7 @@ void Runtime::group_info(std::uint32_t group, int *resident, int *size_class,
     if (resident != nullptr) *resident = state_[group].resident ? 1 : 0;
     if (size_class != nullptr) *size_class = state_[group].size_class;
     if (image_bytes != nullptr) *image_bytes = groups_[group].image_bytes;
+    if (resident_bytes != nullptr) *resident_bytes = resident_bytes_of(group);
 }
 
 }  // namespace ferry

@@ -63,8 +63,10 @@ struct GroupDef {
     std::uint64_t defined_bytes = 0;  // sum of tensor bytes
     bool has_mutable = false;
     // Set at plan. Immutable tensors come first, then (page-aligned, so the immutable
-    // pages can be made read-only) the mutable ones.
+    // pages can be made read-only) the mutable ones. A split group's head tensors come
+    // first of all.
     std::uint64_t image_bytes = 0;
+    std::uint64_t head_bytes = 0;      // split groups: the image's resident prefix
     std::uint64_t mutable_offset = 0;  // == image_bytes when the group has none
     std::uint64_t host_offset = 0;     // page-aligned offset in the host store
 };
@@ -73,7 +75,9 @@ struct GroupDef {
 struct GroupState {
     bool resident = false;
     int size_class = -1;
-    int slot = -1;                  // index into Runtime::slots_, -1 when not on the device
+    int slot = -1;                  // index into Runtime::slots_, -1 when not on the device;
+                                    // holds the image from GroupDef::head_bytes on
+    std::byte *head = nullptr;      // split groups: where the head is, for the runtime's life
     std::uint32_t pins = 0;         // holders right now
     std::uint32_t releases_since_onload = 0;  // chained into the slot's `released`
     bool dirty = false;             // mutable bytes on the device may differ from host
@@ -130,7 +134,7 @@ class Runtime {
     void trace_dump(const char *path);
     std::string stats_segment_name();
     void group_info(std::uint32_t group, int *resident, int *size_class,
-                    std::uint64_t *image_bytes);
+                    std::uint64_t *image_bytes, std::uint64_t *resident_bytes);
 
     // For handle checks, without the lock: counts only grow.
     std::uint32_t group_count() const { return group_count_.load(std::memory_order_acquire); }
@@ -144,13 +148,20 @@ class Runtime {
    private:
     void require_phase(ferry_phase phase, const char *what) const;
     void lay_out_images();
+    void lay_out_heads(const Plan &plan);
     std::vector<std::uint64_t> uses_per_pass() const;
+    // Bytes of a planned group on the device for good: its image when resident, its head
+    // when split, else 0.
+    std::uint64_t resident_bytes_of(std::uint32_t group) const {
+        return state_[group].resident ? groups_[group].image_bytes : groups_[group].head_bytes;
+    }
     void release_plan_resources() noexcept;
     void observe_plan();  // runtime_observe.cpp
 
     // scheduler.cpp, all under mutex_.
     Stream copy_stream_for(Stream caller) const;
     void onload(std::uint32_t group, int slot, Stream stream);
+    void onload_head(std::uint32_t group, Stream stream);
     void evict(int slot, Stream stream);
     void write_back(std::uint32_t group, Stream stream);
     int choose_victim(int size_class) const;
@@ -171,7 +182,11 @@ class Runtime {
     void write_back_changed(std::uint32_t group, Stream stream);
     void recover_from_copy_error(const std::vector<std::uint32_t> &written) noexcept;
     void undo_seal() noexcept;
-    void copy_image_staged(std::uint32_t group, std::byte *dst, Stream stream);
+    void copy_image_part(std::uint32_t group, std::byte *dst, std::uint64_t begin,
+                         std::uint64_t end, Stream stream);
+    void copy_image_staged(std::uint32_t group, std::byte *dst, std::uint64_t begin,
+                           std::uint64_t end, Stream stream);
+    std::byte *device_address(const TensorDef &tensor) const;
 
     const std::uint32_t serial_;
     RuntimeOptions options_;

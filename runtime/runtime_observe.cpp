@@ -22,13 +22,15 @@ ObserverOptions observer_options(const RuntimeOptions &options) {
 void Runtime::observe_plan() {
     std::vector<std::string> names;
     std::vector<std::uint64_t> bytes;
+    std::vector<std::uint64_t> resident_bytes;
     std::vector<int> size_class;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
         names.push_back(groups_[g].name);
         bytes.push_back(groups_[g].image_bytes);
+        resident_bytes.push_back(resident_bytes_of(g));
         size_class.push_back(state_[g].resident ? -1 : state_[g].size_class);
     }
-    observer_->planned(names, bytes, size_class, copy_stream_);
+    observer_->planned(names, bytes, resident_bytes, size_class, copy_stream_);
     observer_->publish(stats_, phase_);
 }
 

@@ -30,8 +30,8 @@ void Runtime::write_back(std::uint32_t group, Stream stream) {
     for (std::uint32_t t : def.tensors) {
         const TensorDef &tensor = tensors_[t];
         if (!tensor.is_mutable) continue;  // frozen bytes never go device-to-host
-        observer_->copy_d2h(group, host + tensor.offset, slot.device + tensor.offset,
-                            tensor.bytes, stream);
+        observer_->copy_d2h(group, host + tensor.offset, device_address(tensor), tensor.bytes,
+                            stream);
         stats_.bytes_d2h += tensor.bytes;
         ++stats_.writebacks;
     }
@@ -58,22 +58,45 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
-    // Pinning covers a prefix of the host store: only images that reach past it need
-    // the staging ring (and its host waits).
-    if (def.host_offset + def.image_bytes <= host_->pinned_bytes()) {
-        observer_->copy_h2d(group, slot.device, host_->base() + def.host_offset,
-                            def.image_bytes, stream);
-    } else {
-        copy_image_staged(group, slot.device, stream);  // staging.cpp: pageable bytes
-    }
+    copy_image_part(group, slot.device, def.head_bytes, def.image_bytes, stream);
     device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;
     state.releases_since_onload = 0;
     ++stats_.onloads;
-    stats_.bytes_h2d += def.image_bytes;
+    stats_.bytes_h2d += def.image_bytes - def.head_bytes;
     stats_.slab_used_bytes += slot.bytes;
     stats_.slab_used_peak_bytes = std::max(stats_.slab_used_peak_bytes, stats_.slab_used_bytes);
+}
+
+// At seal: a split group's head, copied once. Frozen bytes, never overwritten: no
+// event guards it.
+void Runtime::onload_head(std::uint32_t group, Stream stream) {
+    const GroupDef &def = groups_[group];
+    copy_image_part(group, state_[group].head, 0, def.head_bytes, stream);
+    stats_.bytes_h2d += def.head_bytes;
+}
+
+// Bytes [begin, end) of a group's host image to `dst`, in one copy. Pinning covers a
+// prefix of the host store: only parts that reach past it need the staging ring (and
+// its host waits).
+void Runtime::copy_image_part(std::uint32_t group, std::byte *dst, std::uint64_t begin,
+                              std::uint64_t end, Stream stream) {
+    const GroupDef &def = groups_[group];
+    if (def.host_offset + end <= host_->pinned_bytes()) {
+        observer_->copy_h2d(group, dst, host_->base() + def.host_offset + begin, end - begin,
+                            stream);
+    } else {
+        copy_image_staged(group, dst, begin, end, stream);  // staging.cpp: pageable bytes
+    }
+}
+
+// Where a tensor of an acquired (or resident) group is on the device.
+std::byte *Runtime::device_address(const TensorDef &tensor) const {
+    const GroupDef &def = groups_[tensor.group];
+    const GroupState &state = state_[tensor.group];
+    if (tensor.offset < def.head_bytes) return state.head + tensor.offset;
+    return slots_[state.slot].device + (tensor.offset - def.head_bytes);
 }
 
 // A slot of the class that no holder uses: empty first, then one whose occupant
@@ -269,7 +292,7 @@ void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
     FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
             "tensor '" + def.name + "': its " + describe_group(def.group) +
                 " is not acquired, so it has no device address");
-    return slots_[state.slot].device + def.offset;
+    return device_address(def);
 }
 
 void Runtime::synchronize() {

@@ -8,9 +8,11 @@ SlabLayout carve_slab(const Plan &plan, const std::vector<std::uint64_t> &group_
     layout.resident_offset.assign(group_bytes.size(), -1);
     std::uint64_t offset = 0;
     for (std::size_t g = 0; g < group_bytes.size(); ++g) {
-        if (!plan.resident[g]) continue;
+        const std::uint64_t head = g < plan.head_bytes.size() ? plan.head_bytes[g] : 0;
+        const std::uint64_t bytes = plan.resident[g] ? group_bytes[g] : head;
+        if (bytes == 0) continue;
         layout.resident_offset[g] = static_cast<std::int64_t>(offset);
-        offset += group_bytes[g];
+        offset += bytes;
     }
     layout.resident_bytes = offset;
     for (std::size_t c = 0; c < plan.class_slot_bytes.size(); ++c) {

@@ -1,5 +1,6 @@
 // The slab: the VRAM budget, reserved once (one allocation) and carved into one resident
-// slot per resident group followed by slots_per_class streaming slots per size class.
+// slot per resident group and the heads of split groups, followed by slots_per_class
+// streaming slots per size class.
 #pragma once
 
 #include <cstddef>
@@ -18,7 +19,7 @@ struct StreamingSlot {
 };
 
 struct SlabLayout {
-    std::vector<std::int64_t> resident_offset;  // per group; -1 when streamed
+    std::vector<std::int64_t> resident_offset;  // per group: its slot or head; else -1
     std::vector<StreamingSlot> streaming;       // grouped by class, in class order
     std::uint64_t resident_bytes = 0;
     std::uint64_t streaming_bytes = 0;

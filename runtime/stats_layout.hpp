@@ -20,7 +20,7 @@
 namespace ferry::shm {
 
 constexpr std::uint64_t kMagic = 0x3174617473797266ULL;  // "frystat1", little-endian
-constexpr std::uint32_t kLayoutVersion = 1;
+constexpr std::uint32_t kLayoutVersion = 2;
 constexpr const char *kPrefix = "ferry.";  // segment names: ferry.<pid>.<name>
 constexpr std::size_t kNameBytes = 256;
 constexpr std::size_t kDeviceNameBytes = 128;
@@ -103,6 +103,7 @@ struct GroupEntry {
     char name[kGroupNameBytes];  // written at plan, before group_count covers it
     std::atomic<std::uint64_t> image_bytes;
     std::atomic<std::uint64_t> resident;    // 1 or 0
+    std::atomic<std::uint64_t> resident_bytes;  // on the device for good: all, a head, or 0
     std::atomic<std::uint64_t> size_class;  // int64 bits; -1 when resident
     std::atomic<std::uint64_t> onloads;
     std::atomic<std::uint64_t> timed_onloads;  // onloads whose copy time is known

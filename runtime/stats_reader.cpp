@@ -72,6 +72,7 @@ bool try_snapshot(const shm::Header &h, std::size_t mapped, Snapshot &out) {
         row.name = bounded(e.name, sizeof e.name);
         row.image_bytes = e.image_bytes.load(std::memory_order_acquire);
         row.resident = e.resident.load(std::memory_order_acquire) != 0;
+        row.resident_bytes = e.resident_bytes.load(std::memory_order_acquire);
         row.size_class = static_cast<std::int64_t>(e.size_class.load(std::memory_order_acquire));
         row.onloads = e.onloads.load(std::memory_order_acquire);
         row.timed_onloads = e.timed_onloads.load(std::memory_order_acquire);

@@ -25,6 +25,7 @@ struct GroupSnapshot {
     std::string name;
     std::uint64_t image_bytes = 0;
     bool resident = false;
+    std::uint64_t resident_bytes = 0;  // a split group's head; image_bytes when resident
     std::int64_t size_class = -1;
     std::uint64_t onloads = 0;
     std::uint64_t timed_onloads = 0;

@@ -117,6 +117,7 @@ void StatsSegment::map(std::size_t bytes) {
 
 void StatsSegment::set_groups(const std::vector<std::string> &names,
                               const std::vector<std::uint64_t> &image_bytes,
+                              const std::vector<std::uint64_t> &resident_bytes,
                               const std::vector<int> &size_class) {
     map(shm::groups_offset() + names.size() * sizeof(shm::GroupEntry));
     const std::uint64_t seq = header_->seq.load(std::memory_order_relaxed);
@@ -126,6 +127,7 @@ void StatsSegment::set_groups(const std::vector<std::string> &names,
         copy_name(entry.name, sizeof entry.name, names[g]);
         entry.image_bytes.store(image_bytes[g], std::memory_order_release);
         entry.resident.store(size_class[g] < 0 ? 1 : 0, std::memory_order_release);
+        entry.resident_bytes.store(resident_bytes[g], std::memory_order_release);
         entry.size_class.store(static_cast<std::uint64_t>(static_cast<std::int64_t>(size_class[g])),
                                std::memory_order_release);
     }

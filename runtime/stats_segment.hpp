@@ -47,6 +47,7 @@ class StatsSegment {
     // At plan: grows the segment to hold the group table and fills its fixed columns.
     void set_groups(const std::vector<std::string> &names,
                     const std::vector<std::uint64_t> &image_bytes,
+                    const std::vector<std::uint64_t> &resident_bytes,
                     const std::vector<int> &size_class);
 
     // Seqlock write of the counters, the phase and the given rows of the group table.

@@ -97,13 +97,12 @@ void Runtime::prepare_verify() {
 // on the caller's stream after the work that used them.
 void Runtime::verify_release(std::uint32_t group, Stream stream) {
     const GroupDef &def = groups_[group];
-    const std::byte *slot = slots_[state_[group].slot].device;
     std::size_t count = 0;
     for (std::uint32_t t : def.tensors) {
         const TensorDef &tensor = tensors_[t];
         if (tensor.is_mutable) continue;
         check_tensor_[count] = t;
-        check_device_[count] = slot + tensor.offset;
+        check_device_[count] = device_address(tensor);
         check_bytes_[count] = tensor.bytes;
         ++count;
     }
@@ -123,7 +122,7 @@ void Runtime::write_back_changed(std::uint32_t group, Stream stream) {
     for (std::uint32_t t : def.tensors) {
         const TensorDef &tensor = tensors_[t];
         if (tensor.is_mutable) {
-            device_->checksum(slot.device + tensor.offset, tensor.bytes, writeback_sums_ + k++,
+            device_->checksum(device_address(tensor), tensor.bytes, writeback_sums_ + k++,
                               stream);
         }
     }
@@ -139,8 +138,7 @@ void Runtime::write_back_changed(std::uint32_t group, Stream stream) {
             ++stats_.writebacks_skipped;
             continue;
         }
-        device_->copy_d2h(host + tensor.offset, slot.device + tensor.offset, tensor.bytes,
-                          stream);
+        device_->copy_d2h(host + tensor.offset, device_address(tensor), tensor.bytes, stream);
         mutable_sum_[t] = sum;
         stats_.bytes_d2h += tensor.bytes;
         ++stats_.writebacks;

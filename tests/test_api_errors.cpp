@@ -161,6 +161,9 @@ TEST_CASE("Calls in the wrong phase are WRONG_PHASE and change nothing") {
                         "ferry_acquire", "SEALED");
     REQUIRE_FERRY_ERROR(ferry_tensor_host_ptr(rt, tensor, &ptr), FERRY_ERROR_WRONG_PHASE,
                         "ferry_tensor_host_ptr", "DEFINE");
+    std::uint64_t resident_bytes = 0;
+    REQUIRE_FERRY_ERROR(ferry_group_resident_bytes(rt, group, &resident_bytes),
+                        FERRY_ERROR_WRONG_PHASE, "ferry_group_resident_bytes", "DEFINE");
     REQUIRE_FERRY_ERROR(ferry_tensor_copy_in(rt, tensor, 0, &byte, 1), FERRY_ERROR_WRONG_PHASE,
                         "ferry_tensor_copy_in", "DEFINE");
     REQUIRE(ferry_plan(rt) == FERRY_OK);
@@ -251,6 +254,11 @@ TEST_CASE("NULL out-pointers and stats of a bad size are INVALID_ARGUMENT") {
     ferry_runtime *rt = make_sim_runtime(1 << 20);
     REQUIRE_FERRY_ERROR(ferry_group_define(rt, "g", nullptr), FERRY_ERROR_INVALID_ARGUMENT,
                         "ferry_group_define", "out");
+    ferry_group group = define_group(rt, "g");
+    define_bytes(rt, group, "w", 1000);
+    REQUIRE(ferry_plan(rt) == FERRY_OK);
+    REQUIRE_FERRY_ERROR(ferry_group_resident_bytes(rt, group, nullptr),
+                        FERRY_ERROR_INVALID_ARGUMENT, "ferry_group_resident_bytes", "out");
     ferry_stats stats;
     stats.struct_size = 1;
     REQUIRE_FERRY_ERROR(ferry_stats_get(rt, &stats), FERRY_ERROR_INVALID_ARGUMENT,

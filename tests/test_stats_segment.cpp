@@ -150,6 +150,7 @@ TEST_CASE("After a run the segment holds ferry_stats_get's counters, stall time 
     for (const ferry::GroupSnapshot &g : read.snapshot.groups) {
         onloads += g.onloads;
         CHECK(g.image_bytes == (256u << 10));
+        CHECK(g.resident_bytes == (g.resident ? g.image_bytes : 0));
         if (!g.resident) {
             CHECK(g.timed_onloads > 0);
             CHECK(g.total_onload_ns >= g.timed_onloads * 400'000);  // >= 0.4 ms each
@@ -197,7 +198,7 @@ TEST_CASE("A reader never sees a torn snapshot while a writer hammers the counte
     ferry::SegmentIdentity identity;
     identity.name = "seqlock";
     ferry::StatsSegment segment(identity);
-    segment.set_groups({"a", "b"}, {4096, 8192}, {-1, 0});
+    segment.set_groups({"a", "b"}, {4096, 8192}, {4096, 0}, {-1, 0});
     std::atomic<bool> stop{false};
     std::thread writer([&] {
         ferry_stats s{};

@@ -352,6 +352,12 @@ FERRY_API ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group grou
                                         int32_t *resident, int32_t *size_class,
                                         uint64_t *image_bytes);
 
+/* After plan: the bytes of a group that stay on the device for the runtime's life. The
+   whole image when it is resident; when the planner split it, its head (the tensors kept
+   resident), while the tail is streamed into its class's slots; 0 when streamed whole. */
+FERRY_API ferry_status ferry_group_resident_bytes(ferry_runtime *runtime, ferry_group group,
+                                                  uint64_t *out);
+
 /* ------------------------------------------------------------------------------------ */
 /* Trace                                                                                */
 /* ------------------------------------------------------------------------------------ */

@@ -1,5 +1,6 @@
 #include "render.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -130,21 +131,29 @@ std::string render_detail(const std::vector<Shown> &shown) {
         out << "  host             pinned " << bytes_text(static_cast<double>(st.host_pinned_bytes))
             << " (peak " << bytes_text(static_cast<double>(st.host_pinned_peak_bytes))
             << "), pageable " << bytes_text(static_cast<double>(st.host_pageable_bytes)) << "\n";
+        const auto split = std::count_if(
+            snap.groups.begin(), snap.groups.end(),
+            [](const ferry::GroupSnapshot &g) { return !g.resident && g.resident_bytes > 0; });
         out << "  plan             " << st.groups << " groups: " << st.resident_groups
-            << " resident, " << (st.groups - st.resident_groups) << " streamed in "
-            << st.size_classes << " size class(es), " << st.streaming_slots << " slots; "
+            << " resident, " << (st.groups - st.resident_groups) << " streamed ("
+            << split << " split: head resident, tail streamed) in " << st.size_classes << " size class(es), " << st.streaming_slots << " slots; "
             << bytes_text(static_cast<double>(st.streamed_bytes_per_pass)) << " per pass\n";
         if (!snap.groups.empty()) {
             char line[256];
-            std::snprintf(line, sizeof line, "  %-24s %10s %-9s %8s %9s %9s\n", "GROUP", "BYTES",
-                          "PLACE", "ONLOADS", "LAST ms", "MEAN ms");
+            std::snprintf(line, sizeof line, "  %-24s %10s %10s %-9s %8s %9s %9s\n", "GROUP",
+                          "BYTES", "RESIDENT", "PLACE", "ONLOADS", "LAST ms", "MEAN ms");
             out << line;
             for (const ferry::GroupSnapshot &g : snap.groups) {
-                const std::string place =
-                    g.resident ? "resident" : "class " + std::to_string(g.size_class);
+                // A split group keeps a head resident and streams its tail.
+                const std::string place = g.resident ? "resident"
+                                          : g.resident_bytes > 0
+                                              ? "split " + std::to_string(g.size_class)
+                                              : "class " + std::to_string(g.size_class);
                 const std::string bytes = bytes_text(static_cast<double>(g.image_bytes));
-                std::snprintf(line, sizeof line, "  %-24.24s %10s %-9s %8llu %9.3f %9.3f\n",
-                              g.name.c_str(), bytes.c_str(), place.c_str(),
+                const std::string resident = bytes_text(static_cast<double>(g.resident_bytes));
+                std::snprintf(line, sizeof line,
+                              "  %-24.24s %10s %10s %-9s %8llu %9.3f %9.3f\n", g.name.c_str(),
+                              bytes.c_str(), resident.c_str(), place.c_str(),
                               static_cast<unsigned long long>(g.onloads),
                               static_cast<double>(g.last_onload_ns) / 1e6, mean_onload_ms(g));
                 out << line;
@@ -184,6 +193,7 @@ std::string render_json(const std::vector<Shown> &shown, const std::vector<Probl
             out << (g ? "," : "") << "\n  {\"name\":" << json_string(row.name)
                 << ",\"image_bytes\":" << row.image_bytes
                 << ",\"resident\":" << (row.resident ? "true" : "false")
+                << ",\"resident_bytes\":" << row.resident_bytes
                 << ",\"size_class\":" << row.size_class << ",\"onloads\":" << row.onloads
                 << ",\"timed_onloads\":" << row.timed_onloads
                 << ",\"last_onload_ns\":" << row.last_onload_ns
@@ -233,6 +243,8 @@ std::string render_prometheus(const std::vector<Shown> &shown) {
     const GroupMetric group_metrics[] = {
         {"ferry_group_image_bytes", "gauge",
          [](const ferry::GroupSnapshot &g) { return static_cast<double>(g.image_bytes); }},
+        {"ferry_group_resident_bytes", "gauge",
+         [](const ferry::GroupSnapshot &g) { return static_cast<double>(g.resident_bytes); }},
         {"ferry_group_onloads_total", "counter",
          [](const ferry::GroupSnapshot &g) { return static_cast<double>(g.onloads); }},
         {"ferry_group_last_onload_seconds", "gauge",

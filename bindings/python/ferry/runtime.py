@@ -425,7 +425,9 @@ class Group:
 
     def info(self):
         """After plan: {"resident": bool, "size_class": int (-1 if resident),
-        "image_bytes": int}."""
+        "image_bytes": int, "resident_bytes": int}. resident_bytes stays on the device
+        for good: image_bytes when resident, the head of a group the planner split (its
+        tail streams), 0 when streamed whole."""
         resident = ctypes.c_int32()
         size_class = ctypes.c_int32()
         image_bytes = ctypes.c_uint64()
@@ -439,10 +441,15 @@ class Group:
                 ctypes.byref(image_bytes),
             )
         )
+        resident_bytes = ctypes.c_uint64()
+        check(
+            rt._lib.ferry_group_resident_bytes(rt._handle(), self._h, ctypes.byref(resident_bytes))
+        )
         return {
             "resident": bool(resident.value),
             "size_class": int(size_class.value),
             "image_bytes": int(image_bytes.value),
+            "resident_bytes": int(resident_bytes.value),
         }
 
 

@@ -105,7 +105,8 @@ class _GroupPlan:
         self.modules = modules  # blocks of the group (empty for root)
         self.entries = []
         self.ferry = None  # ferry.Group
-        self.views = {}  # slot address -> list of torch tensors, one per entry
+        self.split = False  # the planner keeps a head resident and streams the tail
+        self.views = {}  # placement -> list of torch tensors, one per entry
 
 
 def _container_blocks(model):
@@ -336,14 +337,21 @@ class OffloadHandle:
         return None  # sim: the calling thread; acquire returns when the bytes are in place
 
     def _views(self, g):
-        """The group's tensors in its current slot, built once per slot address."""
-        first = g.entries[0].ferry
-        base = first.device_ptr()
-        views = g.views.get(base)
+        """The group's tensors where they are now, built once per placement. A group
+        moves as one image, so its first tensor's address names its slot; a split group's
+        head stays while its tail moves, so there every tensor's address counts."""
+        if g.split:
+            ptrs = tuple(e.ferry.device_ptr() for e in g.entries)
+            key = ptrs
+        else:
+            key = g.entries[0].ferry.device_ptr()
+            ptrs = None
+        views = g.views.get(key)
         if views is None:
-            views = [self._make_view(e, base if i == 0 else e.ferry.device_ptr())
-                     for i, e in enumerate(g.entries)]
-            g.views[base] = views
+            if ptrs is None:
+                ptrs = [key] + [e.ferry.device_ptr() for e in g.entries[1:]]
+            views = [self._make_view(e, ptr) for e, ptr in zip(g.entries, ptrs)]
+            g.views[key] = views
         return views
 
     def _make_view(self, e, ptr):
@@ -556,6 +564,9 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
                     shape=e.shape if dt != DType.UNKNOWN else None, mutable=e.mutable,
                 )
         rt.plan()
+        for g in groups:
+            info = g.ferry.info()
+            g.split = not info["resident"] and info["resident_bytes"] > 0
     except BaseException:
         rt.close()
         raise

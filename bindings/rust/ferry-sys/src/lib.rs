@@ -267,6 +267,11 @@ extern "C" {
         size_class: *mut i32,
         image_bytes: *mut u64,
     ) -> ferry_status;
+    pub fn ferry_group_resident_bytes(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        out: *mut u64,
+    ) -> ferry_status;
 
     pub fn ferry_trace_start(runtime: *mut ferry_runtime, capacity: u32) -> ferry_status;
     pub fn ferry_trace_stop(runtime: *mut ferry_runtime) -> ferry_status;

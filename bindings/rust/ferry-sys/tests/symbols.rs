@@ -419,6 +419,10 @@ fn every_declared_function_links() {
         ("ferry_synchronize", ferry_synchronize as *const ()),
         ("ferry_stats_get", ferry_stats_get as *const ()),
         ("ferry_group_info", ferry_group_info as *const ()),
+        (
+            "ferry_group_resident_bytes",
+            ferry_group_resident_bytes as *const (),
+        ),
         ("ferry_trace_start", ferry_trace_start as *const ()),
         ("ferry_trace_stop", ferry_trace_stop as *const ()),
         ("ferry_trace_dump", ferry_trace_dump as *const ()),

@@ -607,6 +607,9 @@ pub struct GroupInfo {
     pub size_class: Option<u32>,
     /// Bytes of the group's image (tensors at 256-byte-aligned offsets).
     pub image_bytes: u64,
+    /// Bytes kept on the device for good: `image_bytes` when resident, the head of a
+    /// group the planner split (its tail streams), 0 when streamed whole.
+    pub resident_bytes: u64,
 }
 
 /// The runtime's counters (`ferry_stats`). Totals since create.
@@ -1044,10 +1047,16 @@ impl Runtime {
                 &mut image_bytes,
             )
         })?;
+        let mut resident_bytes = 0u64;
+        // Safety: as above; one valid out pointer.
+        check(unsafe {
+            sys::ferry_group_resident_bytes(self.raw.as_ptr(), group.raw, &mut resident_bytes)
+        })?;
         Ok(GroupInfo {
             resident: resident != 0,
             size_class: u32::try_from(size_class).ok(),
             image_bytes,
+            resident_bytes,
         })
     }
 

@@ -161,6 +161,10 @@ fn streams_a_model_larger_than_the_budget() {
             .sum();
         assert!(info.image_bytes >= defined, "{info:?}");
         assert_eq!(info.resident, info.size_class.is_none(), "{info:?}");
+        assert!(info.resident_bytes <= info.image_bytes, "{info:?}");
+        if info.resident {
+            assert_eq!(info.resident_bytes, info.image_bytes, "{info:?}");
+        }
         streamed += u64::from(!info.resident);
     }
     assert!(streamed > 0);
