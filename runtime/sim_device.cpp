@@ -2,7 +2,8 @@
 // wait in the layers above corrupts data a test can see.
 //
 // - A stream is a worker thread draining a FIFO of tasks, so copies and "compute"
-//   (host callbacks) really run concurrently, as on a GPU.
+//   (host callbacks) really run concurrently, as on a GPU. An idle worker polls briefly
+//   before it sleeps, so work handed to a stream that just went idle wakes nobody.
 // - An event counts its records; a record task marks its ticket complete when the stream
 //   reaches it, and a wait task blocks its stream until the ticket it captured completes.
 // - Copies take max(real memcpy time, latency + their time on the link), the link shared
@@ -66,6 +67,21 @@ struct SimEvent {
     }
 };
 
+// A pause between polls of memory another core is about to write.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+// A GPU takes work from a pushbuffer the host writes, with no system call; waking a sleeping
+// thread costs the waker a futex wake, several microseconds on a VM. So a stream's worker
+// polls for kPoll after its queue empties before it parks on cv_, and the submit that
+// follows a synchronize (the next prefetch) finds it awake and wakes nobody. Its polls
+// yield, so idle streams give way to threads with work. For the same reason mutex_, held
+// for a few instructions at a time, is taken by spinning briefly before blocking on it.
 class SimStream {
    public:
     explicit SimStream(std::uint64_t seed) : rng_(seed), worker_([this] { run(); }) {}
@@ -74,22 +90,28 @@ class SimStream {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             stopping_ = true;
+            pending_.store(true, std::memory_order_release);
         }
         cv_.notify_all();
         worker_.join();
     }
 
     void submit(std::function<void()> task) {
-        bool was_empty = false;
+        bool wake = false;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
-            was_empty = tasks_.empty();
+            std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+            lock_spinning(lock);
             tasks_.push_back(std::move(task));
             ++submitted_;
+            wake = parked_;   // read under the lock the worker parks under: no lost wake-up
+            parked_ = false;  // one wake-up per burst of tasks (wait, copy, record)
         }
-        // The worker sleeps only on an empty queue: a burst of tasks (wait, copy, record)
-        // costs one wake-up, not three.
-        if (was_empty) cv_.notify_one();
+        if (wake) {
+            cv_.notify_one();
+        } else {
+            // Set after unlocking, so that the polling worker does not find mutex_ held.
+            pending_.store(true, std::memory_order_release);
+        }
     }
 
     void synchronize() {
@@ -102,19 +124,50 @@ class SimStream {
     std::mt19937_64 &rng() { return rng_; }
 
    private:
+    static constexpr std::chrono::microseconds kPoll{50};
+
     void run() {
         std::unique_lock<std::mutex> lock(mutex_);
         for (;;) {
-            cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+            if (tasks_.empty() && !stopping_) {
+                pending_.store(false, std::memory_order_relaxed);  // set again after a push
+                lock.unlock();
+                poll();
+                lock_spinning(lock);
+                // parked_ is set and the queue checked under the lock submit() pushes under:
+                // a task pushed before is seen here, one pushed after sees parked_.
+                while (tasks_.empty() && !stopping_) {
+                    parked_ = true;
+                    cv_.wait(lock);
+                }
+                parked_ = false;
+            }
             if (tasks_.empty()) return;  // stopping and drained
             std::function<void()> task = std::move(tasks_.front());
             tasks_.pop_front();
             lock.unlock();
             task();
-            lock.lock();
+            lock_spinning(lock);
             ++finished_;
             idle_cv_.notify_all();
         }
+    }
+
+    // Returns once pending_ is set, or after kPoll.
+    void poll() const {
+        const auto until = std::chrono::steady_clock::now() + kPoll;
+        while (!pending_.load(std::memory_order_acquire)) {
+            if (std::chrono::steady_clock::now() >= until) return;
+            std::this_thread::yield();
+        }
+    }
+
+    static void lock_spinning(std::unique_lock<std::mutex> &lock) {
+        for (int i = 0; i < 100; ++i) {
+            if (lock.try_lock()) return;
+            cpu_relax();
+        }
+        lock.lock();
     }
 
     std::mt19937_64 rng_;
@@ -125,6 +178,8 @@ class SimStream {
     std::uint64_t submitted_ = 0;
     std::uint64_t finished_ = 0;
     bool stopping_ = false;
+    bool parked_ = false;               // the worker waits on cv_: submit() must notify it
+    std::atomic<bool> pending_{false};  // a task or stopping_ since the worker went idle
     std::thread worker_;  // last: starts after every other member exists
 };
 

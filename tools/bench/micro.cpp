@@ -42,16 +42,18 @@ double clock_cost_ns() {
 
 void noop(void *) {}
 
-// On sim, the CPU cost of handing work to an idle stream: its thread sleeps and must be
-// woken (a futex wake). A prefetch pays it once, for the copy it queues; a GPU does not.
+// On sim, the CPU cost of handing work to a stream whose thread has parked: it must be
+// woken (a futex wake). A sim stream polls for 50 us after its last task before it parks
+// (sim_device.cpp), so the prefetch a pair queues right after a synchronize does not pay
+// this; work handed to a stream idle for longer does. A GPU never pays it.
 double sim_wake_ns(const Platform &platform) {
     const std::unique_ptr<ferry::Device> device = platform.make_device();
     ferry::Stream stream = device->create_stream();
     double total = 0.0;
-    const int n = 2000;
+    const int n = 500;
     for (int i = 0; i < n; ++i) {
         device->stream_synchronize(stream);
-        std::this_thread::sleep_for(std::chrono::microseconds(50));  // the thread sleeps
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // well past its polling
         const double start = thread_cpu_ns();
         device->launch_host(stream, noop, nullptr);
         total += thread_cpu_ns() - start;

@@ -11,10 +11,8 @@ struct MicroResult {
     double prefetched_ns = 0.0;  // acquire + release of a group prefetched into a slot
     double api_ns = 0.0;         // one C API round trip (ferry_phase_get)
     std::uint64_t prefetched_misses = 0;  // should be 0: each acquire found its group there
-    double sim_wake_ns = 0.0;    // sim only: waking the sim copy stream's thread, which
-                                 // prefetched_ns includes once (see micro.cpp)
-    // prefetched_ns less what only the sim pays.
-    double prefetched_own_ns() const { return prefetched_ns - sim_wake_ns; }
+    double sim_wake_ns = 0.0;    // sim only: waking a parked sim stream thread, which
+                                 // prefetched_ns does not include (see micro.cpp)
 };
 
 MicroResult run_micro(const Platform &platform);
