@@ -153,10 +153,13 @@ class SimStream {
         }
     }
 
-    // Returns once pending_ is set, or after kPoll.
+    // Returns once pending_ is set, or after kPoll. Mostly pauses: a yield per poll (a
+    // system call) slowed the thread on the other core by half.
     void poll() const {
         const auto until = std::chrono::steady_clock::now() + kPoll;
-        while (!pending_.load(std::memory_order_acquire)) {
+        for (unsigned i = 1; !pending_.load(std::memory_order_acquire); ++i) {
+            cpu_relax();
+            if (i % 64 != 0) continue;
             if (std::chrono::steady_clock::now() >= until) return;
             std::this_thread::yield();
         }

@@ -315,6 +315,8 @@ TEST_CASE("Split groups keep a resident head and stream only their tail, under c
     REQUIRE(planned.slab_streaming_bytes == 2 * 192 * KiB);
     REQUIRE(planned.slab_resident_bytes == 2560 * KiB - 9 * 192 * KiB);
     REQUIRE(planned.slab_bytes <= spec.budget);
+    REQUIRE(planned.onloads == 1 + 9);  // at seal: the resident group and the heads, once
+    REQUIRE(planned.bytes_h2d == planned.slab_resident_bytes);
     std::uint64_t resident_sum = 0;
     for (std::size_t g = 0; g < 10; ++g) {
         std::uint64_t bytes = 0;

@@ -112,6 +112,9 @@ bool write_json(const Run &run, const std::string &path) {
             .field("acquire_release_prefetched_ns", number(run.micro.prefetched_ns))
             .field("prefetched_misses", number(run.micro.prefetched_misses))
             .field("sim_thread_wake_ns", number(run.micro.sim_wake_ns))
+            .field("sim_copy_thread_on_callers_cpu", run.micro.sim_one_cpu ? "true" : "false")
+            .field("acquire_release_prefetched_any_cpu_ns",
+                   number(run.micro.prefetched_any_cpu_ns))
             .field("c_api_round_trip_ns", number(run.micro.api_ns));
         o.close();
         top.field("micro", micro.str());

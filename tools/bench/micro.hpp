@@ -1,5 +1,5 @@
-// The micro-benchmark: CPU cost of ferry's hot path, per call, measured as the calling
-// thread's CPU time (waits do not count), on tiny groups so the copies stay out of it.
+// The micro-benchmark: the cost of ferry's hot path to its caller, per call, on tiny
+// groups whose copies are done before the call, so that no call waits (micro.cpp).
 #pragma once
 
 #include "platform.hpp"
@@ -13,6 +13,10 @@ struct MicroResult {
     std::uint64_t prefetched_misses = 0;  // should be 0: each acquire found its group there
     double sim_wake_ns = 0.0;    // sim only: waking a parked sim stream thread, which
                                  // prefetched_ns does not include (see micro.cpp)
+    // Sim only: prefetched_ns is measured with the sim's threads on the caller's CPU
+    // (sim_one_cpu, false if that could not be set), this with them anywhere.
+    bool sim_one_cpu = false;
+    double prefetched_any_cpu_ns = 0.0;
 };
 
 MicroResult run_micro(const Platform &platform);

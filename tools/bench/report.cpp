@@ -118,15 +118,19 @@ void print_table(const Run &run) {
         std::printf("  %-9s %s\n", f.measured.name.c_str(), f.verdict.c_str());
     }
     const MicroResult &micro = run.micro;
-    std::printf("\n  acquire+release, CPU per call: resident group %.0f ns, prefetched group %.0f ns"
+    std::printf("\n  acquire+release, per call: resident group %.0f ns, prefetched group %.0f ns"
                 "%s; C API round trip %.0f ns\n",
                 micro.resident_ns, micro.prefetched_ns,
                 micro.prefetched_misses > 0 ? " (with misses)" : "", micro.api_ns);
-    if (micro.sim_wake_ns > 0.0) {
-        std::printf("  (waking a parked sim stream thread costs %.0f ns, which a GPU does not pay; "
-                    "the prefetched figure does not include it: the copy thread polls briefly "
-                    "before it parks)\n",
-                    micro.sim_wake_ns);
+    if (run.backend == "sim") {
+        std::printf("  (sim: prefetched pairs timed with the sim's copy thread %s, as a GPU\n"
+                    "  takes work without a CPU core of its own; with that thread free to run "
+                    "beside the caller,\n"
+                    "  %.0f ns. Waking a parked sim thread costs %.0f ns, in neither figure: it "
+                    "polls briefly before it parks.)\n",
+                    micro.sim_one_cpu ? "on the caller's CPU"
+                                      : "anywhere (pinning it to the caller's CPU failed)",
+                    micro.prefetched_any_cpu_ns, micro.sim_wake_ns);
     }
     if (!run.targets.empty()) std::printf("\n  targets:\n");
     for (const Target &t : run.targets) {
