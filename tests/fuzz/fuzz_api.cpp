@@ -160,8 +160,18 @@ class Driver {
                 ferry_runtime *rt = runtime(in);
                 const ferry_group g = group(in);
                 const bool nulls = in.byte() % 2 == 0;
-                checked(ferry_group_info(rt, g, nulls ? nullptr : &resident,
-                                         nulls ? nullptr : &size_class, nulls ? nullptr : &bytes));
+                const ferry_status info = ferry_group_info(
+                    rt, g, nulls ? nullptr : &resident, nulls ? nullptr : &size_class,
+                    nulls ? nullptr : &bytes);
+                checked(info);
+                uint64_t on_device = 0;
+                const ferry_status held =
+                    ferry_group_resident_bytes(rt, g, nulls ? nullptr : &on_device);
+                checked(held);
+                if (info == FERRY_OK && held == FERRY_OK && !nulls &&
+                    (on_device > bytes || (resident != 0) != (on_device == bytes))) {
+                    violated("ferry_group_resident_bytes", "disagrees with ferry_group_info");
+                }
                 break;
             }
             case 15: {

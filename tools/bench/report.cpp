@@ -85,7 +85,8 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
         (model - static_cast<double>(std::min(run.budget, run.model_bytes)) +
          static_cast<double>(slots_per_class) * static_cast<double>(largest_group)) / model;
     const double streamed = static_cast<double>(ferry->measured.h2d_bytes_per_pass) / model;
-    out.push_back({"ferry streams <= the model less the budget, plus its slots (share of the model)",
+    out.push_back({"ferry streams <= the model less the budget, plus " +
+                       std::to_string(slots_per_class) + " slots of its largest group (share)",
                    streamed, limit, streamed <= limit + 1e-9});
     const double hot_path = run.micro.prefetched_ns;
     out.push_back({"acquire+release of a prefetched group < 2 us (ns)", hot_path, 2000.0,
