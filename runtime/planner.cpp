@@ -14,10 +14,11 @@
 // Splitting: whole groups waste up to a group of the budget, and the streaming reserve is
 // slots x a whole group. Groups given as pieces can instead keep a resident head and
 // stream a tail of at most `cap` bytes, so the reserve shrinks to slots x cap and the
-// budget fills to within a piece. Sixty equal blocks at half the model then stream about
-// 60/58 of the half instead of half plus two blocks. For each cap on a grid, tails are
-// taken, least used groups first, until what stays resident fits; the split plan is kept
-// when it streams fewer bytes than the best whole-group plan.
+// budget fills to within about a piece. Sixty equal blocks at half the model then stream
+// about 60/58 of the half instead of half plus two blocks. For each cap on a grid, tails
+// are taken, least used groups first, until what stays resident fits, the last trimmed to
+// what is still needed; the split plan is kept when it streams fewer bytes than the best
+// whole-group plan.
 #include "planner.hpp"
 
 #include <algorithm>
@@ -74,8 +75,10 @@ std::vector<std::uint64_t> validated_uses(const PlanInput &in) {
     for (std::size_t i = 0; i < in.pieces.size(); ++i) {
         std::uint64_t sum = 0;
         for (std::uint64_t piece : in.pieces[i]) {
-            FERRY_EXPECTS(piece > 0 && piece <= in.group_bytes[i], FERRY_ERROR_INVALID_ARGUMENT,
-                    "group " + std::to_string(i) + " has a piece of " + bytes_str(piece));
+            FERRY_EXPECTS(piece > 0 && piece <= in.group_bytes[i] - sum,  // sum <= bytes
+                    FERRY_ERROR_INVALID_ARGUMENT,
+                    "the pieces of group " + std::to_string(i) + " sum to more than its " +
+                        bytes_str(in.group_bytes[i]) + ", or one is empty");
             sum += piece;
         }
         FERRY_EXPECTS(in.pieces[i].empty() || sum == in.group_bytes[i],
@@ -274,94 +277,144 @@ class Splitter {
         return false;
     }
 
-    // The tail's bytes; *in_head gets the pieces left out of it, or is emptied when the
-    // whole group fits the cap (or the group has no pieces).
-    std::uint64_t tail(std::size_t g, std::uint64_t cap, std::vector<bool> *in_head) const {
-        const std::uint64_t bytes = in_.group_bytes[g];
-        in_head->clear();
-        if (bytes <= cap) return bytes;
-        if (biggest_first_[g].size() < 2) return 0;
-        const std::vector<std::uint64_t> &pieces = in_.pieces[g];
-        in_head->assign(pieces.size(), true);
-        std::uint64_t tail = 0;
-        for (std::size_t piece : biggest_first_[g]) {
-            if (tail + pieces[piece] > cap) continue;
-            tail += pieces[piece];
-            (*in_head)[piece] = false;
-        }
-        if (tail == 0) in_head->clear();
-        return tail;
-    }
-
-    // The plan for one cap, if what stays resident fits: tails are taken from the least
-    // used groups (then the biggest tails) until enough bytes leave the device.
+    // The plan for one cap, or false if what stays resident cannot fit: tails are taken
+    // from the least used groups (then the biggest tails) until enough bytes leave the
+    // device; the last one gives up only what is still needed. Without `plan`, only
+    // *streamed_per_pass is computed.
     bool plan_for_cap(std::uint64_t cap, const std::vector<std::uint64_t> &uses,
-                      std::uint64_t total, Plan *plan) const {
+                      std::uint64_t total, std::uint64_t *streamed_per_pass, Plan *plan) {
         const std::size_t n = in_.group_bytes.size();
         const std::uint64_t reserve = mul_sat(in_.slots_per_class, cap);
         if (reserve >= in_.budget) return false;
-        const std::uint64_t need = total - (in_.budget - reserve);  // bytes to stream
-        std::vector<std::vector<bool>> in_head(n);
-        std::vector<std::uint64_t> tails(n);
-        for (std::size_t g = 0; g < n; ++g) tails[g] = tail(g, cap, &in_head[g]);
-        std::vector<std::size_t> order(n);
-        std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-            return uses[a] != uses[b] ? uses[a] < uses[b] : tails[a] > tails[b];
+        const std::uint64_t need = total - (in_.budget - reserve);  // > 0: total > budget
+        tails_.resize(n);
+        for (std::size_t g = 0; g < n; ++g) tails_[g] = tail(g, cap, nullptr);
+        order_.resize(n);
+        std::iota(order_.begin(), order_.end(), 0);
+        std::stable_sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
+            return uses[a] != uses[b] ? uses[a] < uses[b] : tails_[a] > tails_[b];
         });
 
-        Plan p;
-        p.resident.assign(n, true);
-        p.size_class.assign(n, -1);
-        p.in_head.assign(n, {});
-        p.head_bytes.assign(n, 0);
-        std::uint64_t streamed = 0, largest = 0;
-        for (std::size_t g : order) {
+        if (plan != nullptr) {
+            *plan = Plan{};
+            plan->resident.assign(n, true);
+            plan->size_class.assign(n, -1);
+            plan->in_head.assign(n, {});
+            plan->head_bytes.assign(n, 0);
+        }
+        std::uint64_t streamed = 0, largest = 0, per_pass = 0;
+        for (std::size_t g : order_) {
             if (streamed >= need) break;
-            if (tails[g] == 0) continue;
-            p.resident[g] = false;
-            p.size_class[g] = 0;
-            p.head_bytes[g] = in_.group_bytes[g] - tails[g];
-            p.in_head[g] = std::move(in_head[g]);
-            streamed += tails[g];
-            largest = std::max(largest, tails[g]);
-            p.streamed_bytes_per_pass += tails[g] * uses[g];
+            if (tails_[g] == 0) continue;
+            std::vector<bool> *in_head = plan != nullptr ? &plan->in_head[g] : nullptr;
+            const std::uint64_t t = tails_[g] <= need - streamed
+                                        ? tail(g, cap, in_head)
+                                        : tail_of_at_least(g, cap, need - streamed, in_head);
+            streamed += t;
+            largest = std::max(largest, t);
+            per_pass += t * uses[g];
+            if (plan != nullptr) {
+                plan->resident[g] = false;
+                plan->size_class[g] = 0;
+                plan->head_bytes[g] = in_.group_bytes[g] - t;
+            }
         }
         if (streamed < need) return false;
-        p.resident_bytes = total - streamed;
-        p.class_slot_bytes = {largest};
-        p.streaming_bytes = in_.slots_per_class * largest;
-        if (p.resident_bytes + p.streaming_bytes > in_.budget) return false;
-        *plan = std::move(p);
-        return true;
+        *streamed_per_pass = per_pass;
+        if (plan != nullptr) {
+            plan->resident_bytes = total - streamed;
+            plan->class_slot_bytes = {largest};
+            plan->streaming_bytes = in_.slots_per_class * largest;
+            plan->streamed_bytes_per_pass = per_pass;
+        }
+        return true;  // resident (total - streamed) + slots x largest (<= cap) fits
     }
 
    private:
+    // The tail's bytes; *in_head (if given) gets the pieces left out of it, or is emptied
+    // when the group moves whole (it fits the cap, or has no pieces) or stays whole.
+    std::uint64_t tail(std::size_t g, std::uint64_t cap, std::vector<bool> *in_head) const {
+        const std::uint64_t bytes = in_.group_bytes[g];
+        if (in_head != nullptr) in_head->clear();
+        if (bytes <= cap) return bytes;
+        if (biggest_first_[g].size() < 2) return 0;
+        const std::vector<std::uint64_t> &pieces = in_.pieces[g];
+        std::uint64_t tail = 0;
+        for (std::size_t piece : biggest_first_[g]) {
+            if (tail + pieces[piece] <= cap) tail += pieces[piece];
+        }
+        if (in_head != nullptr && tail > 0 && tail < bytes) {
+            in_head->assign(pieces.size(), true);
+            std::uint64_t again = 0;
+            for (std::size_t piece : biggest_first_[g]) {
+                if (again + pieces[piece] > cap) continue;
+                again += pieces[piece];
+                (*in_head)[piece] = false;
+            }
+        }
+        return tail;
+    }
+
+    // A tail of at least `wanted` bytes (< the group's tail under `cap`), as small as first
+    // fit decreasing finds: the head takes the biggest pieces that leave `wanted` to stream.
+    // Falls back to the tail under `cap` when that tail would not fit the cap.
+    std::uint64_t tail_of_at_least(std::size_t g, std::uint64_t cap, std::uint64_t wanted,
+                                   std::vector<bool> *in_head) const {
+        const std::uint64_t bytes = in_.group_bytes[g];
+        if (biggest_first_[g].size() < 2) return tail(g, cap, in_head);
+        const std::vector<std::uint64_t> &pieces = in_.pieces[g];
+        const std::uint64_t head_limit = bytes - wanted;
+        std::uint64_t head = 0;
+        for (std::size_t piece : biggest_first_[g]) {
+            if (head + pieces[piece] <= head_limit) head += pieces[piece];
+        }
+        if (head == 0 || bytes - head > cap || bytes - head >= tail(g, cap, nullptr)) {
+            return tail(g, cap, in_head);
+        }
+        if (in_head != nullptr) {
+            in_head->assign(pieces.size(), false);
+            std::uint64_t again = 0;
+            for (std::size_t piece : biggest_first_[g]) {
+                if (again + pieces[piece] > head_limit) continue;
+                again += pieces[piece];
+                (*in_head)[piece] = true;
+            }
+        }
+        return bytes - head;
+    }
+
     const PlanInput &in_;
     std::vector<std::vector<std::size_t>> biggest_first_;  // per group: piece indices
+    std::vector<std::uint64_t> tails_;                     // scratch, per group
+    std::vector<std::size_t> order_;                       // scratch
 };
 
 // The split plan that streams least, when it beats `whole` (see the top of the file).
+// Caps are tried on a grid of 1/kCaps of the largest group; only the best is built.
 void try_splitting(const PlanInput &in, const std::vector<std::uint64_t> &uses, Plan &whole) {
     if (whole.streamed_bytes_per_pass == 0 || in.pieces.empty()) return;
-    const Splitter splitter(in);
+    Splitter splitter(in);
     if (!splitter.any_splittable()) return;
     const std::uint64_t total =
         std::accumulate(in.group_bytes.begin(), in.group_bytes.end(), std::uint64_t{0});
     const std::uint64_t largest =
         *std::max_element(in.group_bytes.begin(), in.group_bytes.end());
     constexpr std::uint64_t kCaps = 512;
-    std::vector<std::uint64_t> caps(in.group_bytes);
-    for (std::uint64_t k = 1; k <= kCaps; ++k) caps.push_back(largest / kCaps * k);
-    std::sort(caps.begin(), caps.end());
-    caps.erase(std::unique(caps.begin(), caps.end()), caps.end());
-    Plan candidate;
-    for (std::uint64_t cap : caps) {
-        if (cap == 0 || !splitter.plan_for_cap(cap, uses, total, &candidate)) continue;
-        if (candidate.streamed_bytes_per_pass < whole.streamed_bytes_per_pass) {
-            whole = std::move(candidate);
+    std::uint64_t best_cap = 0;
+    std::uint64_t best = whole.streamed_bytes_per_pass;
+    for (std::uint64_t k = 1; k <= kCaps; ++k) {
+        const std::uint64_t cap = k == kCaps ? largest : largest / kCaps * k;
+        std::uint64_t streamed = 0;
+        if (cap == 0 || !splitter.plan_for_cap(cap, uses, total, &streamed, nullptr)) continue;
+        if (streamed < best) {
+            best = streamed;
+            best_cap = cap;
         }
     }
+    if (best_cap == 0) return;
+    std::uint64_t streamed = 0;
+    Plan split;
+    if (splitter.plan_for_cap(best_cap, uses, total, &streamed, &split)) whole = std::move(split);
 }
 
 }  // namespace

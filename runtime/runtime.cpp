@@ -399,6 +399,7 @@ void Runtime::lay_out_images() {
     const std::uint64_t page = HostStore::page_size();
     std::uint64_t host_offset = 0;
     for (GroupDef &group : groups_) {
+        group.head_bytes = 0;  // lay_out_heads() splits, after the plan; a retry starts over
         std::uint64_t end = 0;
         for (bool mutable_pass : {false, true}) {
             if (mutable_pass && group.has_mutable) end = align_up(end, page);
@@ -498,7 +499,9 @@ void Runtime::plan() {
             state.resident = plan.resident[g];
             state.size_class = plan.size_class[g];
             if (groups_[g].has_mutable) state.host_current = device_->create_event();
-            if (groups_[g].head_bytes > 0) {
+            if (plan.head_bytes[g] > 0) {
+                FERRY_EXPECTS(layout.resident_offset[g] >= 0, FERRY_ERROR_INTERNAL,
+                              describe_group(g) + ": a split group without a head in the slab");
                 state.head = slab_->at(static_cast<std::uint64_t>(layout.resident_offset[g]));
             }
             if (!state.resident) continue;
@@ -571,7 +574,9 @@ void Runtime::seal() {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_PLANNED, "sealing");
     // Onload first, protect last: a failure anywhere leaves the runtime PLANNED as it was,
-    // with every host byte writable and no slot filled.
+    // with every host byte writable, no slot filled and no copy counted.
+    const std::uint64_t onloads = stats_.onloads;
+    const std::uint64_t bytes_h2d = stats_.bytes_h2d;
     try {
         if (options_.verify) prepare_verify();
         const Stream stream = copy_stream_for(nullptr);
@@ -586,6 +591,8 @@ void Runtime::seal() {
         }
     } catch (...) {
         undo_seal();
+        stats_.onloads = onloads;
+        stats_.bytes_h2d = bytes_h2d;
         throw;
     }
     for (const GroupDef &group : groups_) stats_.slab_used_bytes += group.head_bytes;

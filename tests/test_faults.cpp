@@ -2,12 +2,14 @@
 // meets the fault returns its status with a message, a retry goes through, no data is
 // lost (host images unchanged, every mutable update reaches the host), and the runtime
 // synchronizes and is destroyed cleanly (the sanitizer runs check for leaks).
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <deque>
 #include <string>
 #include <vector>
 
+#include "api_fixture.hpp"
 #include "fault_injection.hpp"
 #include "runtime.hpp"
 #include "sim_model.hpp"
@@ -295,4 +297,77 @@ TEST_CASE("Each fault fires somewhere in the matrix", "[faults]") {
             REQUIRE(rig.first_status_ != FERRY_OK);
         }
     }
+}
+
+TEST_CASE("A failed plan of split groups starts over when retried; a failed seal counts nothing",
+          "[faults]") {
+    // Ten groups of four 64 KiB tensors at half the model: the planner splits them. The
+    // first plan fails reserving the slab; then group 0 gets a mutable tensor, so it may
+    // no longer be split, and the retried plan must lay it out whole.
+    constexpr std::uint64_t kTensor = 64 << 10;
+    ferry_runtime *rt = make_sim_runtime(1280 << 10);
+    std::vector<ferry_group> groups;
+    std::vector<std::vector<ferry_tensor>> tensors(10);
+    for (int g = 0; g < 10; ++g) {
+        groups.push_back(define_group(rt, ("g" + std::to_string(g)).c_str()));
+        for (int t = 0; t < 4; ++t) {
+            tensors[g].push_back(define_bytes(rt, groups[g], ("t" + std::to_string(t)).c_str(),
+                                              kTensor));
+        }
+    }
+    ferry::FaultInjector::instance().arm(Fault::reserve);
+    REQUIRE(ferry_plan(rt) == FERRY_ERROR_OUT_OF_DEVICE_MEMORY);
+    ferry::FaultInjector::instance().disarm();
+    tensors[0].push_back(define_bytes(rt, groups[0], "state", 64, FERRY_TENSOR_MUTABLE));
+    REQUIRE(ferry_plan(rt) == FERRY_OK);
+
+    auto fill = [](int g, int t) { return static_cast<unsigned char>(1 + g * 8 + t); };
+    for (int g = 0; g < 10; ++g) {
+        for (std::size_t t = 0; t < tensors[g].size(); ++t) {
+            void *host = nullptr;
+            REQUIRE(ferry_tensor_host_ptr(rt, tensors[g][t], &host) == FERRY_OK);
+            std::memset(host, fill(g, static_cast<int>(t)), t < 4 ? kTensor : 64);
+        }
+    }
+    std::uint64_t image = 0, on_device = 0;
+    REQUIRE(ferry_group_info(rt, groups[0], nullptr, nullptr, &image) == FERRY_OK);
+    REQUIRE(ferry_group_resident_bytes(rt, groups[0], &on_device) == FERRY_OK);
+    CHECK((on_device == 0 || on_device == image));  // group 0 moves whole now
+    std::uint64_t placed = 0;  // groups with bytes on the device for good: one copy each
+    for (ferry_group group : groups) {
+        REQUIRE(ferry_group_resident_bytes(rt, group, &on_device) == FERRY_OK);
+        placed += on_device > 0;
+    }
+    REQUIRE(placed > 2);
+    // A seal whose third copy fails is undone, and its retry counts each copy once.
+    ferry::FaultInjector::instance().arm(Fault::copy_submit, 2);
+    REQUIRE(ferry_seal(rt) == FERRY_ERROR_DEVICE);
+    ferry::FaultInjector::instance().disarm();
+    REQUIRE(ferry_seal(rt) == FERRY_OK);
+    ferry_stats sealed;
+    sealed.struct_size = sizeof sealed;
+    REQUIRE(ferry_stats_get(rt, &sealed) == FERRY_OK);
+    CHECK(sealed.onloads == placed);
+    CHECK(sealed.bytes_h2d == sealed.slab_resident_bytes);
+
+    for (int pass = 0; pass < 2; ++pass) {
+        for (int g = 0; g < 10; ++g) {
+            REQUIRE(ferry_acquire(rt, groups[g], nullptr) == FERRY_OK);
+            for (std::size_t t = 0; t < tensors[g].size(); ++t) {
+                void *device = nullptr;
+                REQUIRE(ferry_tensor_device_ptr(rt, tensors[g][t], &device) == FERRY_OK);
+                const auto *bytes = static_cast<const unsigned char *>(device);  // sim
+                const std::uint64_t n = t < 4 ? kTensor : 64;
+                INFO("group " << g << ", tensor " << t);
+                CHECK(std::count(bytes, bytes + n, fill(g, static_cast<int>(t))) ==
+                      static_cast<std::ptrdiff_t>(n));
+            }
+            REQUIRE(ferry_release(rt, groups[g], nullptr) == FERRY_OK);
+        }
+    }
+    ferry_stats stats;
+    stats.struct_size = sizeof stats;
+    REQUIRE(ferry_stats_get(rt, &stats) == FERRY_OK);
+    CHECK(stats.slab_bytes <= (1280u << 10));
+    REQUIRE(ferry_destroy(rt) == FERRY_OK);
 }

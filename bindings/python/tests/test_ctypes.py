@@ -272,6 +272,27 @@ def test_stats_count_a_pass_of_streamed_groups():
     assert s["slab_bytes"] <= s["vram_budget"]
 
 
+def test_group_info_reports_what_stays_on_the_device_whole_split_or_none():
+    # Ten groups of four 64 KiB tensors at half the model: the planner keeps heads of
+    # split groups resident and streams their tails.
+    kib = 1024
+    with make_runtime(1280 * kib) as rt:
+        groups = [rt.define_group(f"g{i}") for i in range(10)]
+        for g in groups:
+            for t in range(4):
+                g.define_tensor(f"t{t}", 64 * kib)
+        rt.plan()
+        infos = [g.info() for g in groups]
+        s = rt.stats()
+    split = [i for i in infos if not i["resident"] and i["resident_bytes"] > 0]
+    assert split, infos
+    assert all(0 < i["resident_bytes"] < i["image_bytes"] for i in split)
+    assert all(i["resident_bytes"] == i["image_bytes"] for i in infos if i["resident"])
+    assert sum(i["resident_bytes"] for i in infos) == s["slab_resident_bytes"]
+    assert s["streamed_bytes_per_pass"] == sum(
+        i["image_bytes"] - i["resident_bytes"] for i in infos if not i["resident"])
+
+
 # --- views -----------------------------------------------------------------------------------
 
 ARRAYS = {

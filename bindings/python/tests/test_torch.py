@@ -366,11 +366,14 @@ def test_split_groups_keep_their_head_in_place_and_outputs_stay_exact():
         for name in split:
             assert 0 < groups[name]["resident_bytes"] < groups[name]["image_bytes"]
 
-        # Acquired twice, with other groups in between: the head stays, the tail moves.
+        # Acquired twice, with other groups in between: the head stays, the tail moves,
+        # and every parameter is a view of where its tensor is now.
         def addresses(i):
             with handle.acquired(model.blocks[i]):
                 g = handle._groups_of(model.blocks[i])[0]
-                return [e.ferry.device_ptr() for e in g.entries]
+                ptrs = [e.ferry.device_ptr() for e in g.entries]
+                assert [e.tensor.data_ptr() for e in g.entries] == ptrs
+                return ptrs
         i = int(split[0].split(".")[1])
         others = [j for j in range(len(model.blocks)) if j != i][:3]
         before = addresses(i)

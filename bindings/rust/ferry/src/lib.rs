@@ -598,8 +598,9 @@ impl TensorOptions {
     }
 }
 
-/// What the planner decided for a group.
+/// What the planner decided for a group. More fields may come: not built outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupInfo {
     /// Kept on the device for the runtime's life.
     pub resident: bool,
