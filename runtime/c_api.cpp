@@ -199,6 +199,13 @@ ferry_status ferry_group_define(ferry_runtime *runtime, const char *name, ferry_
     });
 }
 
+ferry_status ferry_group_prefer_resident(ferry_runtime *runtime, ferry_group group) {
+    return guarded("ferry_group_prefer_resident", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        rt.prefer_resident(index_of(rt, group.id, kGroupHandle));
+    });
+}
+
 ferry_status ferry_tensor_define(ferry_runtime *runtime, ferry_group group, const char *name,
                                  uint64_t bytes, ferry_dtype dtype, uint32_t ndim,
                                  const int64_t *shape, uint32_t flags, ferry_tensor *out) {

@@ -69,6 +69,10 @@ std::vector<std::uint64_t> validated_uses(const PlanInput &in) {
                 "the bytes streamed per pass would overflow 64 bits at " + group);
         total += value;
     }
+    FERRY_EXPECTS(in.prefer_resident.empty() || in.prefer_resident.size() == n,
+            FERRY_ERROR_INVALID_ARGUMENT,
+            "prefer_resident has " + std::to_string(in.prefer_resident.size()) + " entries for " +
+                std::to_string(n) + " groups (leave it empty for no preference)");
     FERRY_EXPECTS(in.pieces.empty() || in.pieces.size() == n, FERRY_ERROR_INVALID_ARGUMENT,
             "pieces has " + std::to_string(in.pieces.size()) + " entries for " +
                 std::to_string(n) + " groups (leave it empty for no splitting)");
@@ -417,6 +421,59 @@ void try_splitting(const PlanInput &in, const std::vector<std::uint64_t> &uses, 
     if (splitter.plan_for_cap(best_cap, uses, total, &streamed, &split)) whole = std::move(split);
 }
 
+// The best plan for a budget that holds some plan.
+Plan plan_fitting(const PlanInput &in, const std::vector<std::uint64_t> &uses) {
+    Plan plan = lay_out(in, uses,
+                        choose_resident(in.group_bytes, uses, in.budget, in.slots_per_class));
+    try_splitting(in, uses, plan);
+    return plan;
+}
+
+// The plan with every preferred group resident and the others planned in what is left;
+// false when no group is preferred or the others do not fit it.
+bool plan_preferring(const PlanInput &in, Plan *out) {
+    const std::size_t n = in.group_bytes.size();
+    PlanInput rest;
+    rest.slots_per_class = in.slots_per_class;
+    std::vector<std::size_t> index;  // rest's groups in `in`
+    std::uint64_t preferred = 0;
+    for (std::size_t g = 0; g < n; ++g) {
+        if (g < in.prefer_resident.size() && in.prefer_resident[g]) {
+            preferred += in.group_bytes[g];
+            continue;
+        }
+        index.push_back(g);
+        rest.group_bytes.push_back(in.group_bytes[g]);
+        if (!in.uses_per_pass.empty()) rest.uses_per_pass.push_back(in.uses_per_pass[g]);
+        if (!in.pieces.empty()) rest.pieces.push_back(in.pieces[g]);
+    }
+    if (preferred == 0 || preferred > in.budget) return false;
+    rest.budget = in.budget - preferred;
+
+    Plan sub;
+    if (!index.empty()) {
+        if (rest.budget < find_minimum(rest.group_bytes, rest.slots_per_class).bytes) {
+            return false;
+        }
+        sub = plan_fitting(rest, validated_uses(rest));
+    }
+    // All resident, then the others as the sub-plan placed them.
+    Plan plan = lay_out(in, std::vector<std::uint64_t>(n, 1), std::vector<bool>(n, true));
+    for (std::size_t k = 0; k < index.size(); ++k) {
+        const std::size_t g = index[k];
+        plan.resident[g] = sub.resident[k];
+        plan.size_class[g] = sub.size_class[k];
+        plan.in_head[g] = std::move(sub.in_head[k]);
+        plan.head_bytes[g] = sub.head_bytes[k];
+    }
+    plan.resident_bytes = preferred + sub.resident_bytes;
+    plan.class_slot_bytes = sub.class_slot_bytes;
+    plan.streaming_bytes = sub.streaming_bytes;
+    plan.streamed_bytes_per_pass = sub.streamed_bytes_per_pass;
+    *out = std::move(plan);
+    return true;
+}
+
 }  // namespace
 
 std::uint64_t minimum_budget(const PlanInput &input) {
@@ -441,10 +498,8 @@ Plan make_plan(const PlanInput &input) {
                         " is too small: this model needs at least " + bytes_str(min.bytes) +
                         " (" + why + ")");
     }
-    Plan plan = lay_out(input, uses,
-                        choose_resident(input.group_bytes, uses, input.budget,
-                                        input.slots_per_class));
-    try_splitting(input, uses, plan);
+    Plan plan;
+    if (!plan_preferring(input, &plan)) plan = plan_fitting(input, uses);
     return plan;
 }
 

@@ -19,6 +19,9 @@ struct PlanInput {
     // Per group, the bytes of the pieces it may be split between a resident head and a
     // streamed tail, summing to its bytes. Empty (for all or for one group): never split.
     std::vector<std::vector<std::uint64_t>> pieces;
+    // Per group (or empty): keep it resident before any other, when the budget holds
+    // all of them and the rest's smallest plan; else plan them like the others.
+    std::vector<bool> prefer_resident;
 };
 
 struct Plan {

@@ -319,9 +319,17 @@ std::uint32_t Runtime::define_group(const char *name) {
                 "group '" + std::string(name) + "' is already defined");
     }
     FERRY_EXPECTS(groups_.size() < (1u << 24) - 1, FERRY_ERROR_INVALID_ARGUMENT, "too many groups");
-    groups_.push_back(GroupDef{name, {}, 0, false, 0, 0, 0});
+    GroupDef group;
+    group.name = name;
+    groups_.push_back(std::move(group));
     group_count_.store(static_cast<std::uint32_t>(groups_.size()), std::memory_order_release);
     return static_cast<std::uint32_t>(groups_.size() - 1);
+}
+
+void Runtime::prefer_resident(std::uint32_t group) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    require_phase(FERRY_PHASE_DEFINE, "preferring a group resident");
+    groups_[group].prefer_resident = true;
 }
 
 std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std::uint64_t bytes,
@@ -473,6 +481,7 @@ void Runtime::plan() {
         }
         input.pieces.push_back(std::move(pieces));
     }
+    for (const GroupDef &group : groups_) input.prefer_resident.push_back(group.prefer_resident);
     Plan plan = make_plan(input);
     std::vector<std::uint32_t> pass_order = declared_schedule_;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);

@@ -62,6 +62,7 @@ struct GroupDef {
     std::vector<std::uint32_t> tensors;
     std::uint64_t defined_bytes = 0;  // sum of tensor bytes
     bool has_mutable = false;
+    bool prefer_resident = false;      // ferry_group_prefer_resident
     // Set at plan. Immutable tensors come first, then (page-aligned, so the immutable
     // pages can be made read-only) the mutable ones. A split group's head tensors come
     // first of all.
@@ -110,6 +111,7 @@ class Runtime {
     ferry_phase phase();
 
     std::uint32_t define_group(const char *name);
+    void prefer_resident(std::uint32_t group);
     std::uint32_t define_tensor(std::uint32_t group, const char *name, std::uint64_t bytes,
                                 std::int32_t dtype, std::uint32_t ndim,
                                 const std::int64_t *shape, std::uint32_t flags);

@@ -171,6 +171,8 @@ TEST_CASE("Calls in the wrong phase are WRONG_PHASE and change nothing") {
     REQUIRE_FERRY_ERROR(ferry_group_define(rt, "late", &late), FERRY_ERROR_WRONG_PHASE,
                         "ferry_group_define", "PLANNED");
     REQUIRE_FERRY_ERROR(ferry_plan(rt), FERRY_ERROR_WRONG_PHASE, "ferry_plan", "PLANNED");
+    REQUIRE_FERRY_ERROR(ferry_group_prefer_resident(rt, group), FERRY_ERROR_WRONG_PHASE,
+                        "ferry_group_prefer_resident", "PLANNED");
     REQUIRE_FERRY_ERROR(ferry_release(rt, group, nullptr), FERRY_ERROR_WRONG_PHASE,
                         "ferry_release", "PLANNED");
     REQUIRE(ferry_seal(rt) == FERRY_OK);

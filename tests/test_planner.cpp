@@ -461,3 +461,69 @@ TEST_CASE("Pieces that do not describe their groups are refused", "[planner]") {
     }
     CHECK(status_of([&] { ferry::make_plan(in); }) == FERRY_ERROR_INVALID_ARGUMENT);
 }
+
+TEST_CASE("Preferred groups are resident first, or planned like the others when they cannot be",
+          "[planner]") {
+    PlanInput in;
+    in.group_bytes = {100 * KiB, 100 * KiB, 100 * KiB, 100 * KiB, 40 * KiB};
+    in.budget = 340 * KiB;  // two slots of 100 KiB, and 140 KiB resident
+    const Plan plain = ferry::make_plan(in);
+    check_plan(in, plain);
+    // The knapsack keeps one 100 KiB group and the 40 KiB one; prefer another.
+    const auto streamed = std::find(plain.resident.begin(), plain.resident.end(), false);
+    REQUIRE(streamed != plain.resident.end());
+    const std::size_t chosen = static_cast<std::size_t>(streamed - plain.resident.begin());
+    REQUIRE(in.group_bytes[chosen] == 100 * KiB);
+
+    in.prefer_resident.assign(5, false);
+    in.prefer_resident[chosen] = true;
+    const Plan preferred = ferry::make_plan(in);
+    check_plan(in, preferred);
+    CHECK(preferred.resident[chosen]);
+    CHECK(preferred.streamed_bytes_per_pass == 300 * KiB);  // the chosen and 40 KiB stay
+
+    in.prefer_resident = {true, true, true, false, false};  // 300 KiB leaves no room for slots
+    const Plan fallback = ferry::make_plan(in);
+    check_plan(in, fallback);
+    CHECK(fallback.streamed_bytes_per_pass == plain.streamed_bytes_per_pass);
+
+    in.prefer_resident = {true};
+    CHECK(status_of([&] { ferry::make_plan(in); }) == FERRY_ERROR_INVALID_ARGUMENT);
+}
+
+TEST_CASE("Random preferences: plans fit, and preferred groups are resident when they can be",
+          "[planner]") {
+    std::mt19937_64 rng(31);
+    for (int k = 0; k < 500; ++k) {
+        PlanInput in;
+        in.group_bytes = random_sizes(rng, 1 + rng() % 30);
+        in.slots_per_class = 2 + rng() % 2;
+        const std::uint64_t total =
+            std::accumulate(in.group_bytes.begin(), in.group_bytes.end(), std::uint64_t{0});
+        in.budget = random_budget(rng, ferry::minimum_budget(in), total);
+        if (in.budget < ferry::minimum_budget(in)) continue;
+        in = with_random_pieces(rng, in);
+        PlanInput rest = in;
+        rest.group_bytes.clear();
+        rest.pieces.clear();
+        std::uint64_t preferred = 0;
+        for (std::size_t g = 0; g < in.group_bytes.size(); ++g) {
+            in.prefer_resident.push_back(rng() % 4 == 0);
+            if (in.prefer_resident[g]) {
+                preferred += in.group_bytes[g];
+            } else {
+                rest.group_bytes.push_back(in.group_bytes[g]);
+            }
+        }
+        INFO(describe(in));
+        const Plan plan = ferry::make_plan(in);
+        check_plan(in, plan);
+        const bool fits = preferred <= in.budget &&
+                          (rest.group_bytes.empty() ||
+                           ferry::minimum_budget(rest) <= in.budget - preferred);
+        if (!fits) continue;
+        for (std::size_t g = 0; g < in.group_bytes.size(); ++g) {
+            if (in.prefer_resident[g]) CHECK(plan.resident[g]);
+        }
+    }
+}

@@ -8,6 +8,7 @@
  *
  *     ferry_create                 -> DEFINE
  *     ferry_group_define           DEFINE
+ *     ferry_group_prefer_resident  DEFINE (optional)
  *     ferry_tensor_define          DEFINE
  *     ferry_schedule_declare       DEFINE or PLANNED (optional; else learned on pass 1)
  *     ferry_plan                   DEFINE -> PLANNED  (layout, residency, pinned arena, slab)
@@ -238,6 +239,12 @@ FERRY_API ferry_status ferry_phase_get(ferry_runtime *runtime, ferry_phase *out)
 /* DEFINE. Group names are unique per runtime, 1..255 bytes. */
 FERRY_API ferry_status ferry_group_define(ferry_runtime *runtime, const char *name,
                                           ferry_group *out);
+
+/* DEFINE. Asks the planner to keep the group resident before any other, for a group held
+   while others are acquired (say a model's embeddings and head, held for its whole
+   forward): streamed, it would keep a slot from prefetch. When the budget cannot hold the
+   preferred groups and the streaming slots, they are planned like the others. */
+FERRY_API ferry_status ferry_group_prefer_resident(ferry_runtime *runtime, ferry_group group);
 
 /* DEFINE. Tensor names are unique within their group. shape may be NULL when ndim is 0.
    When dtype is not FERRY_DTYPE_UNKNOWN and ndim > 0, the product of shape times the

@@ -179,6 +179,7 @@ _DECLARATIONS = {
         ],
     ),
     "ferry_group_resident_bytes": (_status, [_rt, GroupHandle, ctypes.POINTER(ctypes.c_uint64)]),
+    "ferry_group_prefer_resident": (_status, [_rt, GroupHandle]),
     "ferry_trace_start": (_status, [_rt, ctypes.c_uint32]),
     "ferry_trace_stop": (_status, [_rt]),
     "ferry_trace_dump": (_status, [_rt, ctypes.c_char_p]),

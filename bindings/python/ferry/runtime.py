@@ -364,6 +364,13 @@ class Group:
     def tensor(self, name):
         return self._tensor_names[name]
 
+    def prefer_resident(self):
+        """DEFINE. Asks the planner to keep this group resident before any other: for a
+        group held while others are acquired. When the budget cannot hold the preferred
+        groups and the streaming slots, they are planned like the others."""
+        rt = self.runtime
+        check(rt._lib.ferry_group_prefer_resident(rt._handle(), self._h))
+
     def define_tensor(self, name, nbytes=None, *, dtype=None, shape=None, mutable=False):
         """DEFINE. A tensor of this group. Give nbytes, or dtype and shape (or all three:
         the library checks they agree). mutable: may change on the device; written back

@@ -557,6 +557,8 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
             device = torch.device("cpu")
         for g in groups:
             g.ferry = rt.define_group(g.name)
+            if g is root:
+                g.ferry.prefer_resident()  # held for the whole forward: a slot otherwise
             for e in g.entries:
                 dt = _dtype_of(e.tensor)
                 e.ferry = g.ferry.define_tensor(

@@ -272,7 +272,7 @@ def test_stats_count_a_pass_of_streamed_groups():
     assert s["slab_bytes"] <= s["vram_budget"]
 
 
-def test_group_info_reports_what_stays_on_the_device_whole_split_or_none():
+def test_a_preferred_group_is_resident_and_info_says_what_stays_on_the_device():
     # Ten groups of four 64 KiB tensors at half the model: the planner keeps heads of
     # split groups resident and streams their tails.
     kib = 1024
@@ -281,9 +281,13 @@ def test_group_info_reports_what_stays_on_the_device_whole_split_or_none():
         for g in groups:
             for t in range(4):
                 g.define_tensor(f"t{t}", 64 * kib)
+        groups[4].prefer_resident()
         rt.plan()
+        with pytest.raises(ferry.WrongPhaseError):
+            groups[5].prefer_resident()
         infos = [g.info() for g in groups]
         s = rt.stats()
+    assert infos[4]["resident"], "preferred"
     split = [i for i in infos if not i["resident"] and i["resident_bytes"] > 0]
     assert split, infos
     assert all(0 < i["resident_bytes"] < i["image_bytes"] for i in split)

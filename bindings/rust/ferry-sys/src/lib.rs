@@ -267,6 +267,10 @@ extern "C" {
         size_class: *mut i32,
         image_bytes: *mut u64,
     ) -> ferry_status;
+    pub fn ferry_group_prefer_resident(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+    ) -> ferry_status;
     pub fn ferry_group_resident_bytes(
         runtime: *mut ferry_runtime,
         group: ferry_group,

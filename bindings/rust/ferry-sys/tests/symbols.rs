@@ -423,6 +423,10 @@ fn every_declared_function_links() {
             "ferry_group_resident_bytes",
             ferry_group_resident_bytes as *const (),
         ),
+        (
+            "ferry_group_prefer_resident",
+            ferry_group_prefer_resident as *const (),
+        ),
         ("ferry_trace_start", ferry_trace_start as *const ()),
         ("ferry_trace_stop", ferry_trace_stop as *const ()),
         ("ferry_trace_dump", ferry_trace_dump as *const ()),

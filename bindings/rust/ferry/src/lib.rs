@@ -808,6 +808,14 @@ impl Runtime {
         })
     }
 
+    /// DEFINE. Asks the planner to keep `group` resident before any other: for a group
+    /// held while others are acquired. When the budget cannot hold the preferred groups
+    /// and the streaming slots, they are planned like the others.
+    pub fn prefer_resident(&self, group: Group<'_>) -> Result<()> {
+        // Safety: self.raw is a live runtime; the handle is checked by the library.
+        check(unsafe { sys::ferry_group_prefer_resident(self.raw.as_ptr(), group.raw) })
+    }
+
     /// DEFINE. An immutable tensor of raw bytes.
     pub fn define_tensor(&self, group: Group<'_>, name: &str, bytes: u64) -> Result<Tensor<'_>> {
         self.define_tensor_with(group, name, bytes, &TensorOptions::default())

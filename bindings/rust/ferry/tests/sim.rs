@@ -646,3 +646,32 @@ fn statuses_round_trip() {
     assert_eq!(ferry::version_number(), sys::FERRY_VERSION_NUMBER);
     assert_eq!(ferry::version(), "0.1.0");
 }
+
+#[test]
+fn a_preferred_group_stays_resident_and_split_groups_keep_heads() {
+    // Ten groups of four 64 KiB tensors at half the model: the planner splits groups; the
+    // last one defined, preferred, is kept whole on the device.
+    let rt = sim().vram_budget(1280 << 10).build().unwrap();
+    let groups: Vec<_> = (0..10)
+        .map(|g| {
+            let group = rt.define_group(&format!("g{g}")).unwrap();
+            for t in 0..4 {
+                rt.define_tensor(group, &format!("t{t}"), 64 << 10).unwrap();
+            }
+            group
+        })
+        .collect();
+    rt.prefer_resident(groups[9]).unwrap();
+    rt.plan().unwrap();
+    let infos: Vec<_> = groups.iter().map(|&g| rt.group_info(g).unwrap()).collect();
+    assert!(infos[9].resident, "{:?}", infos[9]);
+    assert_eq!(infos[9].resident_bytes, infos[9].image_bytes);
+    assert!(
+        infos
+            .iter()
+            .any(|i| !i.resident && i.resident_bytes > 0 && i.resident_bytes < i.image_bytes),
+        "{infos:?}"
+    );
+    let err = rt.prefer_resident(groups[0]).unwrap_err();
+    assert_eq!(err.status(), ferry::Status::WrongPhase);
+}
