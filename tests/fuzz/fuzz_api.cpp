@@ -84,11 +84,15 @@ class Driver {
                 ferry_group group{};
                 ferry_runtime *rt = runtime(in);
                 const std::string name = name_of(in);
-                const bool null_name = in.byte() % 16 == 0;
+                const std::uint8_t choice = in.byte();
+                const bool null_name = choice % 16 == 0;
                 const ferry_status s =
                     ferry_group_define(rt, null_name ? nullptr : name.c_str(), &group);
                 checked(s);
                 if (s == FERRY_OK) groups_.push_back(group);
+                // Some groups are preferred resident (the same byte: old inputs keep
+                // their meaning).
+                if (choice / 16 % 4 == 0) checked(ferry_group_prefer_resident(rt, group));
                 break;
             }
             case 3: define_tensor(in); break;
