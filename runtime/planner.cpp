@@ -288,11 +288,15 @@ class Splitter {
     bool plan_for_cap(std::uint64_t cap, const std::vector<std::uint64_t> &uses,
                       std::uint64_t total, std::uint64_t *streamed_per_pass, Plan *plan) {
         const std::size_t n = in_.group_bytes.size();
-        const std::uint64_t reserve = mul_sat(in_.slots_per_class, cap);
-        if (reserve >= in_.budget) return false;
-        const std::uint64_t need = total - (in_.budget - reserve);  // > 0: total > budget
         tails_.resize(n);
-        for (std::size_t g = 0; g < n; ++g) tails_[g] = tail(g, cap, nullptr);
+        std::uint64_t slot = 0;  // no tail is larger: the slots need no more than this
+        for (std::size_t g = 0; g < n; ++g) {
+            tails_[g] = tail(g, cap, nullptr);
+            slot = std::max(slot, tails_[g]);
+        }
+        const std::uint64_t reserve = mul_sat(in_.slots_per_class, slot);
+        if (slot == 0 || reserve >= in_.budget) return false;
+        const std::uint64_t need = total - (in_.budget - reserve);  // > 0: total > budget
         order_.resize(n);
         std::iota(order_.begin(), order_.end(), 0);
         std::stable_sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
@@ -331,7 +335,7 @@ class Splitter {
             plan->streaming_bytes = in_.slots_per_class * largest;
             plan->streamed_bytes_per_pass = per_pass;
         }
-        return true;  // resident (total - streamed) + slots x largest (<= cap) fits
+        return true;  // resident (total - streamed) + slots x largest (<= slot) fits
     }
 
    private:
@@ -452,10 +456,14 @@ bool plan_preferring(const PlanInput &in, Plan *out) {
 
     Plan sub;
     if (!index.empty()) {
-        if (rest.budget < find_minimum(rest.group_bytes, rest.slots_per_class).bytes) {
-            return false;
+        const std::vector<std::uint64_t> rest_uses = validated_uses(rest);
+        if (rest.budget >= find_minimum(rest.group_bytes, rest.slots_per_class).bytes) {
+            sub = plan_fitting(rest, rest_uses);
+        } else {  // no whole-group plan fits what is left; a split one may
+            sub.streamed_bytes_per_pass = kMax;
+            try_splitting(rest, rest_uses, sub);
+            if (sub.streamed_bytes_per_pass == kMax) return false;
         }
-        sub = plan_fitting(rest, validated_uses(rest));
     }
     // All resident, then the others as the sub-plan placed them.
     Plan plan = lay_out(in, std::vector<std::uint64_t>(n, 1), std::vector<bool>(n, true));

@@ -82,9 +82,10 @@ void check_sim_value(double value, const char *field, double max) {
 // Which of several equal-sized, equally used groups stay resident does not change the
 // bytes streamed, but where they sit in the pass does: spread evenly, the link keeps
 // copying the next streamed group while a resident one computes, instead of idling
-// through a run of them.
+// through a run of them. Preferred and split groups stay where the planner put them.
 void spread_residents(Plan &plan, const std::vector<std::uint64_t> &bytes,
                       const std::vector<std::uint64_t> &uses,
+                      const std::vector<bool> &preferred,
                       const std::vector<std::uint32_t> &pass_order) {
     std::vector<bool> done(bytes.size(), false);
     for (std::uint32_t first : pass_order) {
@@ -96,9 +97,10 @@ void spread_residents(Plan &plan, const std::vector<std::uint64_t> &bytes,
                 done[g] = true;
             }
         }
-        // Split groups keep their heads where the planner put them.
         same.erase(std::remove_if(same.begin(), same.end(),
-                                  [&](std::uint32_t g) { return plan.head_bytes[g] > 0; }),
+                                  [&](std::uint32_t g) {
+                                      return plan.head_bytes[g] > 0 || preferred[g];
+                                  }),
                    same.end());
         std::size_t resident = 0;
         int streamed_class = -1;
@@ -485,7 +487,8 @@ void Runtime::plan() {
     Plan plan = make_plan(input);
     std::vector<std::uint32_t> pass_order = declared_schedule_;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
-    spread_residents(plan, input.group_bytes, input.uses_per_pass, pass_order);
+    spread_residents(plan, input.group_bytes, input.uses_per_pass, input.prefer_resident,
+                     pass_order);
     lay_out_heads(plan);
 
     try {

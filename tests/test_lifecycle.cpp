@@ -127,3 +127,25 @@ TEST_CASE("Resident groups of equal size are spread evenly through the pass") {
     REQUIRE(resident == std::vector<int>{1, 4, 7, 10});
     REQUIRE(ferry_destroy(rt) == FERRY_OK);
 }
+
+TEST_CASE("A preferred group stays resident through the runtime's own placement") {
+    // Four groups of one 64 KiB tensor (none can be split), a budget of two slots and one
+    // resident group. Whichever equal group the planner keeps, the preferred one is kept.
+    for (int preferred = 0; preferred < 4; ++preferred) {
+        ferry_runtime *rt = make_sim_runtime(3 * 65536);
+        std::vector<ferry_group> groups;
+        for (int g = 0; g < 4; ++g) {
+            groups.push_back(define_group(rt, ("g" + std::to_string(g)).c_str()));
+            define_bytes(rt, groups.back(), "w", 65536);
+        }
+        REQUIRE(ferry_group_prefer_resident(rt, groups[preferred]) == FERRY_OK);
+        REQUIRE(ferry_plan(rt) == FERRY_OK);
+        for (int g = 0; g < 4; ++g) {
+            int32_t resident = -1;
+            REQUIRE(ferry_group_info(rt, groups[g], &resident, nullptr, nullptr) == FERRY_OK);
+            INFO("preferred " << preferred << ", group " << g);
+            CHECK(resident == (g == preferred ? 1 : 0));
+        }
+        REQUIRE(ferry_destroy(rt) == FERRY_OK);
+    }
+}

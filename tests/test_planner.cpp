@@ -527,3 +527,24 @@ TEST_CASE("Random preferences: plans fit, and preferred groups are resident when
         }
     }
 }
+
+TEST_CASE("A preferred group stays resident when only a split plan fits the others",
+          "[planner]") {
+    // A 10 MiB root, preferred; a 100 MiB group of ten 10 MiB pieces; five 10 MiB groups.
+    // At 120 MiB, whole groups fit only with the root streamed (the big group resident,
+    // two 10 MiB slots). Beside a resident root, only splitting the big group fits: a
+    // 90 MiB head and 10 MiB slots.
+    PlanInput in;
+    in.group_bytes = {10 * MiB, 100 * MiB, 10 * MiB, 10 * MiB, 10 * MiB, 10 * MiB, 10 * MiB};
+    in.pieces.assign(7, {});
+    in.pieces[1].assign(10, 10 * MiB);
+    in.prefer_resident.assign(7, false);
+    in.prefer_resident[0] = true;
+    in.budget = 120 * MiB;
+    const Plan plan = ferry::make_plan(in);
+    check_plan(in, plan);
+    CHECK(plan.resident[0]);
+    CHECK(plan.head_bytes[1] == 90 * MiB);
+    CHECK(plan.class_slot_bytes == std::vector<std::uint64_t>{10 * MiB});
+    CHECK(plan.streamed_bytes_per_pass == 60 * MiB);
+}

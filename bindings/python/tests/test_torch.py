@@ -79,6 +79,9 @@ def test_stats_show_streaming_with_prefetch_and_no_misses_after_the_first_pass()
         groups = handle.groups()
     streamed = [g for g in groups if not g["resident"]]
     assert s["groups"] == len(groups) == 1 + 12 + 2  # root, 12 blocks, 2 refiner blocks
+    root = groups[0]
+    assert root["name"] == "root" and root["resident"], "held for the whole forward: preferred"
+    assert root["resident_bytes"] == root["image_bytes"]
     assert streamed and s["resident_groups"] == len(groups) - len(streamed)
     assert s["acquires"] == s["releases"] == len(groups) * (PASSES + 1)
     assert s["acquires"] == s["resident_hits"] + s["hits"] + s["misses"]
