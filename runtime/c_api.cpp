@@ -307,14 +307,8 @@ ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group, int32_t
                               int32_t *size_class, uint64_t *image_bytes) {
     return guarded("ferry_group_info", [&] {
         ferry::Runtime &rt = runtime_of(runtime);
-        int is_resident = 0;
-        int klass = -1;
-        std::uint64_t bytes = 0;
-        rt.group_info(index_of(rt, group.id, kGroupHandle), &is_resident, &klass, &bytes,
+        rt.group_info(index_of(rt, group.id, kGroupHandle), resident, size_class, image_bytes,
                       nullptr);
-        if (resident != nullptr) *resident = is_resident;
-        if (size_class != nullptr) *size_class = klass;
-        if (image_bytes != nullptr) *image_bytes = bytes;
     });
 }
 

@@ -262,15 +262,7 @@ void Runtime::finish() {
     } catch (...) {
         failed = std::current_exception();
     }
-    if (phase_ == FERRY_PHASE_SEALED) {
-        for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-            if (state_[g].dirty && state_[g].slot >= 0) write_back(g, copy_stream_);
-        }
-        device_->stream_synchronize(copy_stream_);
-        for (const GroupState &state : state_) {
-            if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
-        }
-    }
+    if (phase_ == FERRY_PHASE_SEALED) write_back_dirty();  // scheduler.cpp
     if (failed) std::rethrow_exception(failed);
 }
 
@@ -405,7 +397,7 @@ void Runtime::declare_schedule(const std::vector<std::uint32_t> &order) {
     declared_schedule_ = order;
 }
 
-void Runtime::lay_out_images() {
+std::uint64_t Runtime::lay_out_images() {
     const std::uint64_t page = HostStore::page_size();
     std::uint64_t host_offset = 0;
     for (GroupDef &group : groups_) {
@@ -426,6 +418,7 @@ void Runtime::lay_out_images() {
         group.host_offset = host_offset;
         host_offset += align_up(group.image_bytes, page);
     }
+    return host_offset;
 }
 
 // A split group's image again, its head tensors first: the planner chose them by their
@@ -465,7 +458,7 @@ void Runtime::plan() {
         FERRY_EXPECTS(!groups_[g].tensors.empty(), FERRY_ERROR_EMPTY,
                 describe_group(g) + " has no tensors");
     }
-    lay_out_images();
+    const std::uint64_t host_bytes = lay_out_images();
 
     PlanInput input;
     for (const GroupDef &group : groups_) input.group_bytes.push_back(group.image_bytes);
@@ -492,10 +485,6 @@ void Runtime::plan() {
     lay_out_heads(plan);
 
     try {
-        std::uint64_t host_bytes = 0;
-        for (const GroupDef &group : groups_) {
-            host_bytes += align_up(group.image_bytes, HostStore::page_size());
-        }
         host_ = std::make_unique<HostStore>(*device_, host_bytes, options_.pin);
         if (host_->pageable_bytes() > 0) {
             staging_ = std::make_unique<StagingRing>(*device_);
@@ -551,8 +540,7 @@ void Runtime::plan() {
     stats_.slab_resident_bytes = slab_->layout().resident_bytes;
     stats_.slab_streaming_bytes = slab_->layout().streaming_bytes;
     stats_.host_pinned_bytes = host_->pinned_bytes();
-    stats_.host_pinned_peak_bytes = std::max<std::uint64_t>(stats_.host_pinned_peak_bytes,
-                                                            host_->pinned_bytes());
+    stats_.host_pinned_peak_bytes = stats_.host_pinned_bytes;  // pinned once, for good
     stats_.host_pageable_bytes = host_->pageable_bytes();
     phase_ = FERRY_PHASE_PLANNED;
     observe_plan();
@@ -637,7 +625,7 @@ ferry_stats Runtime::stats() {
     return out;
 }
 
-void Runtime::group_info(std::uint32_t group, int *resident, int *size_class,
+void Runtime::group_info(std::uint32_t group, std::int32_t *resident, std::int32_t *size_class,
                          std::uint64_t *image_bytes, std::uint64_t *resident_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     FERRY_EXPECTS(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,

@@ -135,7 +135,7 @@ class Runtime {
     void trace_stop();
     void trace_dump(const char *path);
     std::string stats_segment_name();
-    void group_info(std::uint32_t group, int *resident, int *size_class,
+    void group_info(std::uint32_t group, std::int32_t *resident, std::int32_t *size_class,
                     std::uint64_t *image_bytes, std::uint64_t *resident_bytes);
 
     // For handle checks, without the lock: counts only grow.
@@ -149,7 +149,7 @@ class Runtime {
 
    private:
     void require_phase(ferry_phase phase, const char *what) const;
-    void lay_out_images();
+    std::uint64_t lay_out_images();  // returns the host store's bytes
     void lay_out_heads(const Plan &plan);
     std::vector<std::uint64_t> uses_per_pass() const;
     // Bytes of a planned group on the device for good: its image when resident, its head
@@ -166,6 +166,7 @@ class Runtime {
     void onload_head(std::uint32_t group, Stream stream);
     void evict(int slot, Stream stream);
     void write_back(std::uint32_t group, Stream stream);
+    void write_back_dirty();
     int choose_victim(int size_class) const;
     void advance_schedule(std::uint32_t group);
     void prefetch();

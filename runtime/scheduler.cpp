@@ -296,6 +296,23 @@ void *Runtime::tensor_device_ptr(std::uint32_t tensor) {
     return device_address(def);
 }
 
+// Writes back every dirty group still in a slot, on the copy stream, and waits on the
+// host until every writeback has landed, those of evictions included (in synchronous mode
+// they ran on callers' streams). The groups written are left in written_.
+void Runtime::write_back_dirty() {
+    const Stream stream = copy_stream_for(nullptr);
+    written_.clear();
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+        if (!state_[g].dirty || state_[g].slot < 0) continue;
+        write_back(g, stream);
+        written_.push_back(g);
+    }
+    device_->stream_synchronize(stream);
+    for (const GroupState &state : state_) {
+        if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
+    }
+}
+
 void Runtime::synchronize() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (phase_ != FERRY_PHASE_SEALED) return;  // nothing is on the device yet
@@ -306,23 +323,12 @@ void Runtime::synchronize() {
                 describe_group(g) +
                     " has mutable tensors and is still acquired; release it first");
     }
-    const Stream stream = copy_stream_for(nullptr);
-    written_.clear();
     try {
-        for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-            if (!state_[g].dirty || state_[g].slot < 0) continue;
-            write_back(g, stream);
-            written_.push_back(g);
-        }
-        device_->stream_synchronize(stream);
+        write_back_dirty();
     } catch (const Error &error) {
         // A copy failed at completion, or a submission failed: redo what may be lost.
         if (error.status() == FERRY_ERROR_DEVICE) recover_from_copy_error(written_);
         throw;
-    }
-    // Writebacks of evictions may have run on callers' streams (synchronous mode).
-    for (const GroupState &state : state_) {
-        if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
     }
     if (verifier_ != nullptr) stats_.verify_failures = verifier_->failures();
     observer_->publish(stats_, phase_);

@@ -138,7 +138,8 @@ void Runtime::write_back_changed(std::uint32_t group, Stream stream) {
             ++stats_.writebacks_skipped;
             continue;
         }
-        device_->copy_d2h(host + tensor.offset, device_address(tensor), tensor.bytes, stream);
+        observer_->copy_d2h(group, host + tensor.offset, device_address(tensor), tensor.bytes,
+                            stream);
         mutable_sum_[t] = sum;
         stats_.bytes_d2h += tensor.bytes;
         ++stats_.writebacks;
