@@ -315,9 +315,12 @@ class Splitter {
             if (streamed >= need) break;
             if (tails_[g] == 0) continue;
             std::vector<bool> *in_head = plan != nullptr ? &plan->in_head[g] : nullptr;
-            const std::uint64_t t = tails_[g] <= need - streamed
-                                        ? tail(g, cap, in_head)
-                                        : tail_of_at_least(g, cap, need - streamed, in_head);
+            std::uint64_t t = tails_[g];
+            if (t > need - streamed) {
+                t = tail_of_at_least(g, cap, t, need - streamed, in_head);
+            } else if (in_head != nullptr) {
+                tail(g, cap, in_head);  // the same tail again, for its pieces
+            }
             streamed += t;
             largest = std::max(largest, t);
             per_pass += t * uses[g];
@@ -347,46 +350,35 @@ class Splitter {
         if (bytes <= cap) return bytes;
         if (biggest_first_[g].size() < 2) return 0;
         const std::vector<std::uint64_t> &pieces = in_.pieces[g];
+        if (in_head != nullptr) in_head->assign(pieces.size(), true);
         std::uint64_t tail = 0;
         for (std::size_t piece : biggest_first_[g]) {
-            if (tail + pieces[piece] <= cap) tail += pieces[piece];
+            if (tail + pieces[piece] > cap) continue;
+            tail += pieces[piece];
+            if (in_head != nullptr) (*in_head)[piece] = false;
         }
-        if (in_head != nullptr && tail > 0 && tail < bytes) {
-            in_head->assign(pieces.size(), true);
-            std::uint64_t again = 0;
-            for (std::size_t piece : biggest_first_[g]) {
-                if (again + pieces[piece] > cap) continue;
-                again += pieces[piece];
-                (*in_head)[piece] = false;
-            }
-        }
+        if (tail == 0 && in_head != nullptr) in_head->clear();  // stays whole
         return tail;
     }
 
-    // A tail of at least `wanted` bytes (< the group's tail under `cap`), as small as first
-    // fit decreasing finds: the head takes the biggest pieces that leave `wanted` to stream.
-    // Falls back to the tail under `cap` when that tail would not fit the cap.
-    std::uint64_t tail_of_at_least(std::size_t g, std::uint64_t cap, std::uint64_t wanted,
-                                   std::vector<bool> *in_head) const {
+    // A tail of at least `wanted` bytes (< `full`, the group's tail under `cap`), as small
+    // as first fit decreasing finds: the head takes the biggest pieces that leave `wanted`
+    // to stream. Falls back to the tail under `cap` when that tail would not fit the cap.
+    std::uint64_t tail_of_at_least(std::size_t g, std::uint64_t cap, std::uint64_t full,
+                                   std::uint64_t wanted, std::vector<bool> *in_head) const {
         const std::uint64_t bytes = in_.group_bytes[g];
         if (biggest_first_[g].size() < 2) return tail(g, cap, in_head);
         const std::vector<std::uint64_t> &pieces = in_.pieces[g];
         const std::uint64_t head_limit = bytes - wanted;
+        if (in_head != nullptr) in_head->assign(pieces.size(), false);
         std::uint64_t head = 0;
         for (std::size_t piece : biggest_first_[g]) {
-            if (head + pieces[piece] <= head_limit) head += pieces[piece];
+            if (head + pieces[piece] > head_limit) continue;
+            head += pieces[piece];
+            if (in_head != nullptr) (*in_head)[piece] = true;
         }
-        if (head == 0 || bytes - head > cap || bytes - head >= tail(g, cap, nullptr)) {
+        if (head == 0 || bytes - head > cap || bytes - head >= full) {
             return tail(g, cap, in_head);
-        }
-        if (in_head != nullptr) {
-            in_head->assign(pieces.size(), false);
-            std::uint64_t again = 0;
-            for (std::size_t piece : biggest_first_[g]) {
-                if (again + pieces[piece] > head_limit) continue;
-                again += pieces[piece];
-                (*in_head)[piece] = true;
-            }
         }
         return bytes - head;
     }
