@@ -2,6 +2,8 @@
 // non-overlapping, 256-byte aligned, never more than the plan's bytes.
 #include <catch2/catch.hpp>
 
+#include "error.hpp"
+#include "fault_injection.hpp"
 #include "slab.hpp"
 
 using namespace ferry;
@@ -46,8 +48,14 @@ TEST_CASE("The slab makes exactly one device reservation of the carved size") {
     plan.resident = {false, false};
     plan.size_class = {0, 0};
     plan.class_slot_bytes = {4096};
-    Slab slab(*device, carve_slab(plan, {4096, 2048}, 2));
-    REQUIRE(slab.layout().total_bytes() == 8192);
+    const SlabLayout layout = carve_slab(plan, {4096, 2048}, 2);
+    REQUIRE(layout.total_bytes() == 8192);
+    {
+        ScopedFault first(Fault::reserve);  // a slab that reserves anything fails
+        REQUIRE_THROWS_AS(Slab(*device, layout), Error);
+    }
+    ScopedFault second(Fault::reserve, 1);  // a slab that reserves twice fails
+    Slab slab(*device, layout);
     REQUIRE(slab.base() != nullptr);
-    REQUIRE(slab.at(4096) == slab.base() + 4096);
+    REQUIRE(FaultInjector::instance().fired(Fault::reserve) == 0);
 }
