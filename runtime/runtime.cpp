@@ -268,11 +268,7 @@ void Runtime::finish() {
 
 void Runtime::release_plan_resources() noexcept {
     staging_.reset();
-    verifier_.reset();
-    if (writeback_sums_ != nullptr) device_->free_checksum_results(writeback_sums_);
-    writeback_sums_ = nullptr;
-    if (sums_ready_ != nullptr) device_->destroy_event(sums_ready_);
-    sums_ready_ = nullptr;
+    release_verify();  // verify.cpp
     for (SlotState &slot : slots_) {
         device_->destroy_event(slot.ready);
         device_->destroy_event(slot.released);

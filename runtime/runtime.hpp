@@ -181,6 +181,7 @@ class Runtime {
     void throw_deferred();
     void defer(const Error &error);
     void prepare_verify();
+    void release_verify() noexcept;
     void verify_release(std::uint32_t group, Stream stream);
     void write_back_changed(std::uint32_t group, Stream stream);
     void recover_from_copy_error(const std::vector<std::uint32_t> &written) noexcept;

@@ -184,11 +184,16 @@ void Runtime::undo_seal() noexcept {
         slot.occupant = -1;
         stats_.slab_used_bytes -= slot.bytes;
     }
+    release_verify();
+}
+
+// What prepare_verify() made.
+void Runtime::release_verify() noexcept {
+    verifier_.reset();
     if (writeback_sums_ != nullptr) device_->free_checksum_results(writeback_sums_);
     writeback_sums_ = nullptr;
     if (sums_ready_ != nullptr) device_->destroy_event(sums_ready_);
     sums_ready_ = nullptr;
-    verifier_.reset();
 }
 
 }  // namespace ferry
