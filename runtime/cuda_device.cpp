@@ -135,11 +135,16 @@ class EventClock {
             const Pending p = pending_[i];
             const cudaError_t state = cudaEventQuery(p.event);
             if (state == cudaErrorNotReady) {
+                // Not a failure, but the runtime keeps it as the thread's last error, where
+                // the caller's next launch check (cudaGetLastError) would find it.
+                ignore_error(state);
                 ++i;
                 continue;
             }
             float ms = 0.0f;
-            if (state == cudaSuccess && cudaEventElapsedTime(&ms, base_, p.event) == cudaSuccess) {
+            const cudaError_t err =
+                state == cudaSuccess ? cudaEventElapsedTime(&ms, base_, p.event) : state;
+            if (err == cudaSuccess) {
                 const std::int64_t ns = static_cast<std::int64_t>(base_ns_) +
                                         static_cast<std::int64_t>(static_cast<double>(ms) * 1e6);
                 p.out->store(ns > 0 ? static_cast<std::uint64_t>(ns) : 1,
@@ -153,7 +158,7 @@ class EventClock {
                     continue;
                 }
             } else {
-                ignore_error(state);
+                ignore_error(err);
                 p.out->store(kTimestampLost, std::memory_order_release);
             }
             free_.push_back(p.event);

@@ -273,7 +273,9 @@ TEST_CASE("a mutable tensor written by a kernel persists through eviction and re
 }
 
 // The Observer's times on cuda come from events (EventClock in cuda_device.cpp), which no
-// other test here reaches: every onload must come back timed.
+// other test here reaches: every onload must come back timed, and polling events still in
+// flight must leave no error behind for the caller's launch checks (run_pass launches
+// kernels, which check cudaGetLastError, right after each acquire).
 TEST_CASE("with stats published, every onload on cuda is timed by its events") {
     const int passes = 3;
     Runtime runtime{create_runtime(false, true)};
@@ -281,6 +283,9 @@ TEST_CASE("with stats published, every onload on cuda is timed by its events") {
     ComputeStream compute;
     DeviceResults results(model.tensors.size() * passes);
     run_passes(runtime.handle, model, compute.stream, passes, false, results);
+    REQUIRE_FERRY(ferry_acquire(runtime.handle, model.groups[0], compute.stream));
+    CHECK(cudaPeekAtLastError() == cudaSuccess);
+    REQUIRE_FERRY(ferry_release(runtime.handle, model.groups[0], compute.stream));
     verify_passes(model, compute.stream, passes, false, results);
     REQUIRE_FERRY(ferry_synchronize(runtime.handle));
     const ferry_stats stats = stats_of(runtime.handle);  // collects and publishes
