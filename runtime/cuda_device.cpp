@@ -86,16 +86,17 @@ class EventClock {
 
     EventClock() { pending_.reserve(kMaxPending); free_.reserve(kMaxPending); }
     ~EventClock() {
-        for (const Pending &p : pending_) ignore(cudaEventDestroy(p.event));
-        for (cudaEvent_t event : free_) ignore(cudaEventDestroy(event));
-        if (base_ != nullptr) ignore(cudaEventDestroy(base_));
+        for (const Pending &p : pending_) ignore_error(cudaEventDestroy(p.event));
+        for (cudaEvent_t event : free_) ignore_error(cudaEventDestroy(event));
+        if (base_ != nullptr) ignore_error(cudaEventDestroy(base_));
     }
     EventClock(const EventClock &) = delete;
     EventClock &operator=(const EventClock &) = delete;
 
+    // Completed stamps are turned into times by poll(), which the Observer calls once per
+    // acquire: a stamp itself queries no event.
     void stamp(cudaStream_t stream, std::atomic<std::uint64_t> *out) {
         std::lock_guard<std::mutex> lock(mutex_);
-        poll_locked();
         if (base_ == nullptr) start_locked();
         if (pending_.size() >= kMaxPending) {
             out->store(kTimestampLost, std::memory_order_release);
@@ -122,10 +123,6 @@ class EventClock {
         std::atomic<std::uint64_t> *out;
     };
 
-    static void ignore(cudaError_t err) noexcept {
-        if (err != cudaSuccess) cudaGetLastError();
-    }
-
     void start_locked() {
         FERRY_CUDA_TRY(cudaEventCreate(&base_));
         FERRY_CUDA_TRY(cudaEventRecord(base_, nullptr));
@@ -138,11 +135,16 @@ class EventClock {
             const Pending p = pending_[i];
             const cudaError_t state = cudaEventQuery(p.event);
             if (state == cudaErrorNotReady) {
+                // Not a failure, but the runtime keeps it as the thread's last error, where
+                // the caller's next launch check (cudaGetLastError) would find it.
+                ignore_error(state);
                 ++i;
                 continue;
             }
             float ms = 0.0f;
-            if (state == cudaSuccess && cudaEventElapsedTime(&ms, base_, p.event) == cudaSuccess) {
+            const cudaError_t err =
+                state == cudaSuccess ? cudaEventElapsedTime(&ms, base_, p.event) : state;
+            if (err == cudaSuccess) {
                 const std::int64_t ns = static_cast<std::int64_t>(base_ns_) +
                                         static_cast<std::int64_t>(static_cast<double>(ms) * 1e6);
                 p.out->store(ns > 0 ? static_cast<std::uint64_t>(ns) : 1,
@@ -156,7 +158,7 @@ class EventClock {
                     continue;
                 }
             } else {
-                ignore(state);
+                ignore_error(err);
                 p.out->store(kTimestampLost, std::memory_order_release);
             }
             free_.push_back(p.event);
@@ -221,8 +223,6 @@ class CudaDevice final : public Device {
         const std::size_t length = round_up_to_pages(bytes);
         FERRY_EXPECTS(length >= bytes, FERRY_ERROR_SIZE_TOO_LARGE,
                 "cuda alloc_pinned: " + std::to_string(bytes) + " bytes overflow");
-        inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "cudaHostRegister");
-        DeviceGuard guard(ordinal_);
         // Plain mmap'd pages (not cudaHostAlloc), so that the host store may mprotect them.
         void *ptr = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                          -1, 0);
@@ -231,15 +231,11 @@ class CudaDevice final : public Device {
                         "mmap of " + std::to_string(length) +
                             " bytes for pinned host memory failed: " + std::strerror(errno));
         }
-        const cudaError_t err = cudaHostRegister(ptr, length, cudaHostRegisterDefault);
-        if (err != cudaSuccess) {
+        try {
+            pin(ptr, length);
+        } catch (...) {
             munmap(ptr, length);
-            throw_cuda_error(FERRY_ERROR_OUT_OF_HOST_MEMORY, "cudaHostRegister", err, __FILE__,
-                             __LINE__,
-                             ": could not pin " + std::to_string(length) +
-                                 " bytes of host memory; RLIMIT_MEMLOCK is " +
-                                 memlock_limit() +
-                                 " (raise it with ulimit -l, or docker --ulimit memlock=-1)");
+            throw;
         }
         return ptr;
     }

@@ -1,4 +1,5 @@
-// Shared by the cuda backend's tests: checks that name the failed call, and test patterns.
+// Shared by the cuda backend's tests: checks that name the failed call, test patterns, and
+// the runtime's counters.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -42,6 +43,14 @@ inline std::vector<unsigned char> pattern(std::size_t bytes, std::uint64_t seed)
     std::vector<unsigned char> data(bytes);
     fill_pattern(data.data(), bytes, seed);
     return data;
+}
+
+// The runtime's counters, through the public call.
+inline ferry_stats stats_of(ferry_runtime *rt) {
+    ferry_stats stats{};
+    stats.struct_size = sizeof(stats);
+    REQUIRE_FERRY(ferry_stats_get(rt, &stats));
+    return stats;
 }
 
 }  // namespace ferry_test

@@ -10,8 +10,12 @@
 #include "checksum.hpp"
 #include "checksum_ref.hpp"
 #include "helpers.hpp"
+#include "runtime.hpp"
+#include "stats_reader.hpp"
 
 namespace {
+
+using ferry_test::stats_of;
 
 constexpr std::size_t kGroups = 12;
 constexpr std::uint64_t kComputeNs = 200 * 1000;  // stand-in compute per group
@@ -121,13 +125,14 @@ std::uint64_t immutable_model_bytes() {
     return bytes;
 }
 
-ferry_runtime *create_runtime(bool synchronous) {
+ferry_runtime *create_runtime(bool synchronous, bool publish_stats = false) {
     ferry_config config;
     ferry_config_init(&config);
     config.backend = FERRY_BACKEND_CUDA;
     config.device = 0;
     config.vram_budget = budget_for(immutable_model_bytes());
     config.synchronous = synchronous ? 1 : 0;
+    config.publish_stats = publish_stats ? 1 : 0;
     config.name = "cuda-end-to-end";
     ferry_runtime *runtime = nullptr;
     REQUIRE_FERRY(ferry_create(&config, &runtime));
@@ -194,13 +199,6 @@ void verify_passes(const Model &model, cudaStream_t stream, int passes, bool wri
     }
     INFO(count << " wrong checksums:" << mismatches.str());
     CHECK(count == 0);
-}
-
-ferry_stats stats_of(ferry_runtime *rt) {
-    ferry_stats stats{};
-    stats.struct_size = sizeof(stats);
-    REQUIRE_FERRY(ferry_stats_get(rt, &stats));
-    return stats;
 }
 
 }  // namespace
@@ -272,4 +270,40 @@ TEST_CASE("a mutable tensor written by a kernel persists through eviction and re
     CHECK(stats.writebacks >= 1);
     // Only the mutable tensor is ever copied back, never its group's frozen weights.
     CHECK(stats.bytes_d2h == stats.writebacks * kMutableBytes);
+}
+
+// The Observer's times on cuda come from events (EventClock in cuda_device.cpp), which no
+// other test here reaches: every onload must come back timed, and polling events still in
+// flight must leave no error behind for the caller's launch checks (run_pass launches
+// kernels, which check cudaGetLastError, right after each acquire).
+TEST_CASE("with stats published, every onload on cuda is timed by its events") {
+    const int passes = 3;
+    Runtime runtime{create_runtime(false, true)};
+    const Model model = build_model(runtime.handle, false);
+    ComputeStream compute;
+    DeviceResults results(model.tensors.size() * passes);
+    run_passes(runtime.handle, model, compute.stream, passes, false, results);
+    REQUIRE_FERRY(ferry_acquire(runtime.handle, model.groups[0], compute.stream));
+    CHECK(cudaPeekAtLastError() == cudaSuccess);
+    REQUIRE_FERRY(ferry_release(runtime.handle, model.groups[0], compute.stream));
+    verify_passes(model, compute.stream, passes, false, results);
+    REQUIRE_FERRY(ferry_synchronize(runtime.handle));
+    const ferry_stats stats = stats_of(runtime.handle);  // collects and publishes
+    REQUIRE(stats.onloads > 0);
+
+    const std::string name = ferry_runtime_impl(runtime.handle).stats_segment_name();
+    REQUIRE_FALSE(name.empty());
+    const ferry::ReadResult read = ferry::read_segment(name.substr(1));
+    INFO(read.message);
+    REQUIRE(read.state == ferry::SegmentState::kOk);
+    CHECK(read.snapshot.backend == FERRY_BACKEND_CUDA);
+    std::uint64_t onloads = 0, timed = 0, onload_ns = 0;
+    for (const ferry::GroupSnapshot &group : read.snapshot.groups) {
+        onloads += group.onloads;
+        timed += group.timed_onloads;
+        onload_ns += group.total_onload_ns;
+    }
+    CHECK(onloads > 0);
+    CHECK(timed == onloads);
+    CHECK(onload_ns > 0);
 }

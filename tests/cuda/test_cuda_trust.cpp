@@ -13,6 +13,7 @@
 namespace {
 
 using ferry_test::pattern;
+using ferry_test::stats_of;
 
 ferry_runtime *cuda_runtime(int verify) {
     ferry_config config;
@@ -72,9 +73,7 @@ TEST_CASE("verify mode on cuda names the tensor a kernel wrote into") {
     REQUIRE_FERRY(ferry_release(rt, group, nullptr));
     REQUIRE(ferry_synchronize(rt) == FERRY_ERROR_VERIFY_FAILED);
     REQUIRE(std::string(ferry_last_error()).find("tensor 'weight'") != std::string::npos);
-    ferry_stats stats;
-    stats.struct_size = sizeof stats;
-    REQUIRE_FERRY(ferry_stats_get(rt, &stats));
+    const ferry_stats stats = stats_of(rt);
     REQUIRE(stats.verify_checks == 4);
     REQUIRE(stats.verify_failures == 1);
     REQUIRE_FERRY(ferry_destroy(rt));
@@ -93,9 +92,7 @@ TEST_CASE("the host store is pinned chunk by chunk on cuda, progress reported") 
                                       nullptr, 0, &tensor));
     REQUIRE_FERRY(ferry_plan(rt));
     REQUIRE(chunks == 8);
-    ferry_stats stats;
-    stats.struct_size = sizeof stats;
-    REQUIRE_FERRY(ferry_stats_get(rt, &stats));
+    const ferry_stats stats = stats_of(rt);
     REQUIRE(stats.host_pinned_bytes == 8u << 20);
     REQUIRE(stats.host_pageable_bytes == 0);
     REQUIRE_FERRY(ferry_destroy(rt));

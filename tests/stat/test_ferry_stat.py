@@ -48,6 +48,12 @@ class Target:
         self.proc.stdin.close()
         assert self.proc.wait(timeout=30) == 0
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def kill(self):
         self.proc.kill()
         self.proc.wait(timeout=30)
@@ -76,32 +82,25 @@ def the_segment_is_owner_only_and_removed_at_destroy():
 
 @check
 def the_list_shows_a_live_runtime_with_its_pid_and_name():
-    t = Target("listed", "hold")
-    try:
+    with Target("listed", "hold") as t:
         rc, out, err = tool()
         assert rc == 0, (rc, err)
         assert re.search(rf"^{t.pid}\s+listed\s+sim\s", out, re.M), out
-    finally:
-        t.stop()
 
 
 @check
 def the_detail_view_shows_totals_and_the_group_table():
-    t = Target("detailed", "hold")
-    try:
+    with Target("detailed", "hold") as t:
         rc, out, err = tool(f"{t.pid}/detailed")
         assert rc == 0, (rc, err)
         assert f"ferry runtime 'detailed': pid {t.pid}, sim" in out, out
         assert "GROUP" in out and "block.11" in out, out
         assert "60 = " in out, out  # 5 passes of 12 groups
-    finally:
-        t.stop()
 
 
 @check
 def json_matches_the_runtimes_own_stats_call():
-    t = Target("json", "hold")
-    try:
+    with Target("json", "hold") as t:
         own = json.loads(t.first_line)
         rc, out, err = tool(t.pid, "--json", "--interval", "0")
         assert rc == 0, (rc, err)
@@ -112,8 +111,6 @@ def json_matches_the_runtimes_own_stats_call():
         assert len(rt["groups"]) == 12
         assert sum(g["onloads"] for g in rt["groups"]) == own["onloads"]
         assert all(g["timed_onloads"] <= g["onloads"] for g in rt["groups"])
-    finally:
-        t.stop()
 
 
 PROM_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_]\w*="(?:[^"\\]|\\.)*",?)*)\})? '
@@ -122,8 +119,7 @@ PROM_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_]\w*="(?:[^
 
 @check
 def prometheus_text_parses_and_carries_the_counters():
-    t = Target("prom", "hold")
-    try:
+    with Target("prom", "hold") as t:
         own = json.loads(t.first_line)
         rc, out, err = tool(t.pid, "--prometheus", "--interval", "0")
         assert rc == 0, (rc, err)
@@ -148,14 +144,11 @@ def prometheus_text_parses_and_carries_the_counters():
         assert samples["ferry_slab_used_bytes"] == own["slab_used_bytes"]
         assert typed["ferry_acquires_total"] == "counter"
         assert typed["ferry_slab_used_bytes"] == "gauge"
-    finally:
-        t.stop()
 
 
 @check
 def watch_computes_rates_between_snapshots():
-    t = Target("watched", "loop")
-    try:
+    with Target("watched", "loop") as t:
         rc, out, err = tool(t.pid, "--watch", "0.3", "--count", "2", "--json")
         assert rc == 0, (rc, err)
         frames = [json.loads(line) for line in out.splitlines()]
@@ -166,8 +159,6 @@ def watch_computes_rates_between_snapshots():
         assert rates["h2d_bytes_per_s"] > 0, rates
         rc, out, err = tool(t.pid, "--watch", "0.2", "--count", "1")
         assert rc == 0 and "passes/s" in out, (rc, out, err)
-    finally:
-        t.stop()
 
 
 @check
@@ -215,14 +206,11 @@ def another_users_runtime_is_permission_denied():
     probe = subprocess.run([TOOL, "--help"], capture_output=True, user=nobody.pw_uid)
     if probe.returncode != 0:
         return f"SKIP: user 'nobody' cannot run {TOOL}"
-    t = Target("private", "hold")
-    try:
+    with Target("private", "hold") as t:
         rc, out, err = tool(t.pid, user=nobody.pw_uid)
         assert rc == EXIT_PERMISSION and "permission denied" in err, (rc, err)
         rc, out, err = tool(t.pid)  # its owner still reads it
         assert rc == 0, (rc, err)
-    finally:
-        t.stop()
 
 
 @check
@@ -271,7 +259,7 @@ def the_trace_is_json_ordered_per_track_and_copies_overlap_compute():
 
 
 def main():
-    failed = 0
+    failed = skipped = 0
     for fn in CHECKS:
         start = time.monotonic()
         try:
@@ -279,8 +267,9 @@ def main():
         except Exception as exc:  # report every check, then fail
             failed += 1
             outcome = f"FAILED: {type(exc).__name__}: {exc}"
+        skipped += outcome.startswith("SKIP")
         print(f"{fn.__name__}: {outcome} ({time.monotonic() - start:.1f} s)", flush=True)
-    print(f"{len(CHECKS) - failed} of {len(CHECKS)} checks passed")
+    print(f"{len(CHECKS) - failed - skipped} of {len(CHECKS)} checks passed, {skipped} skipped")
     return 1 if failed else 0
 
 
