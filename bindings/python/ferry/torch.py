@@ -98,6 +98,12 @@ class _Entry:
             for module, attr in self.locations:
                 module._buffers[attr] = value
 
+    def read_back(self):
+        """A CPU tensor with the bytes of ferry's host store (PLANNED or SEALED)."""
+        out = torch.empty(self.shape, dtype=self.dtype)
+        ctypes.memmove(out.data_ptr(), self.ferry.host_ptr(), self.nbytes)
+        return out
+
 
 class _GroupPlan:
     def __init__(self, name, modules):
@@ -269,7 +275,7 @@ class OffloadHandle:
         self._hooks = []
         self._rt.synchronize()
         for e in self._entries:
-            e.point_at(self._read_back(e))
+            e.point_at(e.read_back())
         self._finish()
 
     def __enter__(self):
@@ -303,11 +309,6 @@ class OffloadHandle:
                 "ferry.torch: this offload handle is closed (the model was restored to "
                 "plain CPU tensors); offload the model again to stream it"
             )
-
-    def _read_back(self, e):
-        out = torch.empty(e.shape, dtype=e.dtype)
-        ctypes.memmove(out.data_ptr(), e.ferry.host_ptr(), e.nbytes)
-        return out
 
     def _groups_of(self, target):
         if isinstance(target, str):
@@ -596,9 +597,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
         # Put back what was already released, from the host store (still writable and
         # readable in PLANNED), then drop the runtime: the model is as it was.
         for e in released:
-            out = torch.empty(e.shape, dtype=e.dtype)
-            ctypes.memmove(out.data_ptr(), e.ferry.host_ptr(), e.nbytes)
-            e.point_at(out)
+            e.point_at(e.read_back())
         rt.close()
         raise
 

@@ -25,6 +25,30 @@ if not os.environ.get("FERRY_LIBRARY"):
 BACKEND = os.environ.get("FERRY_TEST_BACKEND", "sim")
 
 
+def _cuda_missing():
+    """Why FERRY_TEST_BACKEND=cuda cannot run here (no GPU, a library built without cuda),
+    or None when a cuda runtime can be created."""
+    import ferry
+
+    try:
+        ferry.Runtime("1MiB", backend="cuda").close()
+    except ferry.LibraryNotFoundError:
+        return None  # reported by _library_loaded
+    except ferry.BackendUnavailableError as exc:
+        return f"FERRY_TEST_BACKEND=cuda, but no usable cuda backend: {exc}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    # A cuda run on a machine without a GPU must say it did not run, not fail or pass.
+    if BACKEND != "cuda":
+        return
+    reason = _cuda_missing()
+    if reason:
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(scope="session")
 def backend():
     return BACKEND

@@ -229,7 +229,7 @@ def test_a_closed_runtime_raises_closed_error_and_never_calls_the_library():
         g.define_tensor("t", 4)
 
 
-@pytest.mark.skipif(BACKEND == "cuda", reason="cuda is available here")
+@pytest.mark.skipif(BACKEND == "cuda", reason="checks a run without cuda")
 def test_asking_for_cuda_without_it_is_backend_unavailable():
     try:
         ferry.Runtime("1MiB", backend="cuda").close()

@@ -15,6 +15,10 @@ import ferry.torch  # noqa: E402
 from conftest import BACKEND, PYTHON_DIR  # noqa: E402
 from models import TinyTransformer, WithAdapter, inputs, model_bytes  # noqa: E402
 
+if BACKEND == "cuda" and not torch.cuda.is_available():
+    pytest.skip("FERRY_TEST_BACKEND=cuda, but this torch sees no cuda device",
+                allow_module_level=True)
+
 PASSES = 4
 DEVICE = torch.device("cuda") if BACKEND == "cuda" else torch.device("cpu")
 

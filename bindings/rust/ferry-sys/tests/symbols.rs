@@ -327,14 +327,17 @@ fn struct_layouts_match_c() {
     let (c_body, rust) = layout_lines! {
         ferry_config { struct_size, backend, device, vram_budget, slots_per_class,
                        synchronous, name, sim_h2d_gbps, sim_d2h_gbps, sim_latency_us,
-                       sim_chaos, sim_seed }
+                       sim_chaos, sim_seed, publish_stats, verify, pinned_cap_bytes,
+                       pageable_fallback }
         ferry_stats { struct_size, backend, phase, bytes_h2d, bytes_d2h, onloads, acquires,
                       releases, resident_hits, hits, misses, prefetches_issued,
                       prefetches_used, prefetches_wasted, writebacks, passes, groups,
                       resident_groups, size_classes, streaming_slots, model_bytes,
                       streamed_bytes_per_pass, vram_budget, slab_bytes, slab_resident_bytes,
                       slab_streaming_bytes, slab_used_bytes, slab_used_peak_bytes,
-                      host_pinned_bytes, host_pinned_peak_bytes }
+                      host_pinned_bytes, host_pinned_peak_bytes, stall_ns,
+                      writebacks_skipped, verify_checks, verify_failures,
+                      host_pageable_bytes }
         ferry_group { id }
         ferry_tensor { id }
         ferry_status { }
@@ -391,46 +394,37 @@ fn struct_layouts_match_c() {
 fn every_declared_function_links() {
     use ferry_sys::*;
     // Taking each address makes the linker resolve it against libferry.so.
-    let fns: &[(&str, *const ())] = &[
-        ("ferry_version", ferry_version as *const ()),
-        ("ferry_version_number", ferry_version_number as *const ()),
-        ("ferry_status_string", ferry_status_string as *const ()),
-        ("ferry_last_error", ferry_last_error as *const ()),
-        ("ferry_config_init", ferry_config_init as *const ()),
-        ("ferry_create", ferry_create as *const ()),
-        ("ferry_destroy", ferry_destroy as *const ()),
-        ("ferry_phase_get", ferry_phase_get as *const ()),
-        ("ferry_group_define", ferry_group_define as *const ()),
-        ("ferry_tensor_define", ferry_tensor_define as *const ()),
-        (
-            "ferry_schedule_declare",
-            ferry_schedule_declare as *const (),
-        ),
-        ("ferry_plan", ferry_plan as *const ()),
-        ("ferry_tensor_host_ptr", ferry_tensor_host_ptr as *const ()),
-        ("ferry_tensor_copy_in", ferry_tensor_copy_in as *const ()),
-        ("ferry_seal", ferry_seal as *const ()),
-        ("ferry_acquire", ferry_acquire as *const ()),
-        ("ferry_release", ferry_release as *const ()),
-        (
-            "ferry_tensor_device_ptr",
-            ferry_tensor_device_ptr as *const (),
-        ),
-        ("ferry_synchronize", ferry_synchronize as *const ()),
-        ("ferry_stats_get", ferry_stats_get as *const ()),
-        ("ferry_group_info", ferry_group_info as *const ()),
-        (
-            "ferry_group_resident_bytes",
-            ferry_group_resident_bytes as *const (),
-        ),
-        (
-            "ferry_group_prefer_resident",
-            ferry_group_prefer_resident as *const (),
-        ),
-        ("ferry_trace_start", ferry_trace_start as *const ()),
-        ("ferry_trace_stop", ferry_trace_stop as *const ()),
-        ("ferry_trace_dump", ferry_trace_dump as *const ()),
-        ("ferry_pin_progress_set", ferry_pin_progress_set as *const ()),
+    macro_rules! addresses {
+        ($($f:ident),* $(,)?) => { &[$((stringify!($f), $f as *const ())),*] };
+    }
+    let fns: &[(&str, *const ())] = addresses![
+        ferry_version,
+        ferry_version_number,
+        ferry_status_string,
+        ferry_last_error,
+        ferry_config_init,
+        ferry_create,
+        ferry_destroy,
+        ferry_phase_get,
+        ferry_group_define,
+        ferry_tensor_define,
+        ferry_schedule_declare,
+        ferry_plan,
+        ferry_tensor_host_ptr,
+        ferry_tensor_copy_in,
+        ferry_seal,
+        ferry_acquire,
+        ferry_release,
+        ferry_tensor_device_ptr,
+        ferry_synchronize,
+        ferry_stats_get,
+        ferry_group_info,
+        ferry_group_resident_bytes,
+        ferry_group_prefer_resident,
+        ferry_trace_start,
+        ferry_trace_stop,
+        ferry_trace_dump,
+        ferry_pin_progress_set,
     ];
     for (name, f) in fns {
         assert!(!f.is_null(), "{name}");

@@ -615,6 +615,9 @@ pub struct GroupInfo {
 
 /// The runtime's counters (`ferry_stats`). Totals since create.
 /// Invariant: `acquires == resident_hits + hits + misses`.
+///
+/// [`sys::ferry_stats`] field for field, with `backend` and `phase` as enums and without
+/// `struct_size` (the raw struct stays reachable through `ferry::sys`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     /// The backend actually used (Cuda or Sim).
@@ -657,53 +660,92 @@ pub struct Stats {
 
 impl Stats {
     fn from_raw(s: &sys::ferry_stats) -> Result<Stats> {
-        let backend = Backend::from_raw(s.backend).ok_or_else(|| {
+        // Every field named, no `..`: a field added to ferry_stats does not compile until
+        // Stats mirrors it.
+        let sys::ferry_stats {
+            struct_size: _,
+            backend,
+            phase,
+            bytes_h2d,
+            bytes_d2h,
+            onloads,
+            acquires,
+            releases,
+            resident_hits,
+            hits,
+            misses,
+            prefetches_issued,
+            prefetches_used,
+            prefetches_wasted,
+            writebacks,
+            passes,
+            groups,
+            resident_groups,
+            size_classes,
+            streaming_slots,
+            model_bytes,
+            streamed_bytes_per_pass,
+            vram_budget,
+            slab_bytes,
+            slab_resident_bytes,
+            slab_streaming_bytes,
+            slab_used_bytes,
+            slab_used_peak_bytes,
+            host_pinned_bytes,
+            host_pinned_peak_bytes,
+            stall_ns,
+            writebacks_skipped,
+            verify_checks,
+            verify_failures,
+            host_pageable_bytes,
+        } = *s;
+        let backend = Backend::from_raw(backend).ok_or_else(|| {
             Error::here(
                 Status::Internal,
-                format!("ferry_stats_get: unknown backend {}", s.backend),
+                format!("ferry_stats_get: unknown backend {backend}"),
             )
         })?;
-        let phase = Phase::from_raw(s.phase).ok_or_else(|| {
+        let phase = Phase::from_raw(phase).ok_or_else(|| {
             Error::here(
                 Status::Internal,
-                format!("ferry_stats_get: unknown phase {}", s.phase),
+                format!("ferry_stats_get: unknown phase {phase}"),
             )
         })?;
         Ok(Stats {
             backend,
             phase,
-            bytes_h2d: s.bytes_h2d,
-            bytes_d2h: s.bytes_d2h,
-            onloads: s.onloads,
-            acquires: s.acquires,
-            releases: s.releases,
-            resident_hits: s.resident_hits,
-            hits: s.hits,
-            misses: s.misses,
-            prefetches_issued: s.prefetches_issued,
-            prefetches_used: s.prefetches_used,
-            prefetches_wasted: s.prefetches_wasted,
-            writebacks: s.writebacks,
-            passes: s.passes,
-            groups: s.groups,
-            resident_groups: s.resident_groups,
-            size_classes: s.size_classes,
-            streaming_slots: s.streaming_slots,
-            model_bytes: s.model_bytes,
-            streamed_bytes_per_pass: s.streamed_bytes_per_pass,
-            vram_budget: s.vram_budget,
-            slab_bytes: s.slab_bytes,
-            slab_resident_bytes: s.slab_resident_bytes,
-            slab_streaming_bytes: s.slab_streaming_bytes,
-            slab_used_bytes: s.slab_used_bytes,
-            slab_used_peak_bytes: s.slab_used_peak_bytes,
-            host_pinned_bytes: s.host_pinned_bytes,
-            host_pinned_peak_bytes: s.host_pinned_peak_bytes,
-            stall_ns: s.stall_ns,
-            writebacks_skipped: s.writebacks_skipped,
-            verify_checks: s.verify_checks,
-            verify_failures: s.verify_failures,
-            host_pageable_bytes: s.host_pageable_bytes,
+            bytes_h2d,
+            bytes_d2h,
+            onloads,
+            acquires,
+            releases,
+            resident_hits,
+            hits,
+            misses,
+            prefetches_issued,
+            prefetches_used,
+            prefetches_wasted,
+            writebacks,
+            passes,
+            groups,
+            resident_groups,
+            size_classes,
+            streaming_slots,
+            model_bytes,
+            streamed_bytes_per_pass,
+            vram_budget,
+            slab_bytes,
+            slab_resident_bytes,
+            slab_streaming_bytes,
+            slab_used_bytes,
+            slab_used_peak_bytes,
+            host_pinned_bytes,
+            host_pinned_peak_bytes,
+            stall_ns,
+            writebacks_skipped,
+            verify_checks,
+            verify_failures,
+            host_pageable_bytes,
         })
     }
 }
