@@ -2,6 +2,7 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <string>
 
 #include "ferry/ferry.h"
@@ -33,6 +34,16 @@ inline ferry_tensor define_bytes(ferry_runtime *rt, ferry_group group, const cha
                                 &tensor) == FERRY_OK);
     return tensor;
 }
+
+// An environment variable set for one scope, unset at its end even when a REQUIRE fails,
+// so that a failing test does not leave it to the tests after it.
+struct ScopedEnv {
+    const char *name;
+    ScopedEnv(const char *n, const char *value) : name(n) { setenv(n, value, 1); }
+    ~ScopedEnv() { unsetenv(name); }
+    ScopedEnv(const ScopedEnv &) = delete;
+    ScopedEnv &operator=(const ScopedEnv &) = delete;
+};
 
 // The call failed with `status`, and the message names the call and contains `needle`.
 #define REQUIRE_FERRY_ERROR(expr, status, call, needle)                         \

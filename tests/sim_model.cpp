@@ -228,6 +228,26 @@ bool SimModel::host_versions_current(Failures &failures) {
     return failures.count.load() == before;
 }
 
+void run_passes(SimModel &model, int passes, int streams, Failures &failures,
+                std::mt19937_64 &rng) {
+    std::vector<void *> compute;
+    for (int s = 0; s < streams; ++s) compute.push_back(model.create_stream());
+    std::vector<std::uint32_t> order = model.spec().declared_schedule;
+    if (order.empty()) {
+        for (std::uint32_t g = 0; g < model.group_count(); ++g) order.push_back(g);
+    }
+    for (int pass = 0; pass < passes; ++pass) {
+        for (std::uint32_t g : order) {
+            void *stream = compute.empty() ? nullptr : compute[rng() % compute.size()];
+            const ferry_status status = model.run_group(g, stream, failures);
+            if (status != FERRY_OK) {
+                failures.add("group " + std::to_string(g) + ": " + ferry_status_string(status) +
+                             ": " + ferry_last_error());
+            }
+        }
+    }
+}
+
 ferry_stats SimModel::stats() const {
     ferry_stats stats;
     stats.struct_size = sizeof stats;

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,12 @@ class SimModel {
     std::vector<std::vector<std::uint64_t>> versions_;  // expected next version per tensor
     std::vector<void *> streams_;
 };
+
+// Runs `passes` passes in the model's schedule order (definition order when learned),
+// spreading the groups at random over `streams` new compute streams, or the calling thread
+// when 0. A call that fails is added to `failures`.
+void run_passes(SimModel &model, int passes, int streams, Failures &failures,
+                std::mt19937_64 &rng);
 
 // Throws std::runtime_error("<call>: <status>: <message>") unless status is FERRY_OK.
 void check(ferry_status status, const char *call);

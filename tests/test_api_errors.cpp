@@ -91,10 +91,11 @@ TEST_CASE("A malformed environment override is an error, not ignored") {
     config.backend = FERRY_BACKEND_SIM;
     config.vram_budget = 1 << 20;
     ferry_runtime *rt = nullptr;
-    setenv("FERRY_SIM_H2D_GBPS", "fast", 1);
-    REQUIRE_FERRY_ERROR(ferry_create(&config, &rt), FERRY_ERROR_INVALID_ARGUMENT, "ferry_create",
-                        "FERRY_SIM_H2D_GBPS");
-    unsetenv("FERRY_SIM_H2D_GBPS");
+    {
+        const ScopedEnv h2d("FERRY_SIM_H2D_GBPS", "fast");
+        REQUIRE_FERRY_ERROR(ferry_create(&config, &rt), FERRY_ERROR_INVALID_ARGUMENT,
+                            "ferry_create", "FERRY_SIM_H2D_GBPS");
+    }
     REQUIRE(ferry_create(&config, &rt) == FERRY_OK);
     REQUIRE(ferry_destroy(rt) == FERRY_OK);
 }
@@ -299,19 +300,20 @@ TEST_CASE("FERRY_BACKEND picks the backend only for a config that left it to fer
     ferry_config_init(&config);
     config.vram_budget = 1 << 20;
     ferry_runtime *rt = nullptr;
-    setenv("FERRY_BACKEND", "sim", 1);
-    REQUIRE(ferry_create(&config, &rt) == FERRY_OK);  // AUTO: the environment decides
-    ferry_stats stats;
-    stats.struct_size = sizeof stats;
-    REQUIRE(ferry_stats_get(rt, &stats) == FERRY_OK);
-    REQUIRE(stats.backend == FERRY_BACKEND_SIM);
-    REQUIRE(ferry_destroy(rt) == FERRY_OK);
-    config.backend = FERRY_BACKEND_CUDA;
-    config.device = 4096;
-    REQUIRE(ferry_create(&config, &rt) == FERRY_ERROR_BACKEND_UNAVAILABLE);  // asked: kept
-    setenv("FERRY_BACKEND", "gpu", 1);
+    {
+        const ScopedEnv backend("FERRY_BACKEND", "sim");
+        REQUIRE(ferry_create(&config, &rt) == FERRY_OK);  // AUTO: the environment decides
+        ferry_stats stats;
+        stats.struct_size = sizeof stats;
+        REQUIRE(ferry_stats_get(rt, &stats) == FERRY_OK);
+        REQUIRE(stats.backend == FERRY_BACKEND_SIM);
+        REQUIRE(ferry_destroy(rt) == FERRY_OK);
+        config.backend = FERRY_BACKEND_CUDA;
+        config.device = 4096;
+        REQUIRE(ferry_create(&config, &rt) == FERRY_ERROR_BACKEND_UNAVAILABLE);  // asked: kept
+    }
+    const ScopedEnv backend("FERRY_BACKEND", "gpu");
     config.backend = FERRY_BACKEND_AUTO;
     REQUIRE_FERRY_ERROR(ferry_create(&config, &rt), FERRY_ERROR_INVALID_ARGUMENT, "ferry_create",
                         "FERRY_BACKEND");
-    unsetenv("FERRY_BACKEND");
 }

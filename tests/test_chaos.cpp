@@ -65,28 +65,6 @@ ModelSpec random_spec(std::mt19937_64 &rng, bool allow_mutable) {
     return spec;
 }
 
-// Runs `passes` passes in the model's schedule order (definition order when learned),
-// spreading the groups over `streams` compute streams, or the calling thread when 0.
-void run_passes(SimModel &model, int passes, int streams, Failures &failures,
-                std::mt19937_64 &rng) {
-    std::vector<void *> compute;
-    for (int s = 0; s < streams; ++s) compute.push_back(model.create_stream());
-    std::vector<std::uint32_t> order = model.spec().declared_schedule;
-    if (order.empty()) {
-        for (std::uint32_t g = 0; g < model.group_count(); ++g) order.push_back(g);
-    }
-    for (int pass = 0; pass < passes; ++pass) {
-        for (std::uint32_t g : order) {
-            void *stream = compute.empty() ? nullptr : compute[rng() % compute.size()];
-            const ferry_status status = model.run_group(g, stream, failures);
-            if (status != FERRY_OK) {
-                failures.add("group " + std::to_string(g) + ": " + ferry_status_string(status) +
-                             ": " + ferry_last_error());
-            }
-        }
-    }
-}
-
 // ferry_synchronize alone must make host bytes current: it waits for the holders' work
 // and every writeback, on whatever stream each ran. Only then are the streams drained.
 void synchronize_and_check(SimModel &model, Failures &failures) {

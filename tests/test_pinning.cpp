@@ -42,13 +42,6 @@ struct Progress {
     }
 };
 
-// Env var set for one scope.
-struct ScopedEnv {
-    const char *name;
-    ScopedEnv(const char *n, const char *value) : name(n) { setenv(n, value, 1); }
-    ~ScopedEnv() { unsetenv(name); }
-};
-
 ferry_runtime *define_sixteen(std::uint64_t cap, bool fallback) {
     ferry_config config;
     ferry_config_init(&config);
@@ -185,12 +178,7 @@ TEST_CASE("Under chaos, bytes past the cap arrive right through the staging ring
     SimModel model(spec);
     REQUIRE(model.stats().host_pageable_bytes > model.stats().host_pinned_bytes);
     Failures failures;
-    void *streams[2] = {model.create_stream(), model.create_stream()};
-    for (int pass = 0; pass < 15; ++pass) {
-        for (std::size_t g = 0; g < model.group_count(); ++g) {
-            REQUIRE(model.run_group(g, streams[rng() % 2], failures) == FERRY_OK);
-        }
-    }
+    run_passes(model, 15, 2, failures, rng);
     model.drain();
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
     model.host_versions_current(failures);

@@ -21,6 +21,25 @@ ModelSpec equal_groups(int n, int resident, std::uint32_t slots = 2) {
     return spec;
 }
 
+// Blocks a stream until opened, so a test can hold work in flight deterministically.
+struct Gate {
+    std::promise<void> opener;
+    std::shared_future<void> open = opener.get_future().share();
+    static void wait(void *self) { static_cast<Gate *>(self)->open.wait(); }
+    void block(SimModel &model, void *stream) {
+        ferry_runtime_impl(model.runtime()).device().launch_host(stream, &Gate::wait, this);
+    }
+};
+
+// Ten groups of four 64 KiB tensors at half the model, under chaos: the planner splits them.
+ModelSpec split_groups() {
+    ModelSpec spec;
+    for (int g = 0; g < 10; ++g) spec.groups.push_back(std::vector<TensorSpec>(4, {65536, false}));
+    spec.budget = 1280 * 1024;
+    spec.chaos = true;
+    return spec;
+}
+
 void run_pass(SimModel &model, void *stream, Failures &failures) {
     for (std::size_t g = 0; g < model.group_count(); ++g) {
         REQUIRE(model.run_group(g, stream, failures) == FERRY_OK);
@@ -178,13 +197,8 @@ TEST_CASE("Acquire and release never wait on the host, even while compute is sta
     Failures failures;
 
     // The compute stream blocks on a gate before any of the passes' work.
-    struct Gate {
-        std::shared_future<void> open;
-        static void wait(void *self) { static_cast<Gate *>(self)->open.wait(); }
-    };
-    std::promise<void> open;
-    Gate gate{open.get_future().share()};
-    ferry_runtime_impl(model.runtime()).device().launch_host(stream, &Gate::wait, &gate);
+    Gate gate;
+    gate.block(model, stream);
 
     auto driver = std::async(std::launch::async, [&] {
         for (int pass = 0; pass < 3; ++pass) {
@@ -195,7 +209,7 @@ TEST_CASE("Acquire and release never wait on the host, even while compute is sta
     });
     // Three whole passes are submitted while nothing has computed yet.
     const bool submitted = driver.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
-    open.set_value();
+    gate.opener.set_value();
     driver.wait();
     model.drain();
     REQUIRE(submitted);
@@ -204,20 +218,6 @@ TEST_CASE("Acquire and release never wait on the host, even while compute is sta
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
     REQUIRE(model.host_versions_current(failures));
 }
-
-namespace {
-
-// Blocks a stream until opened, so a test can hold work in flight deterministically.
-struct Gate {
-    std::promise<void> opener;
-    std::shared_future<void> open = opener.get_future().share();
-    static void wait(void *self) { static_cast<Gate *>(self)->open.wait(); }
-    void block(SimModel &model, void *stream) {
-        ferry_runtime_impl(model.runtime()).device().launch_host(stream, &Gate::wait, this);
-    }
-};
-
-}  // namespace
 
 TEST_CASE("A slot is reused only after every holder's work, on every stream, is done") {
     ModelSpec spec = equal_groups(4, 0, 2);
@@ -298,15 +298,11 @@ TEST_CASE("Synchronize waits for writebacks that evictions queued on callers' st
 }
 
 TEST_CASE("Split groups keep a resident head and stream only their tail, under chaos") {
-    // Ten groups of four 64 KiB tensors at half the model. Whole groups would leave three
-    // resident and stream 7 x 256 KiB. Split, tails are at most three tensors (the slots
-    // shrink to 192 KiB), and 1664 KiB must stream: 8 tails of three tensors and one of
-    // two; the tenth group stays resident.
+    // split_groups(): whole groups would leave three resident and stream 7 x 256 KiB.
+    // Split, tails are at most three tensors (the slots shrink to 192 KiB), and 1664 KiB
+    // must stream: 8 tails of three tensors and one of two; the tenth group stays resident.
     constexpr std::uint64_t KiB = 1024;
-    ModelSpec spec;
-    for (int g = 0; g < 10; ++g) spec.groups.push_back(std::vector<TensorSpec>(4, {64 * KiB, false}));
-    spec.budget = 1280 * KiB;
-    spec.chaos = true;
+    const ModelSpec spec = split_groups();
     SimModel model(spec);
     Failures failures;
     void *stream = model.create_stream();
@@ -349,8 +345,8 @@ TEST_CASE("Split groups keep a resident head and stream only their tail, under c
     }
     model.drain();
     const ferry_stats after = model.stats();
-    REQUIRE(failures.count == 0);
     INFO(failures.first);
+    REQUIRE(failures.count == 0);
     // Only the tails move, once a pass (each group runs twice a pass here, the second a
     // hit on bytes still in the slot).
     REQUIRE(after.bytes_h2d - first.bytes_h2d == 4 * planned.streamed_bytes_per_pass);
@@ -369,10 +365,7 @@ TEST_CASE("Split groups under verify mode, past the pinned cap, under chaos: eve
     // and tails beyond it go through the staging ring. Verify checksums every frozen
     // tensor, head and tail, at each release.
     constexpr std::uint64_t KiB = 1024;
-    ModelSpec spec;
-    for (int g = 0; g < 10; ++g) spec.groups.push_back(std::vector<TensorSpec>(4, {64 * KiB, false}));
-    spec.budget = 1280 * KiB;
-    spec.chaos = true;
+    ModelSpec spec = split_groups();
     spec.verify = true;
     spec.pinned_cap = 3 * 256 * KiB + 100 * KiB;
     spec.pageable_fallback = true;

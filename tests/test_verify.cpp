@@ -4,9 +4,11 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 
+#include "api_fixture.hpp"
 #include "fault_injection.hpp"
 #include "runtime.hpp"
 #include "sim_model.hpp"
@@ -85,16 +87,12 @@ TEST_CASE("Verify mode finds nothing wrong in clean chaos runs and checks every 
     spec.chaos = true;
     SimModel model(spec);
     Failures failures;
-    void *streams[2] = {model.create_stream(), model.create_stream()};
-    for (int pass = 0; pass < 20; ++pass) {
-        for (std::size_t g = 0; g < model.group_count(); ++g) {
-            REQUIRE(model.run_group(g, streams[rng() % 2], failures) == FERRY_OK);
-        }
-    }
+    run_passes(model, 20, 2, failures, rng);
     model.drain();
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
-    REQUIRE(model.host_versions_current(failures));
+    const bool current = model.host_versions_current(failures);
     INFO(failures.first);
+    REQUIRE(current);
     REQUIRE(failures.count == 0);
     const ferry_stats stats = model.stats();
     REQUIRE(stats.verify_checks == stats.releases);
@@ -145,13 +143,14 @@ TEST_CASE("Without verify mode nothing is checked and every dirty tensor is writ
 }
 
 TEST_CASE("FERRY_VERIFY=1 turns verify mode on over the config", "[verify]") {
-    setenv("FERRY_VERIFY", "1", 1);
     ModelSpec spec = verified_model(false);
     spec.verify = false;
-    SimModel model(spec);
-    unsetenv("FERRY_VERIFY");
-    REQUIRE(touch(model, 2, 0, nullptr, nothing) == FERRY_OK);
-    REQUIRE(model.stats().verify_checks == 1);
+    auto model = [&] {  // the variable is read at create only
+        const ScopedEnv verify("FERRY_VERIFY", "1");
+        return std::make_unique<SimModel>(spec);
+    }();
+    REQUIRE(touch(*model, 2, 0, nullptr, nothing) == FERRY_OK);
+    REQUIRE(model->stats().verify_checks == 1);
 }
 
 TEST_CASE("Verify mode reports the wrong bytes a failed copy left in a slot", "[verify]") {

@@ -61,6 +61,8 @@ def main():
     bench, work = sys.argv[1], sys.argv[2]
     os.makedirs(work, exist_ok=True)
     out = os.path.join(work, "bench-smoke.json")
+    if os.path.exists(out):  # a previous run's file must not pass for this run's
+        os.remove(out)
     run = subprocess.run([bench, "--backend", "sim", "--model", "qwen-image", "--scale", "1/512",
                           "--passes", "3", "--json", out], capture_output=True, text=True)
     print(run.stdout)

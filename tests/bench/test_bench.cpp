@@ -25,6 +25,16 @@ double ms_since(std::chrono::steady_clock::time_point start) {
         .count();
 }
 
+// The "custom" preset: `groups` groups of `group_mb` MB, each in `tensors` tensors.
+Model custom(int groups, double group_mb, int tensors) {
+    ModelChoice choice;
+    choice.preset = "custom";
+    choice.groups = groups;
+    choice.group_mb = group_mb;
+    choice.tensors_per_group = tensors;
+    return build_model(choice);
+}
+
 Model preset(const char *name, double scale = 1.0, int blocks_per_group = 1) {
     ModelChoice choice;
     choice.preset = name;
@@ -70,12 +80,7 @@ TEST_CASE("scaling shrinks every tensor and grouping keeps the bytes") {
 }
 
 TEST_CASE("the custom model has the groups, sizes and tensors asked for") {
-    ModelChoice choice;
-    choice.preset = "custom";
-    choice.groups = 5;
-    choice.group_mb = 8.0;
-    choice.tensors_per_group = 4;
-    const Model m = build_model(choice);
+    const Model m = custom(5, 8.0, 4);
     REQUIRE(m.groups.size() == 5);
     CHECK(m.groups[0].tensors.size() == 4);
     CHECK(static_cast<double>(m.groups[0].bytes) == Approx(8e6).epsilon(1e-6));
@@ -178,7 +183,9 @@ TEST_CASE("the sim copies host memory it did not pin at the pageable rate") {
     options.h2d_gbps = 10.0;
     options.pageable_h2d_gbps = 0.1;
     const auto device = ferry::make_sim_device(options);
-    const std::size_t bytes = 1'000'000;  // 0.1 ms pinned, 10 ms pageable
+    // 1 ms pinned, 100 ms pageable: the pinned copy's bound is half the pageable time, far
+    // enough from 1 ms that a loaded machine descheduling the test does not fail it.
+    const std::size_t bytes = 10'000'000;
     void *dev = device->reserve(bytes);
     void *pinned = device->alloc_pinned(bytes);
     std::vector<char> pageable(bytes, 1);
@@ -186,10 +193,10 @@ TEST_CASE("the sim copies host memory it did not pin at the pageable rate") {
 
     auto start = std::chrono::steady_clock::now();
     device->copy_h2d(dev, pageable.data(), bytes, nullptr);
-    CHECK(ms_since(start) >= 10.0);
+    CHECK(ms_since(start) >= 100.0);
     start = std::chrono::steady_clock::now();
     device->copy_h2d(dev, pinned, bytes, nullptr);
-    CHECK(ms_since(start) < 5.0);
+    CHECK(ms_since(start) < 50.0);
 
     device->free_pinned(pinned, bytes);
     device->unreserve(dev);
@@ -201,12 +208,7 @@ TEST_CASE("sync on sim lands near its analytic time, and ferry streams what is n
     link.latency_us = 0.0;
     link.time_scale = 1.0;
     const Platform platform(false, link, 1.0);
-    ModelChoice choice;
-    choice.preset = "custom";
-    choice.groups = 4;
-    choice.group_mb = 1.0;
-    choice.tensors_per_group = 4;
-    const Model model = build_model(choice);
+    const Model model = custom(4, 1.0, 4);
     RunSpec spec;
     spec.model = &model;
     spec.platform = &platform;
@@ -214,10 +216,13 @@ TEST_CASE("sync on sim lands near its analytic time, and ferry streams what is n
     spec.passes = 2;
     spec.budget = 3 * model.largest_group_bytes() + 65536;  // two slots and one resident
 
-    // 4 MB at 0.5 GB/s, then 4 x 2 ms of compute, nothing overlapped: 16 ms.
+    // 4 MB at 0.5 GB/s, then 4 x 2 ms of compute, nothing overlapped: 16 ms. A pass waits
+    // 20 times (16 copies, 4 computes) and each wait ends only when the thread gets a core
+    // back: with three busy processes on two cores a pass took up to 80 ms, so the upper
+    // bound only catches a strategy gone badly wrong.
     const Measured sync = run_sync(spec);
     CHECK(sync.seconds_per_pass >= 0.016 * 0.98);
-    CHECK(sync.seconds_per_pass < 0.016 * 2.5);
+    CHECK(sync.seconds_per_pass < 0.016 * 10);
     CHECK(sync.h2d_bytes_per_pass == model.bytes);
     CHECK(sync.d2h_bytes_per_pass == 0);
 

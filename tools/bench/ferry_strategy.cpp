@@ -1,32 +1,13 @@
 // The ferry strategy: the model streamed through the runtime's public C API.
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "check.hpp"
 #include "ferry/ferry.h"
 #include "runtime.hpp"
 #include "strategies.hpp"
 
 namespace bench {
-namespace {
-
-void check(ferry_status status, const char *call) {
-    if (status == FERRY_OK) return;
-    std::fprintf(stderr, "ferry-bench: %s failed: %s\n  %s\n", call, ferry_status_string(status),
-                 ferry_last_error());
-    std::exit(1);
-}
-
-ferry_stats stats_of(ferry_runtime *rt) {
-    ferry_stats stats;
-    stats.struct_size = sizeof stats;
-    check(ferry_stats_get(rt, &stats), "ferry_stats_get");
-    return stats;
-}
-
-}  // namespace
-
 Measured run_ferry(const RunSpec &spec) {
     const Model &model = *spec.model;
     const Platform &platform = *spec.platform;

@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "check.hpp"
 #include "ferry/ferry.h"
 #include "runtime.hpp"
 
@@ -28,13 +28,6 @@ double now_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
-}
-
-void check(ferry_status status, const char *call) {
-    if (status == FERRY_OK) return;
-    std::fprintf(stderr, "ferry-bench (micro): %s failed: %s\n  %s\n", call,
-                 ferry_status_string(status), ferry_last_error());
-    std::exit(1);
 }
 
 // What one clock read costs, to subtract.
@@ -144,19 +137,12 @@ struct Tiny {
         };
         pass();
         pass();
-        const std::uint64_t misses_before = stats().misses;
+        const std::uint64_t misses_before = stats_of(rt).misses;
         timed = 0.0;
         const double clock = clock_cost_ns();
         for (int p = 0; p < kPasses; ++p) pass();
-        *misses = stats().misses - misses_before;
+        *misses = stats_of(rt).misses - misses_before;
         return std::max(0.0, timed / (kPasses * kGroups) - clock);
-    }
-
-    ferry_stats stats() {
-        ferry_stats s;
-        s.struct_size = sizeof s;
-        check(ferry_stats_get(rt, &s), "ferry_stats_get");
-        return s;
     }
 };
 

@@ -51,8 +51,8 @@ Measured run_ferry(const RunSpec &spec);  // exits with a message if the C API f
 double seconds_per_pass(const RunSpec &spec, const std::function<void()> &pass,
                         const std::function<void()> &drain);
 
-// Tensor offsets inside a group image, 256-byte aligned as ferry packs them, and the
-// image's size.
+// Tensor offsets inside a group image, aligned as ferry packs them (ferry::kImageAlignment),
+// and the image's size.
 std::vector<std::uint64_t> tensor_offsets(const GroupSpec &group, std::uint64_t *image_bytes);
 
 }  // namespace bench

@@ -1,5 +1,7 @@
 #include "strategies.hpp"
 
+#include "runtime.hpp"
+
 namespace bench {
 
 double seconds_per_pass(const RunSpec &spec, const std::function<void()> &pass,
@@ -13,7 +15,7 @@ double seconds_per_pass(const RunSpec &spec, const std::function<void()> &pass,
 }
 
 std::vector<std::uint64_t> tensor_offsets(const GroupSpec &group, std::uint64_t *image_bytes) {
-    constexpr std::uint64_t kAlign = 256;
+    constexpr std::uint64_t kAlign = ferry::kImageAlignment;
     std::vector<std::uint64_t> offsets;
     std::uint64_t end = 0;
     for (const TensorSpec &tensor : group.tensors) {
