@@ -39,7 +39,6 @@ class HostStore {
     HostStore &operator=(const HostStore &) = delete;
 
     std::byte *base() const { return base_; }
-    std::size_t bytes() const { return bytes_; }
     // [0, pinned_bytes()) is pinned, the rest pageable.
     std::size_t pinned_bytes() const { return pinned_bytes_; }
     std::size_t pageable_bytes() const { return bytes_ - pinned_bytes_; }

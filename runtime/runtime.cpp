@@ -493,7 +493,6 @@ void Runtime::plan() {
         const SlabLayout &layout = slab_->layout();
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
             GroupState &state = state_[g];
-            state.resident = plan.resident[g];
             state.size_class = plan.size_class[g];
             if (groups_[g].has_mutable) state.host_current = device_->create_event();
             if (plan.head_bytes[g] > 0) {
@@ -501,7 +500,7 @@ void Runtime::plan() {
                               describe_group(g) + ": a split group without a head in the slab");
                 state.head = slab_->at(static_cast<std::uint64_t>(layout.resident_offset[g]));
             }
-            if (!state.resident) continue;
+            if (!state.resident()) continue;
             SlotState slot;
             slot.device = slab_->at(static_cast<std::uint64_t>(layout.resident_offset[g]));
             slot.bytes = groups_[g].image_bytes;
@@ -577,7 +576,7 @@ void Runtime::seal() {
         if (options_.verify) prepare_verify();
         const Stream stream = copy_stream_for(nullptr);
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-            if (state_[g].resident) onload(g, state_[g].slot, stream);
+            if (state_[g].resident()) onload(g, state_[g].slot, stream);
             if (state_[g].head != nullptr) onload_head(g, stream);
         }
         device_->stream_synchronize(stream);
@@ -627,7 +626,7 @@ void Runtime::group_info(std::uint32_t group, std::int32_t *resident, std::int32
     FERRY_EXPECTS(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
             "group placement is known after ferry_plan; runtime '" + options_.name +
                 "' is in phase DEFINE");
-    if (resident != nullptr) *resident = state_[group].resident ? 1 : 0;
+    if (resident != nullptr) *resident = state_[group].resident() ? 1 : 0;
     if (size_class != nullptr) *size_class = state_[group].size_class;
     if (image_bytes != nullptr) *image_bytes = groups_[group].image_bytes;
     if (resident_bytes != nullptr) *resident_bytes = resident_bytes_of(group);

@@ -74,8 +74,7 @@ struct GroupDef {
 
 // Where each group is and who holds it, while SEALED.
 struct GroupState {
-    bool resident = false;
-    int size_class = -1;
+    int size_class = -1;            // -1: resident, in a slot of its own for good
     int slot = -1;                  // index into Runtime::slots_, -1 when not on the device;
                                     // holds the image from GroupDef::head_bytes on
     std::byte *head = nullptr;      // split groups: where the head is, for the runtime's life
@@ -85,6 +84,8 @@ struct GroupState {
     bool prefetched_unused = false;
     std::uint64_t want_mark = 0;    // == Runtime::want_epoch_ while prefetch wants it
     Event host_current = nullptr;   // mutable groups: recorded after each writeback
+
+    bool resident() const { return size_class < 0; }
 };
 
 struct SlotState {
@@ -155,7 +156,7 @@ class Runtime {
     // Bytes of a planned group on the device for good: its image when resident, its head
     // when split, else 0.
     std::uint64_t resident_bytes_of(std::uint32_t group) const {
-        return state_[group].resident ? groups_[group].image_bytes : groups_[group].head_bytes;
+        return state_[group].resident() ? groups_[group].image_bytes : groups_[group].head_bytes;
     }
     void release_plan_resources() noexcept;
     void observe_plan();  // runtime_observe.cpp

@@ -28,7 +28,7 @@ void Runtime::observe_plan() {
         names.push_back(groups_[g].name);
         bytes.push_back(groups_[g].image_bytes);
         resident_bytes.push_back(resident_bytes_of(g));
-        size_class.push_back(state_[g].resident ? -1 : state_[g].size_class);
+        size_class.push_back(state_[g].size_class);
     }
     observer_->planned(names, bytes, resident_bytes, size_class, copy_stream_);
     observer_->publish(stats_, phase_);

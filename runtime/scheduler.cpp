@@ -173,7 +173,7 @@ void Runtime::prefetch() {
     for (std::size_t step = 1; step <= n && still_wanted > 0; ++step) {
         const std::uint32_t group = schedule_[(cursor_ + step) % n];
         GroupState &state = state_[group];
-        if (state.resident || state.pins > 0 || state.want_mark == want_epoch_) continue;
+        if (state.resident() || state.pins > 0 || state.want_mark == want_epoch_) continue;
         if (want_left_[state.size_class] == 0) continue;
         state.want_mark = want_epoch_;
         --want_left_[state.size_class];
@@ -203,7 +203,7 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         check_deferred();
         GroupState &state = state_[group];
         bool missed = false;
-        if (!state.resident && state.slot < 0) {
+        if (!state.resident() && state.slot < 0) {
             const int victim = choose_victim(state.size_class);
             FERRY_EXPECTS(victim >= 0, FERRY_ERROR_NO_FREE_SLOT,
                           describe_group(group) + ": all " +
@@ -221,13 +221,13 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
             device_->stream_wait(stream, slots_[state.slot].released);
         }
         // Committed here; only the wait below can still fail, and it undoes the counts.
-        counter = state.resident ? &stats_.resident_hits
+        counter = state.resident() ? &stats_.resident_hits
                   : missed       ? &stats_.misses
                                  : &stats_.hits;
         ++*counter;
         used_prefetch = counter == &stats_.hits && state.prefetched_unused;
         if (used_prefetch) ++stats_.prefetches_used;
-        if (!state.resident) ready = slots_[state.slot].ready;
+        if (!state.resident()) ready = slots_[state.slot].ready;
         state.prefetched_unused = false;
         ++state.pins;
         state.dirty = state.dirty || groups_[group].has_mutable;
@@ -271,7 +271,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     if (verifier_ != nullptr) verify_release(group, stream);  // verify.cpp
     // A resident group without mutable tensors is never overwritten nor written back:
     // nothing waits for its release.
-    if (!state.resident || groups_[group].has_mutable) {
+    if (!state.resident() || groups_[group].has_mutable) {
         SlotState &slot = slots_[state.slot];
         // Chain every release since the slot was filled, on whatever streams, so that
         // `released` covers all the holders' work, not only the last one's.

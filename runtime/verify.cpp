@@ -178,7 +178,7 @@ void Runtime::recover_from_copy_error(const std::vector<std::uint32_t> &written)
 void Runtime::undo_seal() noexcept {
     host_->make_writable();
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        if (!state_[g].resident) continue;
+        if (!state_[g].resident()) continue;
         SlotState &slot = slots_[state_[g].slot];
         if (slot.occupant < 0) continue;
         slot.occupant = -1;
