@@ -90,15 +90,17 @@ TEST_CASE("Destroy succeeds with a group still acquired and a dirty mutable tens
 }
 
 TEST_CASE("The sim environment knobs are read at create") {
-    setenv("FERRY_SIM_CHAOS", "1", 1);
-    setenv("FERRY_SIM_LATENCY_US", "5", 1);
-    ferry_config config;
-    ferry_config_init(&config);
-    config.vram_budget = 1 << 20;
-    const ferry::RuntimeOptions options = ferry::resolve_options(config);
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
-    unsetenv("FERRY_SIM_CHAOS");
-    unsetenv("FERRY_SIM_LATENCY_US");
+    ferry::RuntimeOptions options;
+    ferry_runtime *rt = nullptr;
+    {
+        const ScopedEnv chaos("FERRY_SIM_CHAOS", "1");
+        const ScopedEnv latency("FERRY_SIM_LATENCY_US", "5");
+        ferry_config config;
+        ferry_config_init(&config);
+        config.vram_budget = 1 << 20;
+        options = ferry::resolve_options(config);
+        rt = make_sim_runtime(1 << 20);
+    }
     CHECK(options.sim.chaos);
     CHECK(options.sim.latency_us == 5.0);
     // And a runtime made with them still hands out the right bytes.

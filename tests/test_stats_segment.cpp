@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <thread>
 
+#include "api_fixture.hpp"
 #include "runtime.hpp"
 #include "sim_model.hpp"
 #include "stats_layout.hpp"
@@ -106,19 +108,18 @@ TEST_CASE("FERRY_STATS=1 publishes; a malformed FERRY_STATS fails create and nam
     ModelSpec spec;
     spec.groups = {{{4096, false}}, {{4096, false}}};
     spec.budget = 3 * 4096;
-    setenv("FERRY_STATS", "1", 1);
     {
+        const ScopedEnv stats("FERRY_STATS", "1");
         SimModel model(spec);
         CHECK_FALSE(ferry_runtime_impl(model.runtime()).stats_segment_name().empty());
     }
-    setenv("FERRY_STATS", "yes", 1);
+    const ScopedEnv stats("FERRY_STATS", "yes");
     ferry_config config;
     ferry_config_init(&config);
     config.vram_budget = 4096;
     ferry_runtime *rt = nullptr;
     CHECK(ferry_create(&config, &rt) == FERRY_ERROR_INVALID_ARGUMENT);
     CHECK(std::string(ferry_last_error()).find("FERRY_STATS") != std::string::npos);
-    unsetenv("FERRY_STATS");
 }
 
 TEST_CASE("After a run the segment holds ferry_stats_get's counters, stall time and group times") {
@@ -126,9 +127,12 @@ TEST_CASE("After a run the segment holds ferry_stats_get's counters, stall time 
     for (int g = 0; g < 6; ++g) spec.groups.push_back({{256 << 10, false}});
     spec.budget = 3 * (256 << 10);  // one resident, two slots
     spec.h2d_gbps = 0.5;            // 0.5 ms a copy: a consumer without compute stalls
-    setenv("FERRY_STATS", "1", 1);
-    SimModel model(spec);
-    unsetenv("FERRY_STATS");
+    std::optional<SimModel> published;
+    {
+        const ScopedEnv stats("FERRY_STATS", "1");
+        published.emplace(spec);
+    }
+    SimModel &model = *published;
     Failures failures;
     for (int pass = 0; pass < 4; ++pass) {
         for (std::size_t g = 0; g < model.group_count(); ++g) {

@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
+#include "api_fixture.hpp"
 #include "sim_model.hpp"
 
 using namespace ferry_test;
@@ -105,11 +107,13 @@ TEST_CASE("Trace calls report a missing trace, a bad path and a capacity too lar
 
 TEST_CASE("FERRY_TRACE traces from create and writes the file at destroy") {
     const std::string path = temp_path("env");
-    setenv("FERRY_TRACE", path.c_str(), 1);
     {
-        SimModel model(traced_model());
-        unsetenv("FERRY_TRACE");
-        run_passes(model, nullptr, 2);
+        std::optional<SimModel> model;
+        {
+            const ScopedEnv trace("FERRY_TRACE", path.c_str());
+            model.emplace(traced_model());
+        }
+        run_passes(*model, nullptr, 2);
     }
     const std::string text = read_file(path);
     std::remove(path.c_str());
