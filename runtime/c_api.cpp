@@ -133,6 +133,7 @@ const char *ferry_status_string(ferry_status status) {
         case FERRY_ERROR_DEVICE: return "device error";
         case FERRY_ERROR_INTERNAL: return "internal error";
         case FERRY_ERROR_VERIFY_FAILED: return "verify failed: frozen bytes changed";
+        case FERRY_ERROR_STREAM_CAPTURING: return "stream is capturing a CUDA graph";
     }
     return "unknown status";
 }

@@ -96,8 +96,10 @@ typedef enum ferry_status {
     FERRY_ERROR_BACKEND_UNAVAILABLE = 17, /* cuda asked for but not built, or no device   */
     FERRY_ERROR_DEVICE = 18,             /* the device runtime reported an error          */
     FERRY_ERROR_INTERNAL = 19,           /* a bug in ferry: please report the message     */
-    FERRY_ERROR_VERIFY_FAILED = 20       /* verify mode: frozen bytes changed on the device;
+    FERRY_ERROR_VERIFY_FAILED = 20,      /* verify mode: frozen bytes changed on the device;
                                             the message names the group and tensor        */
+    FERRY_ERROR_STREAM_CAPTURING = 21    /* acquire/release on a stream that is capturing a
+                                            CUDA graph: not supported yet                  */
 } ferry_status;
 
 /* A static, never-NULL description of a status ("ok", "wrong phase", ...). Unknown

@@ -32,6 +32,7 @@ __all__ = [
     "DeviceError",
     "InternalError",
     "VerifyFailedError",
+    "StreamCapturingError",
     "ClosedError",
     "AlreadyOffloadedError",
     "error_class",
@@ -64,6 +65,7 @@ class Status(enum.IntEnum):
     DEVICE = 18
     INTERNAL = 19
     VERIFY_FAILED = 20
+    STREAM_CAPTURING = 21
 
 
 def status_string(status):
@@ -170,6 +172,12 @@ class VerifyFailedError(FerryError):
     status = Status.VERIFY_FAILED
 
 
+class StreamCapturingError(FerryError):
+    """acquire or release on a stream that is capturing a CUDA graph (not supported yet)."""
+
+    status = Status.STREAM_CAPTURING
+
+
 # Raised by the Python side, not by the library.
 
 
@@ -207,6 +215,7 @@ _BY_STATUS = {
         DeviceError,
         InternalError,
         VerifyFailedError,
+        StreamCapturingError,
     )
 }
 

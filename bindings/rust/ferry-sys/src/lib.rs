@@ -52,6 +52,7 @@ pub const FERRY_ERROR_BACKEND_UNAVAILABLE: ferry_status = 17;
 pub const FERRY_ERROR_DEVICE: ferry_status = 18;
 pub const FERRY_ERROR_INTERNAL: ferry_status = 19;
 pub const FERRY_ERROR_VERIFY_FAILED: ferry_status = 20;
+pub const FERRY_ERROR_STREAM_CAPTURING: ferry_status = 21;
 
 // ----------------------------------------------------------------------------------------
 // Configuration

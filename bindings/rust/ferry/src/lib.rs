@@ -65,6 +65,8 @@ pub enum Status {
     Internal,
     /// Verify mode found frozen bytes changed on the device.
     VerifyFailed,
+    /// acquire or release on a stream that is capturing a CUDA graph.
+    StreamCapturing,
     /// A code this crate does not know (a newer library).
     Unknown(u32),
 }
@@ -93,6 +95,7 @@ impl Status {
             sys::FERRY_ERROR_DEVICE => Status::Device,
             sys::FERRY_ERROR_INTERNAL => Status::Internal,
             sys::FERRY_ERROR_VERIFY_FAILED => Status::VerifyFailed,
+            sys::FERRY_ERROR_STREAM_CAPTURING => Status::StreamCapturing,
             other => Status::Unknown(other),
         }
     }
@@ -120,6 +123,7 @@ impl Status {
             Status::Device => sys::FERRY_ERROR_DEVICE,
             Status::Internal => sys::FERRY_ERROR_INTERNAL,
             Status::VerifyFailed => sys::FERRY_ERROR_VERIFY_FAILED,
+            Status::StreamCapturing => sys::FERRY_ERROR_STREAM_CAPTURING,
             Status::Unknown(raw) => raw,
         }
     }
