@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "../runtime/error.hpp"
+#include "../runtime/base/error.hpp"
 
 namespace ferry {
 

@@ -7,11 +7,11 @@
 #include <string>
 #include <vector>
 
-#include "error.hpp"
+#include "base/error.hpp"
 #include "error_state.hpp"
 #include "ferry/ferry.h"
-#include "names.hpp"
-#include "runtime.hpp"
+#include "base/names.hpp"
+#include "core/runtime.hpp"
 
 #define FERRY_STRINGIFY_(x) #x
 #define FERRY_STRINGIFY(x) FERRY_STRINGIFY_(x)

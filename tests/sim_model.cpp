@@ -3,7 +3,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 
 namespace ferry_test {
 namespace {

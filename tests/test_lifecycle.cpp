@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "api_fixture.hpp"
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 
 using namespace ferry_test;
 

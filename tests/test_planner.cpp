@@ -12,8 +12,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "error.hpp"
-#include "planner.hpp"
+#include "base/error.hpp"
+#include "core/planner.hpp"
 
 using ferry::Plan;
 using ferry::PlanInput;

@@ -5,7 +5,7 @@
 #include <set>
 #include <thread>
 
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 #include "sim_model.hpp"
 
 using namespace ferry_test;

@@ -2,9 +2,9 @@
 // non-overlapping, 256-byte aligned, never more than the plan's bytes.
 #include <catch2/catch.hpp>
 
-#include "error.hpp"
-#include "fault_injection.hpp"
-#include "slab.hpp"
+#include "base/error.hpp"
+#include "device/fault_injection.hpp"
+#include "core/slab.hpp"
 
 using namespace ferry;
 

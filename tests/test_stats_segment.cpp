@@ -15,11 +15,11 @@
 #include <thread>
 
 #include "api_fixture.hpp"
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 #include "sim_model.hpp"
-#include "stats_layout.hpp"
-#include "stats_reader.hpp"
-#include "stats_segment.hpp"
+#include "observe/stats_layout.hpp"
+#include "observe/stats_reader.hpp"
+#include "observe/stats_segment.hpp"
 
 using namespace ferry_test;
 

@@ -9,8 +9,8 @@
 #include <string>
 
 #include "api_fixture.hpp"
-#include "fault_injection.hpp"
-#include "runtime.hpp"
+#include "device/fault_injection.hpp"
+#include "core/runtime.hpp"
 #include "sim_model.hpp"
 
 using namespace ferry_test;

@@ -8,12 +8,12 @@
 #include <thread>
 #include <vector>
 
-#include "device.hpp"
+#include "device/device.hpp"
 #include "options.hpp"
 #include "platform.hpp"
 #include "presets.hpp"
 #include "report.hpp"
-#include "sim_link.hpp"
+#include "device/sim_link.hpp"
 #include "strategies.hpp"
 
 using namespace bench;

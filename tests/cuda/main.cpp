@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "device.hpp"
-#include "error.hpp"
+#include "device/device.hpp"
+#include "base/error.hpp"
 
 namespace {
 

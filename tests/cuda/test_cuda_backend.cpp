@@ -13,8 +13,8 @@
 #include "busy.hpp"
 #include "checksum.hpp"
 #include "checksum_ref.hpp"
-#include "device.hpp"
-#include "error.hpp"
+#include "device/device.hpp"
+#include "base/error.hpp"
 #include "helpers.hpp"
 
 namespace {

@@ -10,8 +10,8 @@
 #include "checksum.hpp"
 #include "checksum_ref.hpp"
 #include "helpers.hpp"
-#include "runtime.hpp"
-#include "stats_reader.hpp"
+#include "core/runtime.hpp"
+#include "observe/stats_reader.hpp"
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "checksum_ref.hpp"
-#include "device.hpp"
+#include "device/device.hpp"
 #include "helpers.hpp"
 
 namespace {

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "ferry/ferry.h"
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 
 namespace {
 

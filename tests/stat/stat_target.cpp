@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "ferry/ferry.h"
-#include "runtime.hpp"
-#include "stats_layout.hpp"
+#include "core/runtime.hpp"
+#include "observe/stats_layout.hpp"
 
 namespace {
 

@@ -4,7 +4,7 @@
 
 #include "check.hpp"
 #include "ferry/ferry.h"
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 #include "strategies.hpp"
 
 namespace bench {

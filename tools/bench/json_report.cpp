@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "ferry/ferry.h"
-#include "names.hpp"
+#include "base/names.hpp"
 
 namespace bench {
 namespace {

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <string>
 
-#include "error.hpp"
+#include "base/error.hpp"
 #include "json_report.hpp"
 #include "micro.hpp"
 #include "options.hpp"

@@ -11,7 +11,7 @@
 
 #include "check.hpp"
 #include "ferry/ferry.h"
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 
 namespace bench {
 namespace {

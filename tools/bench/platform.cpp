@@ -9,8 +9,8 @@
 #include <fstream>
 #include <string>
 
-#include "error.hpp"
-#include "sim_link.hpp"
+#include "base/error.hpp"
+#include "device/sim_link.hpp"
 #if FERRY_BENCH_CUDA
 #include "busy.hpp"
 #endif

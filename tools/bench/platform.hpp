@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "device.hpp"
+#include "device/device.hpp"
 #include "options.hpp"
 
 namespace bench {

@@ -1,6 +1,6 @@
 #include "strategies.hpp"
 
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 
 namespace bench {
 

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "render.hpp"
-#include "stats_reader.hpp"
+#include "observe/stats_reader.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // Rates between two snapshots of one runtime: what changed, over the time between them.
 #pragma once
 
-#include "stats_reader.hpp"
+#include "observe/stats_reader.hpp"
 
 namespace ferry_stat {
 

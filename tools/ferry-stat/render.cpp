@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <sstream>
 
-#include "names.hpp"
-#include "stats_layout.hpp"
+#include "base/names.hpp"
+#include "observe/stats_layout.hpp"
 
 namespace ferry_stat {
 namespace {

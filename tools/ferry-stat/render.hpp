@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "rates.hpp"
-#include "stats_reader.hpp"
+#include "observe/stats_reader.hpp"
 
 namespace ferry_stat {
 

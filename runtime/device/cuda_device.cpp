@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/checksum.hpp"
-#include "../kernels/cuda_check.hpp"
-#include "clock.hpp"
-#include "device.hpp"
-#include "error.hpp"
-#include "fault_injection.hpp"
+#include "kernels/checksum.hpp"
+#include "kernels/cuda_check.hpp"
+#include "base/clock.hpp"
+#include "device/device.hpp"
+#include "base/error.hpp"
+#include "device/fault_injection.hpp"
 
 namespace ferry {
 namespace {

@@ -1,7 +1,7 @@
 // The Device interface's default observability: timestamps from a host callback on the
 // stream, which on sim runs on the stream's worker thread as it reaches that point.
-#include "clock.hpp"
-#include "device.hpp"
+#include "base/clock.hpp"
+#include "device/device.hpp"
 
 namespace ferry {
 

@@ -1,4 +1,4 @@
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -10,8 +10,8 @@
 #include <exception>
 #include <unordered_set>
 
-#include "error.hpp"
-#include "names.hpp"
+#include "base/error.hpp"
+#include "base/names.hpp"
 
 namespace ferry {
 namespace {

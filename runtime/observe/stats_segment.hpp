@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "ferry/ferry.h"
-#include "stats_layout.hpp"
+#include "observe/stats_layout.hpp"
 
 namespace ferry {
 

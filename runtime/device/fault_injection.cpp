@@ -1,4 +1,4 @@
-#include "fault_injection.hpp"
+#include "device/fault_injection.hpp"
 
 namespace ferry {
 

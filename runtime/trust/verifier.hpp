@@ -17,7 +17,7 @@
 #include <mutex>
 #include <vector>
 
-#include "device.hpp"
+#include "device/device.hpp"
 
 namespace ferry {
 

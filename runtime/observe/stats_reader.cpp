@@ -1,4 +1,4 @@
-#include "stats_reader.hpp"
+#include "observe/stats_reader.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -12,9 +12,9 @@
 #include <cstring>
 #include <thread>
 
-#include "clock.hpp"
-#include "stats_layout.hpp"
-#include "stats_segment.hpp"
+#include "base/clock.hpp"
+#include "observe/stats_layout.hpp"
+#include "observe/stats_segment.hpp"
 
 namespace ferry {
 namespace {

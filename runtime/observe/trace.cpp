@@ -1,4 +1,4 @@
-#include "trace.hpp"
+#include "observe/trace.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -7,9 +7,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "clock.hpp"
-#include "error.hpp"
-#include "names.hpp"
+#include "base/clock.hpp"
+#include "base/error.hpp"
+#include "base/names.hpp"
 
 namespace ferry {
 namespace {

@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "device.hpp"
+#include "device/device.hpp"
 #include "ferry/ferry.h"
-#include "stats_segment.hpp"
-#include "trace.hpp"
+#include "observe/stats_segment.hpp"
+#include "observe/trace.hpp"
 
 namespace ferry {
 

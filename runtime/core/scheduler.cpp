@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <string>
 
-#include "error.hpp"
-#include "runtime.hpp"
+#include "base/error.hpp"
+#include "core/runtime.hpp"
 
 namespace ferry {
 

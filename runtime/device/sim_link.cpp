@@ -1,4 +1,4 @@
-#include "sim_link.hpp"
+#include "device/sim_link.hpp"
 
 #include <sys/prctl.h>
 

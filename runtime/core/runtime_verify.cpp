@@ -5,9 +5,9 @@
 #include <cstdio>
 #include <string>
 
-#include "../kernels/checksum_ref.hpp"
-#include "names.hpp"
-#include "runtime.hpp"
+#include "kernels/checksum_ref.hpp"
+#include "base/names.hpp"
+#include "core/runtime.hpp"
 
 namespace ferry {
 

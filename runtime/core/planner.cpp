@@ -19,7 +19,7 @@
 // are taken, least used groups first, until what stays resident fits, the last trimmed to
 // what is still needed; the split plan is kept when it streams fewer bytes than the best
 // whole-group plan.
-#include "planner.hpp"
+#include "core/planner.hpp"
 
 #include <algorithm>
 #include <functional>
@@ -27,7 +27,7 @@
 #include <numeric>
 #include <string>
 
-#include "error.hpp"
+#include "base/error.hpp"
 
 namespace ferry {
 namespace {

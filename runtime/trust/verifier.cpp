@@ -1,6 +1,6 @@
-#include "verifier.hpp"
+#include "trust/verifier.hpp"
 
-#include "error.hpp"
+#include "base/error.hpp"
 
 namespace ferry {
 

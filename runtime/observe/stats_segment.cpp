@@ -1,4 +1,4 @@
-#include "stats_segment.hpp"
+#include "observe/stats_segment.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -11,7 +11,7 @@
 #include <fstream>
 #include <new>
 
-#include "error.hpp"
+#include "base/error.hpp"
 
 namespace ferry {
 namespace {

@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "device.hpp"
+#include "device/device.hpp"
 
 namespace ferry {
 

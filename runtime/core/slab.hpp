@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "device.hpp"
-#include "planner.hpp"
+#include "device/device.hpp"
+#include "core/planner.hpp"
 
 namespace ferry {
 

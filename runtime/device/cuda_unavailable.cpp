@@ -1,7 +1,7 @@
 // The cuda backend's entry points in a build without CUDA (meson -Dcuda=disabled, or no
 // toolkit found): the backend is reported unavailable.
-#include "device.hpp"
-#include "error.hpp"
+#include "device/device.hpp"
+#include "base/error.hpp"
 
 namespace ferry {
 

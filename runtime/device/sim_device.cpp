@@ -29,11 +29,11 @@
 #include <set>
 #include <thread>
 
-#include "../kernels/checksum_ref.hpp"
-#include "device.hpp"
-#include "error.hpp"
-#include "fault_injection.hpp"
-#include "sim_link.hpp"
+#include "kernels/checksum_ref.hpp"
+#include "device/device.hpp"
+#include "base/error.hpp"
+#include "device/fault_injection.hpp"
+#include "device/sim_link.hpp"
 
 namespace ferry {
 namespace {

@@ -1,11 +1,11 @@
-#include "observer.hpp"
+#include "observe/observer.hpp"
 
 #include <unistd.h>
 
 #include <cstdio>
 
-#include "clock.hpp"
-#include "error.hpp"
+#include "base/clock.hpp"
+#include "base/error.hpp"
 
 namespace ferry {
 namespace {

@@ -1,9 +1,9 @@
-#include "staging.hpp"
+#include "host/staging.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-#include "runtime.hpp"
+#include "core/runtime.hpp"
 
 namespace ferry {
 

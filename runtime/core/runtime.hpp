@@ -11,15 +11,15 @@
 #include <string>
 #include <vector>
 
-#include "device.hpp"
-#include "error.hpp"
+#include "device/device.hpp"
+#include "base/error.hpp"
 #include "ferry/ferry.h"
-#include "host_store.hpp"
-#include "observer.hpp"
-#include "planner.hpp"
-#include "slab.hpp"
-#include "staging.hpp"
-#include "verifier.hpp"
+#include "host/host_store.hpp"
+#include "observe/observer.hpp"
+#include "core/planner.hpp"
+#include "core/slab.hpp"
+#include "host/staging.hpp"
+#include "trust/verifier.hpp"
 
 namespace ferry {
 

@@ -1,4 +1,4 @@
-#include "host_store.hpp"
+#include "host/host_store.hpp"
 
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <string>
 
-#include "error.hpp"
+#include "base/error.hpp"
 
 namespace ferry {
 

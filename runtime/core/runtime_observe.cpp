@@ -3,8 +3,8 @@
 #include <string>
 #include <vector>
 
-#include "error.hpp"
-#include "runtime.hpp"
+#include "base/error.hpp"
+#include "core/runtime.hpp"
 
 namespace ferry {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "device.hpp"
+#include "device/device.hpp"
 #include "ferry/ferry.h"
 
 namespace ferry {

@@ -1,4 +1,4 @@
-#include "slab.hpp"
+#include "core/slab.hpp"
 
 namespace ferry {
 
