@@ -1,3 +1,4 @@
+// runtime/ (the top): the C API over core/, and the thread's last-error message.
 // The C boundary: validates handles, calls into ferry::Runtime, and turns every C++
 // exception into a status plus the thread's last-error message. Nothing throws past here.
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "ferry/ferry.h"
 #include "base/names.hpp"
 #include "core/runtime.hpp"
+#include "core/serials.hpp"
 
 #define FERRY_STRINGIFY_(x) #x
 #define FERRY_STRINGIFY(x) FERRY_STRINGIFY_(x)

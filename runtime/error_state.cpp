@@ -1,3 +1,5 @@
+// runtime/ (the top): the C API over core/, and the thread's last-error message.
+// The thread's last-error message (error_state.hpp).
 #include "error_state.hpp"
 
 namespace ferry {

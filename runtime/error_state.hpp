@@ -1,3 +1,4 @@
+// runtime/ (the top): the C API over core/, and the thread's last-error message.
 // The calling thread's last-error message, read through ferry_last_error().
 #pragma once
 

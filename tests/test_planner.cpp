@@ -1,4 +1,4 @@
-// Tests of the planner (runtime/planner.hpp): optimality against brute force, budget and
+// Tests of the planner (runtime/core/planner.hpp): optimality against brute force, budget and
 // field consistency, and the error cases.
 #include <algorithm>
 #include <cmath>

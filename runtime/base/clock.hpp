@@ -1,3 +1,4 @@
+// base/: what every room shares: errors, the clock, names in messages.
 // The one clock of ferry's observability: steady_clock (CLOCK_MONOTONIC on Linux, the
 // same in every process), in nanoseconds.
 #pragma once

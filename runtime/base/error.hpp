@@ -1,3 +1,4 @@
+// base/: what every room shares: errors, the clock, names in messages.
 // ferry::Error: the one exception type inside the runtime. The C API (c_api.cpp) catches
 // it at the boundary and turns it into a status plus the thread's last-error message.
 #pragma once

@@ -1,3 +1,4 @@
+// base/: what every room shares: errors, the clock, names in messages.
 // Text shared by the runtime's messages and the tools that print its state.
 #pragma once
 

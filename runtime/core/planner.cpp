@@ -1,3 +1,4 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
 // The planner (DESIGN.md, "planner" and "size class").
 //
 // Cost model: resident groups take their bytes; streamed groups share size classes, each

@@ -1,3 +1,4 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
 // The planner: at plan time, chooses which groups stay resident in VRAM and how the
 // streamed ones are split into size classes, so that the bytes copied per pass are as
 // few as the budget allows once the streaming slots are set aside. A group given as
@@ -44,5 +45,13 @@ std::uint64_t minimum_budget(const PlanInput &input);
 // Returns a plan with resident_bytes + streaming_bytes <= budget. Throws
 // Error(FERRY_ERROR_BUDGET_TOO_SMALL) naming minimum_budget() when none exists.
 Plan make_plan(const PlanInput &input);
+
+// Among groups of equal bytes and uses, moves residency so that the resident ones are
+// spread evenly over `pass_order` (spread_residents.cpp). Preferred and split groups
+// stay where they are.
+void spread_residents(Plan &plan, const std::vector<std::uint64_t> &bytes,
+                      const std::vector<std::uint64_t> &uses,
+                      const std::vector<bool> &preferred,
+                      const std::vector<std::uint32_t> &pass_order);
 
 }  // namespace ferry

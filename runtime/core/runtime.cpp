@@ -1,38 +1,17 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
+// The runtime's lifecycle: create, define groups and tensors, plan, load, seal, destroy.
 #include "core/runtime.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
-#include <cmath>
-#include <cstddef>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <unordered_set>
 
 #include "base/error.hpp"
 #include "base/names.hpp"
+#include "core/serials.hpp"
 
 namespace ferry {
 namespace {
-
-std::mutex g_serials_mutex;
-std::unordered_set<std::uint32_t> g_live_serials;
-std::atomic<std::uint32_t> g_last_serial{0};
-
-std::uint32_t register_serial() {
-    const std::uint32_t serial = ++g_last_serial;
-    std::lock_guard<std::mutex> lock(g_serials_mutex);
-    g_live_serials.insert(serial);
-    return serial;
-}
-
-void unregister_serial(std::uint32_t serial) {
-    std::lock_guard<std::mutex> lock(g_serials_mutex);
-    g_live_serials.erase(serial);
-}
-
-std::uint64_t align_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
 
 std::uint64_t dtype_bytes(ferry_dtype dtype) {
     switch (dtype) {
@@ -51,170 +30,7 @@ std::uint64_t dtype_bytes(ferry_dtype dtype) {
     return 0;
 }
 
-void check_name(const char *name, const char *what) {
-    FERRY_EXPECTS(name != nullptr, FERRY_ERROR_INVALID_ARGUMENT, std::string(what) + " name is NULL");
-    const std::size_t length = std::strlen(name);
-    FERRY_EXPECTS(length > 0 && length <= kMaxNameBytes, FERRY_ERROR_INVALID_ARGUMENT,
-            std::string(what) + " name must be 1.." + std::to_string(kMaxNameBytes) +
-                " bytes, got " + std::to_string(length));
-}
-
-// Environment overrides. A set but malformed variable is an error, never ignored.
-double env_double(const char *variable, double fallback, double min, double max) {
-    const char *text = std::getenv(variable);
-    if (text == nullptr || *text == '\0') return fallback;
-    char *end = nullptr;
-    const double value = std::strtod(text, &end);
-    FERRY_EXPECTS(end != text && *end == '\0' && std::isfinite(value) && value >= min && value <= max,
-            FERRY_ERROR_INVALID_ARGUMENT,
-            std::string("environment variable ") + variable + "='" + text +
-                "' is not a number in [" + std::to_string(min) + ", " + std::to_string(max) +
-                "]");
-    return value;
-}
-
-void check_sim_value(double value, const char *field, double max) {
-    FERRY_EXPECTS(std::isfinite(value) && value >= 0.0 && value <= max, FERRY_ERROR_INVALID_ARGUMENT,
-            std::string("config.") + field + " must be in [0, " + std::to_string(max) +
-                "], got " + std::to_string(value));
-}
-
-// Which of several equal-sized, equally used groups stay resident does not change the
-// bytes streamed, but where they sit in the pass does: spread evenly, the link keeps
-// copying the next streamed group while a resident one computes, instead of idling
-// through a run of them. Preferred and split groups stay where the planner put them.
-void spread_residents(Plan &plan, const std::vector<std::uint64_t> &bytes,
-                      const std::vector<std::uint64_t> &uses,
-                      const std::vector<bool> &preferred,
-                      const std::vector<std::uint32_t> &pass_order) {
-    std::vector<bool> done(bytes.size(), false);
-    for (std::uint32_t first : pass_order) {
-        if (done[first]) continue;
-        std::vector<std::uint32_t> same;  // groups of this size and use count, in pass order
-        for (std::uint32_t g : pass_order) {
-            if (bytes[g] == bytes[first] && uses[g] == uses[first] && !done[g]) {
-                same.push_back(g);
-                done[g] = true;
-            }
-        }
-        same.erase(std::remove_if(same.begin(), same.end(),
-                                  [&](std::uint32_t g) {
-                                      return plan.head_bytes[g] > 0 || preferred[g];
-                                  }),
-                   same.end());
-        std::size_t resident = 0;
-        int streamed_class = -1;
-        for (std::uint32_t g : same) {
-            if (plan.resident[g]) ++resident;
-            else streamed_class = plan.size_class[g];
-        }
-        if (resident == 0 || resident == same.size()) continue;
-        for (std::uint32_t g : same) {
-            plan.resident[g] = false;
-            plan.size_class[g] = streamed_class;
-        }
-        for (std::size_t i = 0; i < resident; ++i) {
-            const std::uint32_t g = same[(2 * i + 1) * same.size() / (2 * resident)];
-            plan.resident[g] = true;
-            plan.size_class[g] = -1;
-        }
-    }
-}
-
 }  // namespace
-
-bool runtime_serial_live(std::uint32_t serial) {
-    std::lock_guard<std::mutex> lock(g_serials_mutex);
-    return g_live_serials.count(serial) != 0;
-}
-
-std::uint32_t last_runtime_serial() { return g_last_serial.load(); }
-
-RuntimeOptions resolve_options(const ferry_config &caller) {
-    // An older caller's struct is shorter: read what it has over our defaults.
-    constexpr std::size_t kMinimum = offsetof(ferry_config, vram_budget) + sizeof(uint64_t);
-    FERRY_EXPECTS(caller.struct_size >= kMinimum && caller.struct_size <= (1u << 16),
-            FERRY_ERROR_INVALID_ARGUMENT,
-            "config.struct_size is " + std::to_string(caller.struct_size) +
-                ": call ferry_config_init() first");
-    ferry_config config;
-    ferry_config_init(&config);
-    std::memcpy(&config, &caller, std::min(caller.struct_size, sizeof(config)));
-
-    RuntimeOptions options;
-    // Read as an integer: a C caller may store any int in the enum field.
-    std::int32_t backend = 0;
-    static_assert(sizeof backend == sizeof config.backend, "ferry_backend is an int");
-    std::memcpy(&backend, &config.backend, sizeof backend);
-    FERRY_EXPECTS(backend == FERRY_BACKEND_AUTO || backend == FERRY_BACKEND_CUDA ||
-                backend == FERRY_BACKEND_SIM,
-            FERRY_ERROR_INVALID_ARGUMENT,
-            "config.backend " + std::to_string(backend) + " is not a ferry_backend");
-    options.backend = static_cast<ferry_backend>(backend);
-    // The environment picks a backend only for callers that left the choice to ferry: a
-    // program that asks for sim explicitly (it reads device memory from the host) keeps it.
-    const char *env = std::getenv("FERRY_BACKEND");
-    if (options.backend == FERRY_BACKEND_AUTO && env != nullptr && *env != '\0') {
-        const std::string value = env;
-        if (value == "auto") options.backend = FERRY_BACKEND_AUTO;
-        else if (value == "cuda") options.backend = FERRY_BACKEND_CUDA;
-        else if (value == "sim") options.backend = FERRY_BACKEND_SIM;
-        else
-            throw Error(FERRY_ERROR_INVALID_ARGUMENT,
-                        "environment variable FERRY_BACKEND='" + value +
-                            "' is not auto, cuda or sim");
-    }
-    FERRY_EXPECTS(config.device >= 0, FERRY_ERROR_INVALID_ARGUMENT,
-            "config.device must be >= 0, got " + std::to_string(config.device));
-    options.device = config.device;
-    FERRY_EXPECTS(config.vram_budget > 0, FERRY_ERROR_INVALID_ARGUMENT,
-            "config.vram_budget is 0: give the VRAM bytes ferry may hold");
-    options.vram_budget = config.vram_budget;
-    FERRY_EXPECTS(config.slots_per_class >= 2 && config.slots_per_class <= 64,
-            FERRY_ERROR_INVALID_ARGUMENT,
-            "config.slots_per_class must be 2..64 (prefetch depth + 1), got " +
-                std::to_string(config.slots_per_class));
-    options.slots_per_class = config.slots_per_class;
-    options.synchronous = config.synchronous != 0;
-    if (config.name != nullptr) {
-        check_name(config.name, "runtime");
-        options.name = config.name;
-    }
-    check_sim_value(config.sim_h2d_gbps, "sim_h2d_gbps", 1e6);
-    check_sim_value(config.sim_d2h_gbps, "sim_d2h_gbps", 1e6);
-    check_sim_value(config.sim_latency_us, "sim_latency_us", 1e6);
-    options.sim.h2d_gbps = env_double("FERRY_SIM_H2D_GBPS", config.sim_h2d_gbps, 0, 1e6);
-    options.sim.d2h_gbps = env_double("FERRY_SIM_D2H_GBPS", config.sim_d2h_gbps, 0, 1e6);
-    options.sim.latency_us = env_double("FERRY_SIM_LATENCY_US", config.sim_latency_us, 0, 1e6);
-    // No config fields for these (the struct's layout is fixed): environment only.
-    options.sim.pageable_h2d_gbps = env_double("FERRY_SIM_PAGEABLE_H2D_GBPS", 0, 0, 1e6);
-    options.sim.pageable_d2h_gbps = env_double("FERRY_SIM_PAGEABLE_D2H_GBPS", 0, 0, 1e6);
-    options.sim.time_scale = env_double("FERRY_SIM_TIME_SCALE", 1, 1e-3, 1e6);
-    options.sim.chaos = env_double("FERRY_SIM_CHAOS", config.sim_chaos != 0 ? 1 : 0, 0, 1) != 0;
-    options.sim.seed = config.sim_seed;
-    if (const char *seed = std::getenv("FERRY_SIM_SEED"); seed != nullptr && *seed != '\0') {
-        char *end = nullptr;
-        errno = 0;
-        options.sim.seed = std::strtoull(seed, &end, 0);
-        FERRY_EXPECTS(end != seed && *end == '\0' && errno == 0 && *seed != '-',
-                      FERRY_ERROR_INVALID_ARGUMENT,
-                      std::string("environment variable FERRY_SIM_SEED='") + seed +
-                          "' is not an unsigned 64-bit integer");
-    }
-    options.publish_stats =
-        env_double("FERRY_STATS", config.publish_stats != 0 ? 1 : 0, 0, 1) != 0;
-    if (const char *trace = std::getenv("FERRY_TRACE"); trace != nullptr) options.trace_path = trace;
-    options.trace_events =
-        static_cast<std::uint32_t>(env_double("FERRY_TRACE_EVENTS", 0, 0, 1 << 26));
-    // Trust: verify mode and pinned-memory limits (ferry.h, "Verify mode", "Pinned memory").
-    options.verify = env_double("FERRY_VERIFY", config.verify != 0 ? 1 : 0, 0, 1) != 0;
-    options.pin.cap_bytes = static_cast<std::uint64_t>(
-        env_double("FERRY_PINNED_CAP", static_cast<double>(config.pinned_cap_bytes), 0, 9.0e15));
-    options.pin.chunk_bytes = static_cast<std::uint64_t>(env_double(
-        "FERRY_PIN_CHUNK", static_cast<double>(options.pin.chunk_bytes), 4096, 9.0e15));
-    options.pin.pageable_fallback = config.pageable_fallback != 0;
-    return options;
-}
 
 Runtime::Runtime(RuntimeOptions options)
     : serial_(register_serial()), options_(std::move(options)) {
@@ -268,7 +84,7 @@ void Runtime::finish() {
 
 void Runtime::release_plan_resources() noexcept {
     staging_.reset();
-    release_verify();  // verify.cpp
+    release_verify();  // runtime_verify.cpp
     for (SlotState &slot : slots_) {
         device_->destroy_event(slot.ready);
         device_->destroy_event(slot.released);
@@ -391,52 +207,6 @@ void Runtime::declare_schedule(const std::vector<std::uint32_t> &order) {
                 "' is SEALED");
     FERRY_EXPECTS(!order.empty(), FERRY_ERROR_INVALID_ARGUMENT, "the schedule is empty");
     declared_schedule_ = order;
-}
-
-std::uint64_t Runtime::lay_out_images() {
-    const std::uint64_t page = HostStore::page_size();
-    std::uint64_t host_offset = 0;
-    for (GroupDef &group : groups_) {
-        group.head_bytes = 0;  // lay_out_heads() splits, after the plan; a retry starts over
-        std::uint64_t end = 0;
-        for (bool mutable_pass : {false, true}) {
-            if (mutable_pass && group.has_mutable) end = align_up(end, page);
-            if (mutable_pass) group.mutable_offset = end;
-            for (std::uint32_t t : group.tensors) {
-                TensorDef &tensor = tensors_[t];
-                if (tensor.is_mutable != mutable_pass) continue;
-                tensor.offset = align_up(end, kImageAlignment);
-                end = tensor.offset + tensor.bytes;
-            }
-        }
-        group.image_bytes = align_up(end, kImageAlignment);
-        if (!group.has_mutable) group.mutable_offset = group.image_bytes;
-        group.host_offset = host_offset;
-        host_offset += align_up(group.image_bytes, page);
-    }
-    return host_offset;
-}
-
-// A split group's image again, its head tensors first: the planner chose them by their
-// aligned sizes, so the head ends exactly at the plan's head_bytes.
-void Runtime::lay_out_heads(const Plan &plan) {
-    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        GroupDef &group = groups_[g];
-        if (plan.head_bytes[g] == 0) continue;
-        std::uint64_t end = 0;
-        for (bool head_pass : {true, false}) {
-            if (!head_pass) group.head_bytes = end;
-            for (std::size_t i = 0; i < group.tensors.size(); ++i) {
-                if (plan.in_head[g][i] != head_pass) continue;
-                TensorDef &tensor = tensors_[group.tensors[i]];
-                tensor.offset = end;
-                end = align_up(end + tensor.bytes, kImageAlignment);
-            }
-        }
-        FERRY_EXPECTS(group.head_bytes == plan.head_bytes[g] && end == group.image_bytes,
-                      FERRY_ERROR_INTERNAL, describe_group(g) + ": the split layout disagrees "
-                      "with the plan");
-    }
 }
 
 std::vector<std::uint64_t> Runtime::uses_per_pass() const {

@@ -1,5 +1,8 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
 // ferry::Runtime: the state behind one ferry_runtime. Definition, plan and seal live in
-// runtime.cpp; the pipeline (acquire, release, prefetch, writeback) in scheduler.cpp.
+// runtime.cpp; group images in images.cpp; the pipeline (acquire, release, prefetch,
+// writeback) in scheduler.cpp; verify mode and recovery in runtime_verify.cpp; the
+// trace and stats entry points in runtime_observe.cpp.
 // Every public member takes the runtime's one lock; the C API (c_api.cpp) only
 // translates handles and errors.
 #pragma once
@@ -16,6 +19,7 @@
 #include "ferry/ferry.h"
 #include "host/host_store.hpp"
 #include "observe/observer.hpp"
+#include "core/options.hpp"
 #include "core/planner.hpp"
 #include "core/slab.hpp"
 #include "host/staging.hpp"
@@ -24,27 +28,8 @@
 namespace ferry {
 
 constexpr std::uint64_t kImageAlignment = 256;  // tensor offsets inside a group image
-constexpr std::size_t kMaxNameBytes = 255;
+inline std::uint64_t align_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
 
-struct RuntimeOptions {
-    ferry_backend backend = FERRY_BACKEND_AUTO;
-    int device = 0;
-    std::uint64_t vram_budget = 0;
-    std::uint32_t slots_per_class = 2;
-    bool synchronous = false;
-    std::string name = "ferry";
-    SimOptions sim;
-    bool publish_stats = false;      // FERRY_STATS
-    std::string trace_path;          // FERRY_TRACE
-    std::uint32_t trace_events = 0;  // FERRY_TRACE_EVENTS; 0: the default
-    // Trust (verify.cpp, host_store.cpp).
-    bool verify = false;
-    PinPolicy pin;
-};
-
-// Reads a caller's ferry_config (of any struct_size) and the FERRY_* environment
-// overrides; throws Error naming the bad field or variable.
-RuntimeOptions resolve_options(const ferry_config &config);
 ObserverOptions observer_options(const RuntimeOptions &options);  // runtime_observe.cpp
 
 struct TensorDef {
@@ -145,7 +130,7 @@ class Runtime {
 
     Device &device() { return *device_; }
 
-    // --- trust: verify mode, deferred errors, pinning progress (verify.cpp) ----------
+    // --- trust: verify mode, deferred errors, pinning progress (runtime_verify.cpp) ---
     void set_pin_progress(ferry_pin_progress_fn fn, void *user);
 
    private:
@@ -174,7 +159,7 @@ class Runtime {
     void note_slot_use(int slot);
     std::string describe_group(std::uint32_t group) const;
 
-    // verify.cpp. Errors found after the call that caused them (a verify mismatch, a
+    // runtime_verify.cpp. Errors found after the call that caused them (a verify mismatch, a
     // failed prefetch) fail the next call; check_deferred() is one branch when none is.
     void check_deferred() {
         if (deferred_.load(std::memory_order_relaxed)) throw_deferred();
@@ -229,8 +214,8 @@ class Runtime {
 
     ferry_stats stats_{};
 
-    // Trust. staging_ exists only when part of the host store is pageable (staging.cpp);
-    // verifier_ only in verify mode (verify.cpp).
+    // Trust. staging_ exists only when part of the host store is pageable (host/staging);
+    // verifier_ only in verify mode (runtime_verify.cpp).
     std::unique_ptr<StagingRing> staging_;
     std::unique_ptr<Verifier> verifier_;
     std::vector<std::uint64_t> mutable_sum_;    // per tensor: checksum of the host copy
@@ -245,11 +230,6 @@ class Runtime {
     std::vector<const std::byte *> check_device_;
     std::vector<std::uint64_t> check_bytes_;
 };
-
-// Live runtimes' serials, so a handle of another runtime can be told foreign (alive) from
-// stale (destroyed).
-bool runtime_serial_live(std::uint32_t serial);
-std::uint32_t last_runtime_serial();
 
 }  // namespace ferry
 

@@ -1,3 +1,4 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
 // The runtime's observability entry points: the trace API, and what the Observer learns
 // at plan. The Observer (observer.cpp) does the work.
 #include <string>

@@ -1,3 +1,4 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
 // Trust features of ferry::Runtime: verify mode (frozen bytes checked at release, mutable
 // tensors written back only when changed), errors deferred to the next call, recovery
 // after a copy that failed at completion, and undoing a seal that failed half-way.

@@ -1,3 +1,4 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
 // The pipeline (DESIGN.md "The pipeline"): acquire, release, prefetch, writeback.
 //
 // Per slot, two events order everything without the host waiting:
@@ -21,7 +22,7 @@ Stream Runtime::copy_stream_for(Stream caller) const {
 void Runtime::note_slot_use(int slot) { slots_[slot].last_use = ++tick_; }
 
 void Runtime::write_back(std::uint32_t group, Stream stream) {
-    if (verifier_ != nullptr) return write_back_changed(group, stream);  // verify.cpp
+    if (verifier_ != nullptr) return write_back_changed(group, stream);  // runtime_verify.cpp
     GroupState &state = state_[group];
     SlotState &slot = slots_[state.slot];
     const GroupDef &def = groups_[group];
@@ -76,28 +77,6 @@ void Runtime::onload_head(std::uint32_t group, Stream stream) {
     copy_image_part(group, state_[group].head, 0, def.head_bytes, stream);
     ++stats_.onloads;
     stats_.bytes_h2d += def.head_bytes;
-}
-
-// Bytes [begin, end) of a group's host image to `dst`, in one copy. Pinning covers a
-// prefix of the host store: only parts that reach past it need the staging ring (and
-// its host waits).
-void Runtime::copy_image_part(std::uint32_t group, std::byte *dst, std::uint64_t begin,
-                              std::uint64_t end, Stream stream) {
-    const GroupDef &def = groups_[group];
-    if (def.host_offset + end <= host_->pinned_bytes()) {
-        observer_->copy_h2d(group, dst, host_->base() + def.host_offset + begin, end - begin,
-                            stream);
-    } else {
-        copy_image_staged(group, dst, begin, end, stream);  // staging.cpp: pageable bytes
-    }
-}
-
-// Where a tensor of an acquired (or resident) group is on the device.
-std::byte *Runtime::device_address(const TensorDef &tensor) const {
-    const GroupDef &def = groups_[tensor.group];
-    const GroupState &state = state_[tensor.group];
-    if (tensor.offset < def.head_bytes) return state.head + tensor.offset;
-    return slots_[state.slot].device + (tensor.offset - def.head_bytes);
 }
 
 // A slot of the class that no holder uses: empty first, then one whose occupant
@@ -237,7 +216,7 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         try {
             prefetch();
         } catch (const Error &error) {
-            defer(error);  // this acquire succeeded; the next call reports it (verify.cpp)
+            defer(error);  // this acquire succeeded; the next call reports it (runtime_verify.cpp)
         }
         observed = observer_->acquired(group, stream, ready != nullptr, stats_, phase_);
     }
@@ -268,7 +247,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
                       " is not acquired (released more often than acquired)");
     // Verify checks the bytes on the caller's stream before `released` is recorded, so the
     // slot cannot be refilled under the check.
-    if (verifier_ != nullptr) verify_release(group, stream);  // verify.cpp
+    if (verifier_ != nullptr) verify_release(group, stream);  // runtime_verify.cpp
     // A resident group without mutable tensors is never overwritten nor written back:
     // nothing waits for its release.
     if (!state.resident() || groups_[group].has_mutable) {

@@ -1,3 +1,5 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
+// The slab (slab.hpp): one reservation of the VRAM budget, carved into slots.
 #include "core/slab.hpp"
 
 namespace ferry {

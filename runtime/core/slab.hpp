@@ -1,3 +1,4 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
 // The slab: the VRAM budget, reserved once (one allocation) and carved into one resident
 // slot per resident group and the heads of split groups, followed by slots_per_class
 // streaming slots per size class.

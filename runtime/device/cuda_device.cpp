@@ -1,3 +1,4 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
 // The cuda backend: ferry::Device over the CUDA runtime API.
 #include <sys/mman.h>
 #include <sys/resource.h>

@@ -1,3 +1,4 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
 // The cuda backend's entry points in a build without CUDA (meson -Dcuda=disabled, or no
 // toolkit found): the backend is reported unavailable.
 #include "device/device.hpp"

@@ -1,3 +1,4 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
 // The device interface: everything ferry asks of a GPU, implemented by the cuda backend
 // (cuda_device.cpp) and by the sim backend (sim_device.cpp), which emulates the device in
 // host memory for tests. Everything above this interface is backend-independent.

@@ -1,3 +1,4 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
 // The Device interface's default observability: timestamps from a host callback on the
 // stream, which on sim runs on the stream's worker thread as it reaches that point.
 #include "base/clock.hpp"

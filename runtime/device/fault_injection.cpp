@@ -1,3 +1,5 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
+// Fault injection (fault_injection.hpp): the process-wide injector.
 #include "device/fault_injection.hpp"
 
 namespace ferry {

@@ -1,3 +1,4 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
 // Fault injection: tests arm a fault, and the next matching device call fails as the real
 // device would. The sim backend consults it at every point below; the cuda backend where a
 // failure can be forced before calling CUDA (pin, reserve, copy submission, events).

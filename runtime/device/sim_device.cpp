@@ -1,3 +1,4 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
 // The sim backend: a device emulated in host memory, faithful enough that a missing
 // wait in the layers above corrupts data a test can see.
 //

@@ -1,3 +1,5 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
+// The sim link's fluid model (sim_link.hpp).
 #include "device/sim_link.hpp"
 
 #include <sys/prctl.h>

@@ -1,3 +1,4 @@
+// device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
 // The sim backend's model of the host<->device link, shared by all of a sim device's
 // copies: each direction runs at the rate of the host memory it touches (pinned or
 // pageable), concurrent copies of one direction split that rate, and while both

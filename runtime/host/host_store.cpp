@@ -1,3 +1,5 @@
+// host/: the host side: the model's one pinned copy, and staging for pageable bytes.
+// The host store (host_store.hpp): mapping, pinning in chunks, read-only images.
 #include "host/host_store.hpp"
 
 #include <sys/mman.h>

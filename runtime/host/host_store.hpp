@@ -1,3 +1,4 @@
+// host/: the host side: the model's one pinned copy, and staging for pageable bytes.
 // The host store: one arena holding every group's image, mapped once at plan time and
 // pinned in chunks up to a cap. This is the model's only host copy, so host RAM stays
 // about 1.0 x model bytes.

@@ -1,9 +1,11 @@
+// host/: the host side: the model's one pinned copy, and staging for pageable bytes.
+// The staging ring (staging.hpp).
 #include "host/staging.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-#include "core/runtime.hpp"
+#include "device/device.hpp"
 
 namespace ferry {
 
@@ -47,18 +49,6 @@ void StagingRing::copy_h2d(std::byte *dst, const std::byte *src, std::size_t byt
         device_.record(buffer.free, stream);
         done += n;
     }
-}
-
-
-// copy_image_part() when part of the host store is pageable. The CPU reads the host
-// bytes now, so a writeback still in flight to them must land first.
-void Runtime::copy_image_staged(std::uint32_t group, std::byte *dst, std::uint64_t begin,
-                                std::uint64_t end, Stream stream) {
-    const GroupDef &def = groups_[group];
-    const Event host_current = state_[group].host_current;
-    if (host_current != nullptr) device_->event_synchronize(host_current);
-    staging_->copy_h2d(dst, host_->base() + def.host_offset + begin, end - begin,
-                       host_->base() + host_->pinned_bytes(), stream);
 }
 
 }  // namespace ferry

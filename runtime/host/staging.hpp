@@ -1,3 +1,4 @@
+// host/: the host side: the model's one pinned copy, and staging for pageable bytes.
 // The staging ring: with pageable_fallback, the host store's bytes past the pinned cap
 // are copied to the device through a few small pinned buffers, so that the DMA itself
 // always reads pinned memory. Each buffer is refilled once its previous copy has read it;

@@ -1,3 +1,5 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
+// The Observer (observer.hpp).
 #include "observe/observer.hpp"
 
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
 // Observer: what ferry tells the outside about its work (DESIGN.md "Observability").
 //
 // - Stall time and per-group copy times, from timestamps the device takes as each stream

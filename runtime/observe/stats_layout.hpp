@@ -1,3 +1,4 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
 // The stats segment: the fixed, versioned layout a runtime publishes into POSIX shared
 // memory (/dev/shm/ferry.<pid>.<name>, mode 0600) and ferry-stat reads from another
 // process. Written by stats_segment.cpp, read by stats_reader.cpp.

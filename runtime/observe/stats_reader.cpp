@@ -1,3 +1,5 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
+// The stats segment's reader (stats_reader.hpp).
 #include "observe/stats_reader.hpp"
 
 #include <dirent.h>

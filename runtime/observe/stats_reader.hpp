@@ -1,3 +1,4 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
 // The reader side of the stats segment (stats_layout.hpp), for ferry-stat and the tests:
 // finds segments in /dev/shm, tells live from stale, and takes consistent snapshots.
 #pragma once

@@ -1,3 +1,5 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
+// The stats segment's writer (stats_segment.hpp).
 #include "observe/stats_segment.hpp"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
 // StatsSegment: the writer side of the stats segment (stats_layout.hpp). A runtime with
 // publish_stats (or FERRY_STATS=1) owns one: created at ferry_create, mode 0600, resized
 // at plan to hold the group table, unlinked at destroy.

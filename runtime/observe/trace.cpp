@@ -1,3 +1,5 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
+// The trace ring and its Chrome trace-event JSON (trace.hpp).
 #include "observe/trace.hpp"
 
 #include <algorithm>

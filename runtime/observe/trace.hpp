@@ -1,3 +1,4 @@
+// observe/: what ferry tells the outside: timings, the stats segment, the trace.
 // Trace: a bounded ring of timeline events, dumped as Chrome trace-event JSON (Perfetto
 // and chrome://tracing open it). One track per stream: ferry's copy stream, and each
 // compute stream that acquired a group. When the ring is full the oldest events are

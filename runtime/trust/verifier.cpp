@@ -1,3 +1,5 @@
+// trust/: checking that frozen bytes stay frozen on the device (verify mode).
+// The verifier (verifier.hpp).
 #include "trust/verifier.hpp"
 
 #include "base/error.hpp"

@@ -1,3 +1,4 @@
+// trust/: checking that frozen bytes stay frozen on the device (verify mode).
 // The verifier (verify mode): checksums of frozen tensors taken on a caller's stream at
 // release, compared with the host image's checksums when the result is ready, by a host
 // callback on that stream. Nothing on the release path allocates: result words and

@@ -1,0 +1,2 @@
+// A file of a room that is not below observe/.
+#pragma once

@@ -1,0 +1,2 @@
+// Violation: device/ uses core/, which is above it.
+#include "core/runtime.hpp"

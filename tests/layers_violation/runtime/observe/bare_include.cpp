@@ -1,0 +1,2 @@
+// Violation: an include that names no room.
+#include "runtime.hpp"

@@ -1,0 +1,2 @@
+// A file of a room beside host/.
+#pragma once

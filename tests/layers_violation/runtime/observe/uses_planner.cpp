@@ -1,0 +1,2 @@
+// Violation: observe/ uses the planner.
+#include "core/planner.hpp"

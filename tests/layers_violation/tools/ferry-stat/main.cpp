@@ -1,0 +1,2 @@
+// Violation: ferry-stat uses core/.
+#include "core/runtime.hpp"
