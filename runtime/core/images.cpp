@@ -8,7 +8,7 @@
 
 namespace ferry {
 
-std::uint64_t Runtime::lay_out_images() {
+void Runtime::lay_out_images() {
     const std::uint64_t page = HostStore::page_size();
     std::uint64_t host_offset = 0;
     for (GroupDef &group : groups_) {
@@ -29,7 +29,17 @@ std::uint64_t Runtime::lay_out_images() {
         group.host_offset = host_offset;
         host_offset += align_up(group.image_bytes, page);
     }
-    return host_offset;
+}
+
+// Where each image ends in the host store, in store order: the host store pins in chunks
+// that end only there.
+std::vector<std::size_t> Runtime::image_ends() const {
+    const std::uint64_t page = HostStore::page_size();
+    std::vector<std::size_t> ends;
+    for (const GroupDef &group : groups_) {
+        ends.push_back(group.host_offset + align_up(group.image_bytes, page));
+    }
+    return ends;
 }
 
 // A split group's image again, its head tensors first: the planner chose them by their

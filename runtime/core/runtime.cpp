@@ -224,7 +224,7 @@ void Runtime::plan() {
         FERRY_EXPECTS(!groups_[g].tensors.empty(), FERRY_ERROR_EMPTY,
                 describe_group(g) + " has no tensors");
     }
-    const std::uint64_t host_bytes = lay_out_images();
+    lay_out_images();
 
     PlanInput input;
     for (const GroupDef &group : groups_) input.group_bytes.push_back(group.image_bytes);
@@ -251,7 +251,7 @@ void Runtime::plan() {
     lay_out_heads(plan);
 
     try {
-        host_ = std::make_unique<HostStore>(*device_, host_bytes, options_.pin);
+        host_ = std::make_unique<HostStore>(*device_, image_ends(), options_.pin);
         if (host_->pageable_bytes() > 0) {
             staging_ = std::make_unique<StagingRing>(*device_);
         }

@@ -135,7 +135,8 @@ class Runtime {
 
    private:
     void require_phase(ferry_phase phase, const char *what) const;
-    std::uint64_t lay_out_images();  // returns the host store's bytes
+    void lay_out_images();
+    std::vector<std::size_t> image_ends() const;
     void lay_out_heads(const Plan &plan);
     std::vector<std::uint64_t> uses_per_pass() const;
     // Bytes of a planned group on the device for good: its image when resident, its head

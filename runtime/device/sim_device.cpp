@@ -9,6 +9,7 @@
 //   reaches it, and a wait task blocks its stream until the ticket it captured completes.
 // - Copies take max(real memcpy time, latency + their time on the link), the link shared
 //   by all copies (sim_link.hpp). Host memory not pinned (alloc_pinned, pin) is pageable.
+//   A copy whose host range spans two pinned registrations fails, as on cuda.
 // - Chaos: random delays before tasks, and every copy first poisons its destination and
 //   pauses before writing the real bytes, so a reader that did not wait sees poison.
 // - Faults armed in FaultInjector fail the matching call; a copy failing at completion
@@ -271,12 +272,14 @@ class SimDevice final : public Device {
     void destroy_event(Event event) noexcept override { delete static_cast<SimEvent *>(event); }
 
     void copy_h2d(void *dst, const void *src, std::size_t bytes, Stream stream) override {
+        const bool pinned = host_range_pinned(src, bytes, "from");
         copy(dst, src, bytes, SimLink::kH2D,
-             rate(src, options_.h2d_gbps, options_.pageable_h2d_gbps), stream);
+             rate(pinned, options_.h2d_gbps, options_.pageable_h2d_gbps), stream);
     }
     void copy_d2h(void *dst, const void *src, std::size_t bytes, Stream stream) override {
+        const bool pinned = host_range_pinned(dst, bytes, "to");
         copy(dst, src, bytes, SimLink::kD2H,
-             rate(dst, options_.d2h_gbps, options_.pageable_d2h_gbps), stream);
+             rate(pinned, options_.d2h_gbps, options_.pageable_d2h_gbps), stream);
     }
 
     // A ticket is taken and its task queued under one lock: otherwise a wait could capture
@@ -340,14 +343,41 @@ class SimDevice final : public Device {
         return sim;
     }
 
-    // The link rate for a copy touching `host`: pinned when alloc_pinned() or pin() saw it, else
-    // pageable (which defaults to the pinned rate).
-    double rate(const void *host, double pinned_gbps, double pageable_gbps) {
-        const auto *at = static_cast<const std::byte *>(host);
+    // Whether a copy's host range lies in one registration (alloc_pinned or pin): true, or
+    // in none: false. CUDA rejects a range that spans two registrations, or a registration
+    // and pageable memory (cudaErrorInvalidValue), or at best stages it as a synchronous
+    // copy: the sim refuses it at submission, as cudaMemcpyAsync returns that error.
+    bool host_range_pinned(const void *host, std::size_t bytes, const char *direction) {
+        const auto *begin = static_cast<const std::byte *>(host);
+        const std::byte *end = begin + bytes;
         std::lock_guard<std::mutex> lock(pinned_mutex_);
-        auto after = pinned_.upper_bound(at);  // the first range starting past `at`
-        const bool pinned =
-            after != pinned_.begin() && at < std::prev(after)->first + std::prev(after)->second;
+        auto after = pinned_.upper_bound(begin);  // the first registration starting past it
+        if (after != pinned_.begin()) {
+            const auto holding = std::prev(after);
+            const std::byte *holding_end = holding->first + holding->second;
+            if (begin < holding_end) {
+                FERRY_EXPECTS(end <= holding_end, FERRY_ERROR_DEVICE,
+                              spans_message(bytes, direction, holding_end - begin));
+                return true;
+            }
+        }
+        FERRY_EXPECTS(after == pinned_.end() || after->first >= end, FERRY_ERROR_DEVICE,
+                      spans_message(bytes, direction, after->first - begin));
+        return false;
+    }
+
+    static std::string spans_message(std::size_t bytes, const char *direction,
+                                     std::ptrdiff_t boundary) {
+        return "sim: a copy of " + std::to_string(bytes) + " bytes " + direction +
+               " host memory crosses a pinned registration's boundary " +
+               std::to_string(boundary) + " bytes in; CUDA rejects a copy whose host range "
+               "spans two registrations, or pinned and pageable memory "
+               "(cudaErrorInvalidValue)";
+    }
+
+    // The link rate for a copy: pinned host memory at the pinned rate, else the pageable
+    // one (which defaults to the pinned rate).
+    static double rate(bool pinned, double pinned_gbps, double pageable_gbps) {
         return pinned || pageable_gbps <= 0.0 ? pinned_gbps : pageable_gbps;
     }
 

@@ -28,8 +28,14 @@ std::string memlock_limit_text() {
     return std::to_string(limit.rlim_cur) + " bytes";
 }
 
-HostStore::HostStore(Device &device, std::size_t bytes, const PinPolicy &policy)
-    : device_(device), bytes_(bytes) {
+HostStore::HostStore(Device &device, const std::vector<std::size_t> &image_ends,
+                     const PinPolicy &policy)
+    : device_(device), bytes_(image_ends.empty() ? 0 : image_ends.back()) {
+    const std::size_t bytes = bytes_;
+    FERRY_EXPECTS(bytes > 0 && std::is_sorted(image_ends.begin(), image_ends.end()) &&
+                      image_ends.front() > 0 && image_ends.back() % page_size() == 0,
+                  FERRY_ERROR_INTERNAL, "host store: image ends must ascend from > 0 to a "
+                  "page-aligned size");
     const std::uint64_t cap = policy.cap_bytes != 0 ? policy.cap_bytes : default_pinned_cap();
     FERRY_EXPECTS(bytes <= cap || policy.pageable_fallback, FERRY_ERROR_OUT_OF_HOST_MEMORY,
             "the host store needs " + std::to_string(bytes) +
@@ -46,7 +52,7 @@ HostStore::HostStore(Device &device, std::size_t bytes, const PinPolicy &policy)
     try {
         PinPolicy capped = policy;
         capped.cap_bytes = cap;
-        pin_chunks(capped);
+        pin_chunks(image_ends, capped);
     } catch (...) {
         release();
         throw;
@@ -69,13 +75,19 @@ void HostStore::release() noexcept {
 }
 
 // Pins chunk by chunk from the start, so progress can be reported and a refusal is met
-// after one chunk, not after minutes of pinning.
-void HostStore::pin_chunks(const PinPolicy &policy) {
-    const std::size_t page = page_size();
-    const std::uint64_t chunk = std::max<std::uint64_t>(policy.chunk_bytes / page * page, page);
-    const std::uint64_t limit = std::min<std::uint64_t>(bytes_, policy.cap_bytes / page * page);
-    while (pinned_bytes_ < limit) {
-        const std::size_t length = std::min<std::uint64_t>(chunk, limit - pinned_bytes_);
+// after one chunk, not after minutes of pinning. Each chunk ends at an image end: the
+// last that fits in chunk_bytes, or the next one when a single image is larger. The
+// pinned prefix ends at the last image end within the cap; images past it are pageable.
+void HostStore::pin_chunks(const std::vector<std::size_t> &image_ends, const PinPolicy &policy) {
+    const std::uint64_t chunk = std::max<std::uint64_t>(policy.chunk_bytes, 1);
+    const auto within_cap = std::upper_bound(image_ends.begin(), image_ends.end(),
+                                             std::min<std::uint64_t>(bytes_, policy.cap_bytes));
+    auto next = image_ends.begin();  // the first image end past pinned_bytes_
+    while (next != within_cap) {
+        auto end = next;  // the chunk ends at *end
+        while (end + 1 != within_cap && *(end + 1) - pinned_bytes_ <= chunk) ++end;
+        const std::size_t length = *end - pinned_bytes_;
+        next = end + 1;
         try {
             device_.pin(base_ + pinned_bytes_, length);
         } catch (const Error &error) {

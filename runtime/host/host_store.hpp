@@ -2,6 +2,11 @@
 // The host store: one arena holding every group's image, mapped once at plan time and
 // pinned in chunks up to a cap. This is the model's only host copy, so host RAM stays
 // about 1.0 x model bytes.
+//
+// Every chunk is its own registration (cudaHostRegister), and CUDA rejects a copy whose
+// host range spans two registrations, or a registration and pageable memory (or stages
+// it as a slow synchronous copy). So chunks end only at image ends, and so does the
+// pinned prefix: no copy of an image, or of a part of one, spans two.
 #pragma once
 
 #include <cstddef>
@@ -32,9 +37,12 @@ std::string memlock_limit_text();
 
 class HostStore {
    public:
-    // Throws Error(FERRY_ERROR_OUT_OF_HOST_MEMORY) when the bytes cannot be mapped, or
-    // cannot all be pinned and the policy does not allow pageable bytes.
-    HostStore(Device &device, std::size_t bytes, const PinPolicy &policy);
+    // `image_ends`: the end offset of each image, ascending and page-aligned, the last
+    // the store's size. A chunk holds the images that fit in policy.chunk_bytes, and at
+    // least one. Throws Error(FERRY_ERROR_OUT_OF_HOST_MEMORY) when the bytes cannot be
+    // mapped, or cannot all be pinned and the policy does not allow pageable bytes.
+    HostStore(Device &device, const std::vector<std::size_t> &image_ends,
+              const PinPolicy &policy);
     ~HostStore();
     HostStore(const HostStore &) = delete;
     HostStore &operator=(const HostStore &) = delete;
@@ -43,6 +51,8 @@ class HostStore {
     // [0, pinned_bytes()) is pinned, the rest pageable.
     std::size_t pinned_bytes() const { return pinned_bytes_; }
     std::size_t pageable_bytes() const { return bytes_ - pinned_bytes_; }
+    // The end offset of each pinned chunk (each one registration), ascending.
+    const std::vector<std::size_t> &chunk_ends() const { return chunk_ends_; }
 
     // Makes [offset, offset + bytes) read-only; both must be page-aligned. A later write
     // there faults, which is how a bug that writes frozen weights is caught at once.
@@ -53,7 +63,7 @@ class HostStore {
     static std::size_t page_size();
 
    private:
-    void pin_chunks(const PinPolicy &policy);
+    void pin_chunks(const std::vector<std::size_t> &image_ends, const PinPolicy &policy);
     void release() noexcept;
 
     Device &device_;
