@@ -1,7 +1,9 @@
 #include "sim_model.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 
 #include "core/runtime.hpp"
 
@@ -40,35 +42,111 @@ void fill_pattern(unsigned char *data, std::uint64_t bytes, std::uint32_t g, std
     }
 }
 
-struct CheckTask {
-    Failures *failures;
-    std::uint32_t group;
-    std::vector<std::uint32_t> tensor_index;
-    std::vector<unsigned char *> device;
-    std::vector<std::uint64_t> bytes;
-    std::vector<bool> is_mutable;
-    std::vector<std::uint64_t> version;  // expected version of each tensor
+}  // namespace
 
-    static void run(void *user) {
-        auto *task = static_cast<CheckTask *>(user);
-        for (std::size_t i = 0; i < task->device.size(); ++i) {
-            const std::int64_t bad =
-                compare_pattern(task->device[i], task->bytes[i], task->group,
-                                task->tensor_index[i], task->version[i]);
-            if (bad >= 0) {
-                task->failures->add(
-                    "group " + std::to_string(task->group) + " tensor " +
-                    std::to_string(task->tensor_index[i]) + ": byte " + std::to_string(bad) +
-                    " is " + std::to_string(task->device[i][bad]) + " (expected version " +
-                    std::to_string(task->version[i]) + ")");
-            } else if (task->is_mutable[i]) {
-                fill_pattern(task->device[i], task->bytes[i], task->group,
-                             task->tensor_index[i], task->version[i] + 1);
+// Pinned host buffers for the checker, reused because alloc_pinned is slow on cuda (mmap
+// and cudaHostRegister). A buffer is handed back by the host function that ends the stream
+// work using it, so it is taken again only once the copies into and out of it are done.
+class ScratchPool {
+   public:
+    struct Buffer {
+        unsigned char *data = nullptr;
+        std::size_t bytes = 0;
+    };
+
+    explicit ScratchPool(ferry::Device &device) : device_(device) {}
+    ~ScratchPool() {
+        for (const Buffer &buffer : all_) device_.free_pinned(buffer.data, buffer.bytes);
+    }
+    ScratchPool(const ScratchPool &) = delete;
+    ScratchPool &operator=(const ScratchPool &) = delete;
+
+    // The smallest free buffer of at least `bytes`, else a new one.
+    Buffer take(std::size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto best = free_.end();
+            for (auto it = free_.begin(); it != free_.end(); ++it) {
+                if (it->bytes >= bytes && (best == free_.end() || it->bytes < best->bytes)) {
+                    best = it;
+                }
+            }
+            if (best != free_.end()) {
+                const Buffer buffer = *best;
+                free_.erase(best);
+                return buffer;
             }
         }
-        delete task;
+        std::size_t size = kSmallest;
+        while (size < bytes) size *= 2;
+        const Buffer buffer{static_cast<unsigned char *>(device_.alloc_pinned(size)), size};
+        std::lock_guard<std::mutex> lock(mutex_);
+        all_.push_back(buffer);
+        return buffer;
+    }
+
+    // From host functions on streams: no device calls here (CUDA forbids them there).
+    void give_back(const Buffer &buffer) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        free_.push_back(buffer);
+    }
+
+   private:
+    static constexpr std::size_t kSmallest = 64 << 10;
+    ferry::Device &device_;
+    std::mutex mutex_;
+    std::vector<Buffer> free_;
+    std::vector<Buffer> all_;  // freed at destruction, after the model's streams drained
+};
+
+namespace {
+
+// The host function that ends one run_group check: compares what the copies brought into
+// the scratch with the pattern, then hands the scratch back.
+struct CheckTask {
+    struct Seen {
+        std::uint32_t tensor;
+        std::size_t at;  // in the scratch
+        std::uint64_t bytes;
+        std::uint64_t version;  // expected
+    };
+    Failures *failures;
+    ScratchPool *pool;
+    ScratchPool::Buffer scratch;
+    std::uint32_t group;
+    std::vector<Seen> seen;
+
+    static void run(void *user) {
+        std::unique_ptr<CheckTask> task(static_cast<CheckTask *>(user));
+        Failures &failures = *task->failures;
+        for (const Seen &s : task->seen) {
+            const unsigned char *data = task->scratch.data + s.at;
+            const std::int64_t bad =
+                compare_pattern(data, s.bytes, task->group, s.tensor, s.version);
+            if (bad >= 0) {
+                failures.add("group " + std::to_string(task->group) + " tensor " +
+                             std::to_string(s.tensor) + ": byte " + std::to_string(bad) +
+                             " is " + std::to_string(data[bad]) + " (expected version " +
+                             std::to_string(s.version) + ")");
+            }
+        }
+        task->pool->give_back(task->scratch);
+        ++failures.checked;
+        --failures.pending;  // the last use of `failures`
     }
 };
+
+// Hands a scratch buffer back once the stream work before it is done.
+struct GiveBack {
+    ScratchPool *pool;
+    ScratchPool::Buffer scratch;
+    static void run(void *user) {
+        std::unique_ptr<GiveBack> task(static_cast<GiveBack *>(user));
+        task->pool->give_back(task->scratch);
+    }
+};
+
+std::uint64_t round_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
 
 }  // namespace
 
@@ -77,6 +155,11 @@ std::uint64_t pattern_word(std::uint32_t group, std::uint32_t tensor, std::uint6
     return mix((static_cast<std::uint64_t>(group) << 44) ^
                (static_cast<std::uint64_t>(tensor) << 32) ^ i) +
            version;
+}
+
+Failures::~Failures() {
+    // A check still queued on a stream writes here when it runs: wait for it.
+    while (pending.load() != 0) std::this_thread::yield();
 }
 
 void Failures::add(const std::string &what) {
@@ -96,11 +179,11 @@ void check(ferry_status status, const char *call) {
 SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
     ferry_config config;
     ferry_config_init(&config);
-    config.backend = FERRY_BACKEND_SIM;
+    config.backend = test_backend();
     config.vram_budget = spec.budget;
     config.slots_per_class = spec.slots_per_class;
     config.synchronous = spec.synchronous ? 1 : 0;
-    config.name = "sim-model";
+    config.name = "test-model";
     config.sim_chaos = spec.chaos ? 1 : 0;
     config.sim_seed = spec.seed;
     config.sim_h2d_gbps = spec.h2d_gbps;
@@ -150,11 +233,25 @@ SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
         ferry_destroy(runtime_);
         throw;
     }
+    for (ferry_group group : groups_) {
+        std::uint64_t image = 0, resident = 0;
+        check(ferry_group_info(runtime_, group, nullptr, nullptr, &image), "ferry_group_info");
+        check(ferry_group_resident_bytes(runtime_, group, &resident),
+              "ferry_group_resident_bytes");
+        split_.push_back(resident != 0 && resident != image);
+    }
+    scratch_ = std::make_unique<ScratchPool>(ferry_runtime_impl(runtime_).device());
 }
 
 SimModel::~SimModel() {
-    drain();
-    for (void *stream : streams_) ferry_runtime_impl(runtime_).device().destroy_stream(stream);
+    try {
+        drain();
+    } catch (...) {
+        // A device error a test did not collect: nothing is left to report it to.
+    }
+    ferry::Device &device = ferry_runtime_impl(runtime_).device();
+    for (void *stream : streams_) device.destroy_stream(stream);
+    scratch_.reset();
     ferry_destroy(runtime_);
 }
 
@@ -176,33 +273,114 @@ void *SimModel::create_stream() {
 ferry_status SimModel::run_group(std::size_t g, void *stream, Failures &failures) {
     const ferry_status acquired = ferry_acquire(runtime_, groups_[g], stream);
     if (acquired != FERRY_OK) return acquired;
-    auto *task = new CheckTask{&failures, static_cast<std::uint32_t>(g), {}, {}, {}, {}, {}};
+    const auto group = static_cast<std::uint32_t>(g);
+    const std::vector<TensorSpec> &specs = spec_.groups[g];
+
+    // The tensors by device address, read by as few copies as can be: a group's image is
+    // contiguous on the device, so a group streamed or resident whole is read by one copy
+    // (with the padding between its tensors, which nothing else writes). A split group's
+    // head and tail lie apart: there only tensors packed back to back (the next starting at
+    // the 256-byte boundary after the last) share a copy.
+    std::vector<std::pair<unsigned char *, std::uint32_t>> placed;
     for (std::size_t t = 0; t < tensors_[g].size(); ++t) {
         void *device = nullptr;
         const ferry_status status = ferry_tensor_device_ptr(runtime_, tensors_[g][t], &device);
         if (status != FERRY_OK) {
-            delete task;
             ferry_release(runtime_, groups_[g], stream);
             return status;
         }
-        const bool is_mutable = spec_.groups[g][t].is_mutable;
-        task->tensor_index.push_back(static_cast<std::uint32_t>(t));
-        task->device.push_back(static_cast<unsigned char *>(device));
-        task->bytes.push_back(spec_.groups[g][t].bytes);
-        task->is_mutable.push_back(is_mutable);
-        task->version.push_back(is_mutable ? versions_[g][t] : 0);
+        placed.emplace_back(static_cast<unsigned char *>(device), static_cast<std::uint32_t>(t));
     }
-    for (std::size_t t = 0; t < tensors_[g].size(); ++t) {
-        if (spec_.groups[g][t].is_mutable) ++versions_[g][t];  // the check bumps them
+    std::sort(placed.begin(), placed.end());
+    struct Span {
+        const unsigned char *device;
+        std::size_t at;  // in the scratch
+        std::size_t bytes;
+    };
+    std::vector<Span> spans;
+    auto task = std::make_unique<CheckTask>();
+    task->failures = &failures;
+    task->pool = scratch_.get();
+    task->group = group;
+    std::size_t used = 0;
+    for (const auto &[device, t] : placed) {
+        const std::uint64_t bytes = specs[t].bytes;
+        const bool packed =
+            !spans.empty() &&
+            (!split_[g] || device == spans.back().device + round_up(spans.back().bytes, 256));
+        if (!packed) spans.push_back({device, used, 0});
+        Span &span = spans.back();
+        const std::size_t offset = static_cast<std::size_t>(device - span.device);
+        task->seen.push_back(
+            {t, span.at + offset, bytes, specs[t].is_mutable ? versions_[g][t] : 0});
+        used += offset + bytes - span.bytes;
+        span.bytes = offset + bytes;
     }
-    ferry_runtime_impl(runtime_).device().launch_host(stream, &CheckTask::run, task);
+    // Then the next version of each mutable tensor, written here before it is queued.
+    struct Bump {
+        unsigned char *device;
+        std::size_t at;  // in the scratch
+        std::uint32_t tensor;
+    };
+    std::vector<Bump> bumps;
+    for (const auto &[device, t] : placed) {
+        if (!specs[t].is_mutable) continue;
+        bumps.push_back({device, used, t});
+        used += specs[t].bytes;
+    }
+
+    ferry::Device &device = ferry_runtime_impl(runtime_).device();
+    bool queued = false;
+    try {
+        task->scratch = scratch_->take(used);
+        for (const Bump &b : bumps) {
+            fill_pattern(task->scratch.data + b.at, specs[b.tensor].bytes, group, b.tensor,
+                         versions_[g][b.tensor] + 1);
+        }
+        for (const Span &span : spans) {
+            device.copy_d2h(task->scratch.data + span.at, span.device, span.bytes, stream);
+        }
+        for (const Bump &b : bumps) {
+            device.copy_h2d(b.device, task->scratch.data + b.at, specs[b.tensor].bytes, stream);
+            ++versions_[g][b.tensor];
+        }
+        ++failures.pending;
+        queued = true;
+        device.launch_host(stream, &CheckTask::run, task.get());
+        task.release();  // CheckTask::run deletes it (maybe already, on the calling thread)
+    } catch (const ferry::Error &error) {
+        // Copies queued so far may still use the scratch: it stays out of the pool.
+        if (queued) --failures.pending;
+        failures.add("group " + std::to_string(g) + ": queueing the check failed: " +
+                     error.what());
+        ferry_release(runtime_, groups_[g], stream);
+        return error.status();
+    }
     return ferry_release(runtime_, groups_[g], stream);
 }
 
+void SimModel::corrupt_first_byte(std::size_t g, std::size_t t, void *stream) {
+    void *device_ptr = nullptr;
+    check(ferry_tensor_device_ptr(runtime_, tensors_[g][t], &device_ptr),
+          "ferry_tensor_device_ptr");
+    const std::uint64_t word = pattern_word(static_cast<std::uint32_t>(g),
+                                            static_cast<std::uint32_t>(t), 0, versions_[g][t]);
+    auto task = std::make_unique<GiveBack>();
+    task->pool = scratch_.get();
+    task->scratch = scratch_->take(1);
+    std::memcpy(task->scratch.data, &word, 1);
+    task->scratch.data[0] ^= 0xff;
+    ferry::Device &device = ferry_runtime_impl(runtime_).device();
+    device.copy_h2d(device_ptr, task->scratch.data, 1, stream);
+    device.launch_host(stream, &GiveBack::run, task.get());
+    task.release();
+}
+
 void SimModel::drain() {
-    for (void *stream : streams_) {
-        ferry_runtime_impl(runtime_).device().stream_synchronize(stream);
-    }
+    ferry::Device &device = ferry_runtime_impl(runtime_).device();
+    for (void *stream : streams_) device.stream_synchronize(stream);
+    // On sim, work on NULL ran on the calling thread as it was queued.
+    if (device.backend() != FERRY_BACKEND_SIM) device.stream_synchronize(nullptr);
 }
 
 bool SimModel::host_versions_current(Failures &failures) {
@@ -246,6 +424,24 @@ void run_passes(SimModel &model, int passes, int streams, Failures &failures,
             }
         }
     }
+}
+
+std::vector<unsigned char> read_device(ferry_runtime *runtime, const void *device_ptr,
+                                       std::size_t bytes) {
+    if (bytes == 0) return {};
+    ferry::Device &device = ferry_runtime_impl(runtime).device();
+    auto *pinned = static_cast<unsigned char *>(device.alloc_pinned(bytes));
+    std::vector<unsigned char> bytes_read;
+    try {
+        device.copy_d2h(pinned, device_ptr, bytes, nullptr);
+        device.stream_synchronize(nullptr);
+        bytes_read.assign(pinned, pinned + bytes);
+    } catch (...) {
+        device.free_pinned(pinned, bytes);
+        throw;
+    }
+    device.free_pinned(pinned, bytes);
+    return bytes_read;
 }
 
 ferry_stats SimModel::stats() const {

@@ -1,16 +1,26 @@
-// A synthetic model on the sim backend whose every byte is predictable, and a checker
-// that runs on sim compute streams (worker threads) and verifies a group's bytes in its
-// slot while copies run concurrently. Mutable tensors carry a version that each compute
-// bumps, so lost or stale writebacks are seen.
+// A synthetic model whose every byte is predictable, on the tests' backend (backend.hpp:
+// sim, or cuda when FERRY_BACKEND=cuda), and a checker that verifies a group's bytes on
+// the compute stream while copies run concurrently. Mutable tensors carry a version that
+// each compute bumps, so lost or stale writebacks are seen.
+//
+// The checker reads device memory only through the device interface, as a kernel's work
+// would be ordered on a GPU: on the compute stream, after acquire's waits, it copies the
+// group's tensors device-to-host into pinned scratch and the next version of each mutable
+// tensor host-to-device, then a host function compares the scratch with the pattern and
+// hands the scratch back. On sim under chaos, a missing wait still corrupts what the copy
+// reads, and the comparison sees it.
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "backend.hpp"
 #include "ferry/ferry.h"
 
 namespace ferry_test {
@@ -40,18 +50,28 @@ struct ModelSpec {
 std::uint64_t pattern_word(std::uint32_t group, std::uint32_t tensor, std::uint64_t i,
                            std::uint64_t version);
 
-// Failures seen on worker threads, checked by the test thread afterwards.
+// Failures seen on stream threads (sim workers, CUDA's host-function thread), checked by
+// the test thread once the streams are drained.
 struct Failures {
     std::atomic<std::uint64_t> count{0};
+    std::atomic<std::uint64_t> checked{0};  // run_group checks that ran, failed or not
+    std::atomic<std::uint64_t> pending{0};  // checks queued that have not run yet
     std::mutex mutex;
     std::string first;
+    Failures() = default;
+    ~Failures();  // waits for the pending checks, which write here
+    Failures(const Failures &) = delete;
+    Failures &operator=(const Failures &) = delete;
     void add(const std::string &what);
 };
 
+class ScratchPool;
+
 class SimModel {
    public:
-    // Creates, defines, plans, fills and seals. Throws std::runtime_error with the
-    // library's message if a step fails (status in `status()` of the failing call).
+    // Creates (on test_backend()), defines, plans, fills and seals. Throws
+    // std::runtime_error with the library's message if a step fails (status in `status()`
+    // of the failing call).
     explicit SimModel(const ModelSpec &spec);
     ~SimModel();
     SimModel(const SimModel &) = delete;
@@ -64,14 +84,19 @@ class SimModel {
     const ModelSpec &spec() const { return spec_; }
     bool has_mutable() const;
 
-    // A sim compute stream (a worker thread) owned by this model.
+    // A compute stream owned by this model (a worker thread on sim, a CUDA stream).
     void *create_stream();
 
     // acquire(g, stream); enqueue a check of every byte (and a version bump of mutable
-    // tensors) on the stream; release(g, stream). Returns the first failing status.
+    // tensors) on the stream; release(g, stream). Returns the first failing status. The
+    // check has run once the stream is drained (drain(); on sim, at once for NULL).
     ferry_status run_group(std::size_t g, void *stream, Failures &failures);
 
-    // Waits for every stream's work.
+    // Enqueues on `stream` a write of one wrong byte at the start of tensor t of group g,
+    // as a kernel writing where it should not would. The caller holds the group.
+    void corrupt_first_byte(std::size_t g, std::size_t t, void *stream);
+
+    // Waits for every stream's work, the caller's default stream (NULL) included.
     void drain();
 
     // After ferry_synchronize: host bytes of mutable tensors show the latest version.
@@ -85,7 +110,9 @@ class SimModel {
     std::vector<ferry_group> groups_;
     std::vector<std::vector<ferry_tensor>> tensors_;
     std::vector<std::vector<std::uint64_t>> versions_;  // expected next version per tensor
+    std::vector<bool> split_;  // per group: the planner split it (head resident, tail streamed)
     std::vector<void *> streams_;
+    std::unique_ptr<ScratchPool> scratch_;
 };
 
 // Runs `passes` passes in the model's schedule order (definition order when learned),
@@ -96,5 +123,11 @@ void run_passes(SimModel &model, int passes, int streams, Failures &failures,
 
 // Throws std::runtime_error("<call>: <status>: <message>") unless status is FERRY_OK.
 void check(ferry_status status, const char *call);
+
+// `bytes` bytes of device memory at `device_ptr`, copied to the host through the runtime's
+// device on the caller's default stream (NULL), after the work already queued there. A
+// host wait: for checks outside the pipeline, where no stream must be kept busy.
+std::vector<unsigned char> read_device(ferry_runtime *runtime, const void *device_ptr,
+                                       std::size_t bytes);
 
 }  // namespace ferry_test

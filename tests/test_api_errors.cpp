@@ -1,11 +1,12 @@
 // Every status is provoked through the C API; each comes with a message naming the call
-// and the cause, and the runtime stays usable afterwards.
+// and the cause, and the runtime stays usable afterwards. On the tests' backend.
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "api_fixture.hpp"
+#include "sim_model.hpp"
 
 using namespace ferry_test;
 
@@ -21,7 +22,7 @@ void still_usable(ferry_runtime *rt, ferry_group group, ferry_tensor tensor) {
     REQUIRE(ferry_acquire(rt, group, nullptr) == FERRY_OK);
     void *device = nullptr;
     REQUIRE(ferry_tensor_device_ptr(rt, tensor, &device) == FERRY_OK);
-    REQUIRE(*static_cast<unsigned char *>(device) == 0x5a);  // sim memory is host memory
+    REQUIRE(read_device(rt, device, 1) == std::vector<unsigned char>{0x5a});
     REQUIRE(ferry_release(rt, group, nullptr) == FERRY_OK);
     REQUIRE(ferry_destroy(rt) == FERRY_OK);
 }
@@ -60,7 +61,7 @@ TEST_CASE("The version macros and the run-time version agree") {
 TEST_CASE("Bad configurations are refused, each naming the field") {
     ferry_config config;
     ferry_config_init(&config);
-    config.backend = FERRY_BACKEND_SIM;
+    config.backend = test_backend();
     ferry_runtime *rt = nullptr;
     REQUIRE_FERRY_ERROR(ferry_create(&config, &rt), FERRY_ERROR_INVALID_ARGUMENT, "ferry_create",
                         "vram_budget");
@@ -73,8 +74,8 @@ TEST_CASE("Bad configurations are refused, each naming the field") {
     config.backend = static_cast<ferry_backend>(7);
     REQUIRE_FERRY_ERROR(ferry_create(&config, &rt), FERRY_ERROR_INVALID_ARGUMENT, "ferry_create",
                         "backend");
-    config.backend = FERRY_BACKEND_SIM;
-    config.sim_h2d_gbps = -1;
+    config.backend = test_backend();
+    config.sim_h2d_gbps = -1;  // checked on every backend
     REQUIRE_FERRY_ERROR(ferry_create(&config, &rt), FERRY_ERROR_INVALID_ARGUMENT, "ferry_create",
                         "sim_h2d_gbps");
     config.sim_h2d_gbps = 0;
@@ -88,7 +89,7 @@ TEST_CASE("Bad configurations are refused, each naming the field") {
 TEST_CASE("A malformed environment override is an error, not ignored") {
     ferry_config config;
     ferry_config_init(&config);
-    config.backend = FERRY_BACKEND_SIM;
+    config.backend = test_backend();
     config.vram_budget = 1 << 20;
     ferry_runtime *rt = nullptr;
     {
@@ -112,7 +113,7 @@ TEST_CASE("Asking for cuda where it cannot run is BACKEND_UNAVAILABLE") {
 }
 
 TEST_CASE("Definition errors: names, sizes, shapes, flags") {
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    ferry_runtime *rt = make_runtime(1 << 20);
     ferry_group group = define_group(rt, "block.0");
     ferry_group out{};
     REQUIRE_FERRY_ERROR(ferry_group_define(rt, "block.0", &out), FERRY_ERROR_DUPLICATE_NAME,
@@ -152,7 +153,7 @@ TEST_CASE("Definition errors: names, sizes, shapes, flags") {
 }
 
 TEST_CASE("Calls in the wrong phase are WRONG_PHASE and change nothing") {
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    ferry_runtime *rt = make_runtime(1 << 20);
     ferry_group group = define_group(rt, "g");
     ferry_tensor tensor = define_bytes(rt, group, "w", 1000);
     void *ptr = nullptr;
@@ -190,7 +191,7 @@ TEST_CASE("Calls in the wrong phase are WRONG_PHASE and change nothing") {
 }
 
 TEST_CASE("Planning nothing, or an empty group, is EMPTY") {
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    ferry_runtime *rt = make_runtime(1 << 20);
     REQUIRE_FERRY_ERROR(ferry_plan(rt), FERRY_ERROR_EMPTY, "ferry_plan", "no groups");
     ferry_group group = define_group(rt, "hollow");
     REQUIRE_FERRY_ERROR(ferry_plan(rt), FERRY_ERROR_EMPTY, "ferry_plan", "'hollow'");
@@ -199,7 +200,7 @@ TEST_CASE("Planning nothing, or an empty group, is EMPTY") {
 }
 
 TEST_CASE("A budget that cannot hold the largest group twice is BUDGET_TOO_SMALL") {
-    ferry_runtime *rt = make_sim_runtime(10000);
+    ferry_runtime *rt = make_runtime(10000);
     ferry_group a = define_group(rt, "a");
     define_bytes(rt, a, "w", 6000);
     ferry_group b = define_group(rt, "b");
@@ -215,7 +216,7 @@ TEST_CASE("A budget that cannot hold the largest group twice is BUDGET_TOO_SMALL
 }
 
 TEST_CASE("Copy-in past a tensor's end is OUT_OF_RANGE and writes nothing") {
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    ferry_runtime *rt = make_runtime(1 << 20);
     ferry_group group = define_group(rt, "g");
     ferry_tensor tensor = define_bytes(rt, group, "w", 100);
     REQUIRE(ferry_plan(rt) == FERRY_OK);
@@ -235,7 +236,7 @@ TEST_CASE("Copy-in past a tensor's end is OUT_OF_RANGE and writes nothing") {
 }
 
 TEST_CASE("Double release and device pointers of unacquired groups are NOT_ACQUIRED") {
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    ferry_runtime *rt = make_runtime(1 << 20);
     ferry_group group = define_group(rt, "g");
     ferry_tensor tensor = define_bytes(rt, group, "w", 100);
     REQUIRE(ferry_plan(rt) == FERRY_OK);
@@ -254,7 +255,7 @@ TEST_CASE("Double release and device pointers of unacquired groups are NOT_ACQUI
 }
 
 TEST_CASE("NULL out-pointers and stats of a bad size are INVALID_ARGUMENT") {
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    ferry_runtime *rt = make_runtime(1 << 20);
     REQUIRE_FERRY_ERROR(ferry_group_define(rt, "g", nullptr), FERRY_ERROR_INVALID_ARGUMENT,
                         "ferry_group_define", "out");
     ferry_group group = define_group(rt, "g");
@@ -270,7 +271,7 @@ TEST_CASE("NULL out-pointers and stats of a bad size are INVALID_ARGUMENT") {
 }
 
 TEST_CASE("A success clears the thread's last error") {
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    ferry_runtime *rt = make_runtime(1 << 20);
     REQUIRE(ferry_seal(rt) == FERRY_ERROR_WRONG_PHASE);
     REQUIRE(std::strlen(ferry_last_error()) > 0);
     ferry_phase phase;
@@ -280,7 +281,7 @@ TEST_CASE("A success clears the thread's last error") {
 }
 
 TEST_CASE("An older caller's smaller stats struct is filled only up to its size") {
-    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    ferry_runtime *rt = make_runtime(1 << 20);
     struct {
         ferry_stats stats;
         unsigned char guard[64];

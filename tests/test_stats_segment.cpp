@@ -126,7 +126,7 @@ TEST_CASE("After a run the segment holds ferry_stats_get's counters, stall time 
     ModelSpec spec;
     for (int g = 0; g < 6; ++g) spec.groups.push_back({{256 << 10, false}});
     spec.budget = 3 * (256 << 10);  // one resident, two slots
-    spec.h2d_gbps = 0.5;            // 0.5 ms a copy: a consumer without compute stalls
+    spec.h2d_gbps = 0.5;            // sim: 0.5 ms a copy, a consumer without compute stalls
     std::optional<SimModel> published;
     {
         const ScopedEnv stats("FERRY_STATS", "1");
@@ -139,6 +139,7 @@ TEST_CASE("After a run the segment holds ferry_stats_get's counters, stall time 
             REQUIRE(model.run_group(g, nullptr, failures) == FERRY_OK);
         }
     }
+    model.drain();
     REQUIRE(failures.count == 0);
     const ferry_stats own = model.stats();  // also publishes what it collected
     const std::string name = ferry_runtime_impl(model.runtime()).stats_segment_name();
@@ -148,7 +149,9 @@ TEST_CASE("After a run the segment holds ferry_stats_get's counters, stall time 
         INFO(field.name);
         CHECK(read.snapshot.stats.*field.member == own.*field.member);
     }
-    CHECK(own.stall_ns > 0);
+    // The times are the sim link's; a GPU's copies take what they take.
+    const bool modeled = test_backend() == FERRY_BACKEND_SIM;
+    if (modeled) CHECK(own.stall_ns > 0);
     REQUIRE(read.snapshot.groups.size() == 6);
     std::uint64_t onloads = 0;
     for (const ferry::GroupSnapshot &g : read.snapshot.groups) {
@@ -157,7 +160,7 @@ TEST_CASE("After a run the segment holds ferry_stats_get's counters, stall time 
         CHECK(g.resident_bytes == (g.resident ? g.image_bytes : 0));
         if (!g.resident) {
             CHECK(g.timed_onloads > 0);
-            CHECK(g.total_onload_ns >= g.timed_onloads * 400'000);  // >= 0.4 ms each
+            if (modeled) CHECK(g.total_onload_ns >= g.timed_onloads * 400'000);  // >= 0.4 ms
         }
     }
     CHECK(onloads == own.onloads);

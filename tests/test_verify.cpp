@@ -33,22 +33,28 @@ ModelSpec verified_model(bool with_mutable, std::uint64_t images = 4) {
     return spec;
 }
 
-// A "kernel" that writes into frozen weights: flips one byte at `ptr` on the stream.
-void corrupt(void *ptr) { *static_cast<unsigned char *>(ptr) ^= 0xff; }
+void nothing(void *) {}
 
-// acquire, run `fn(device ptr of tensor t)` on the stream, release.
-ferry_status touch(SimModel &model, std::size_t g, std::size_t t, void *stream,
-                   void (*fn)(void *)) {
+// What a "kernel" run between acquire and release does to tensor t.
+enum class Kernel {
+    reads,    // nothing to the bytes (a host function on the stream)
+    corrupts  // writes one wrong byte at its start (a copy on the stream)
+};
+
+// acquire, run the kernel on the stream, release.
+ferry_status touch(SimModel &model, std::size_t g, std::size_t t, void *stream, Kernel kernel) {
     ferry_status status = ferry_acquire(model.runtime(), model.group(g), stream);
     if (status != FERRY_OK) return status;
     void *device = nullptr;
     status = ferry_tensor_device_ptr(model.runtime(), model.tensor(g, t), &device);
     if (status != FERRY_OK) return status;
-    ferry_runtime_impl(model.runtime()).device().launch_host(stream, fn, device);
+    if (kernel == Kernel::corrupts) {
+        model.corrupt_first_byte(g, t, stream);
+    } else {
+        ferry_runtime_impl(model.runtime()).device().launch_host(stream, nothing, nullptr);
+    }
     return ferry_release(model.runtime(), model.group(g), stream);
 }
-
-void nothing(void *) {}
 
 }  // namespace
 
@@ -56,7 +62,7 @@ TEST_CASE("Verify mode reports a write into frozen weights at synchronize, namin
           "[verify]") {
     SimModel model(verified_model(false));
     void *stream = model.create_stream();
-    REQUIRE(touch(model, 3, 1, stream, corrupt) == FERRY_OK);
+    REQUIRE(touch(model, 3, 1, stream, Kernel::corrupts) == FERRY_OK);
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_ERROR_VERIFY_FAILED);
     const std::string message = ferry_last_error();
     INFO(message);
@@ -70,9 +76,12 @@ TEST_CASE("Verify mode reports a write into frozen weights at synchronize, namin
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
 }
 
-TEST_CASE("On the calling thread the very next call reports a verify failure", "[verify]") {
+// Sim-only: there NULL is the calling thread, so the check is done when release returns; on
+// cuda it is the legacy default stream, and the result comes when the GPU gets there.
+TEST_CASE("On the calling thread the very next call reports a verify failure",
+          "[verify][sim-only]") {
     SimModel model(verified_model(true));
-    REQUIRE(touch(model, 0, 0, nullptr, corrupt) == FERRY_OK);
+    REQUIRE(touch(model, 0, 0, nullptr, Kernel::corrupts) == FERRY_OK);
     REQUIRE(ferry_acquire(model.runtime(), model.group(1), nullptr) == FERRY_ERROR_VERIFY_FAILED);
     REQUIRE(std::string(ferry_last_error()).find("group 'g0', tensor 't0'") != std::string::npos);
     // The failed call changed nothing: group 1 is not acquired.
@@ -105,7 +114,7 @@ TEST_CASE("Dirty tracking writes back only the mutable tensors that changed", "[
     void *stream = model.create_stream();
     for (int pass = 0; pass < 3; ++pass) {
         for (std::size_t g = 0; g < model.group_count(); ++g) {
-            REQUIRE(touch(model, g, 2, stream, nothing) == FERRY_OK);
+            REQUIRE(touch(model, g, 2, stream, Kernel::reads) == FERRY_OK);
         }
     }
     model.drain();
@@ -133,7 +142,7 @@ TEST_CASE("Without verify mode nothing is checked and every dirty tensor is writ
     spec.verify = false;
     SimModel model(spec);
     void *stream = model.create_stream();
-    REQUIRE(touch(model, 0, 0, stream, corrupt) == FERRY_OK);
+    REQUIRE(touch(model, 0, 0, stream, Kernel::corrupts) == FERRY_OK);
     model.drain();
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
     const ferry_stats stats = model.stats();
@@ -149,16 +158,18 @@ TEST_CASE("FERRY_VERIFY=1 turns verify mode on over the config", "[verify]") {
         const ScopedEnv verify("FERRY_VERIFY", "1");
         return std::make_unique<SimModel>(spec);
     }();
-    REQUIRE(touch(*model, 2, 0, nullptr, nothing) == FERRY_OK);
+    REQUIRE(touch(*model, 2, 0, nullptr, Kernel::reads) == FERRY_OK);
     REQUIRE(model->stats().verify_checks == 1);
 }
 
-TEST_CASE("Verify mode reports the wrong bytes a failed copy left in a slot", "[verify]") {
+// Sim-only: a copy that fails after it was accepted is a fault only the sim can inject.
+TEST_CASE("Verify mode reports the wrong bytes a failed copy left in a slot",
+          "[verify][sim-only]") {
     SimModel model(verified_model(false, 2));  // everything streamed
     void *stream = model.create_stream();
     {
         ferry::ScopedFault fault(ferry::Fault::copy_error);  // the first copy: g0's miss
-        REQUIRE(touch(model, 0, 0, stream, nothing) == FERRY_OK);
+        REQUIRE(touch(model, 0, 0, stream, Kernel::reads) == FERRY_OK);
     }
     // ferry_synchronize waits for the pending check (a host wait of our own here would be
     // the one to receive the copy's error).
@@ -168,7 +179,7 @@ TEST_CASE("Verify mode reports the wrong bytes a failed copy left in a slot", "[
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_ERROR_DEVICE);
     REQUIRE(std::string(ferry_last_error()).find("copy-error") != std::string::npos);
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
-    REQUIRE(touch(model, 0, 0, stream, nothing) == FERRY_OK);
+    REQUIRE(touch(model, 0, 0, stream, Kernel::reads) == FERRY_OK);
     model.drain();
     REQUIRE(ferry_synchronize(model.runtime()) == FERRY_OK);
     REQUIRE(model.stats().verify_failures == 2);

@@ -134,7 +134,9 @@ TEST_CASE("a strategy's verdict names what bounds it") {
     CHECK(all[0].ferry_speedup == Approx(4.0));
 }
 
-TEST_CASE("a modeled copy takes its bytes over the rate, stretched by the time scale") {
+// The sim link's model, and a strategy timed on it: sim-only, left out of cuda runs.
+TEST_CASE("a modeled copy takes its bytes over the rate, stretched by the time scale",
+          "[sim-only]") {
     ferry::SimLink link(4.0);
     ferry::SimLink::Transfer t;
     const auto start = std::chrono::steady_clock::now();
@@ -145,7 +147,7 @@ TEST_CASE("a modeled copy takes its bytes over the rate, stretched by the time s
     CHECK(ms < 100.0);
 }
 
-TEST_CASE("H2D and D2H at the same time share the link") {
+TEST_CASE("H2D and D2H at the same time share the link", "[sim-only]") {
     // 20 MB each way at 1 GB/s: 20 ms alone. Shared, the link moves 40 MB in 40 ms from the
     // first start to the last finish, however late the second starts (up to 20 ms), so a
     // loaded machine that starts the thread late does not change what is checked.
@@ -178,7 +180,7 @@ TEST_CASE("H2D and D2H at the same time share the link") {
     CHECK(span_ms < 120.0);
 }
 
-TEST_CASE("the sim copies host memory it did not pin at the pageable rate") {
+TEST_CASE("the sim copies host memory it did not pin at the pageable rate", "[sim-only]") {
     ferry::SimOptions options;
     options.h2d_gbps = 10.0;
     options.pageable_h2d_gbps = 0.1;
@@ -202,7 +204,8 @@ TEST_CASE("the sim copies host memory it did not pin at the pageable rate") {
     device->unreserve(dev);
 }
 
-TEST_CASE("sync on sim lands near its analytic time, and ferry streams what is not resident") {
+TEST_CASE("sync on sim lands near its analytic time, and ferry streams what is not resident",
+          "[sim-only]") {
     LinkModel link;
     link.pageable_h2d_gbps = 0.5;
     link.latency_us = 0.0;
