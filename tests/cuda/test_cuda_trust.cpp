@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "../api_fixture.hpp"
 #include "checksum_ref.hpp"
 #include "device/device.hpp"
 #include "helpers.hpp"
@@ -80,9 +81,11 @@ TEST_CASE("verify mode on cuda names the tensor a kernel wrote into") {
 }
 
 TEST_CASE("the host store is pinned chunk by chunk on cuda, progress reported") {
-    setenv("FERRY_PIN_CHUNK", "1048576", 1);
-    ferry_runtime *rt = cuda_runtime(0);
-    unsetenv("FERRY_PIN_CHUNK");
+    ferry_runtime *rt = nullptr;
+    {
+        ferry_test::ScopedEnv chunk("FERRY_PIN_CHUNK", "1048576");
+        rt = cuda_runtime(0);
+    }
     int chunks = 0;
     REQUIRE_FERRY(ferry_pin_progress_set(rt, &count_chunks, &chunks));
     ferry_group group;
