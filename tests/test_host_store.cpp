@@ -1,12 +1,18 @@
 // Host store protection: after seal, a write to an immutable image faults (checked in a
 // forked child), mutable tensors stay writable, and host bytes are about 1.0 x model.
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <string>
+#include <vector>
 
+#include "base/error.hpp"
+#include "device/device.hpp"
+#include "host/host_store.hpp"
 #include "sim_model.hpp"
 
 using namespace ferry_test;
@@ -102,4 +108,74 @@ TEST_CASE("Pinned host bytes are the model's bytes plus at most page padding per
     REQUIRE(stats.host_pinned_bytes >= model_bytes);
     REQUIRE(stats.host_pinned_bytes <= model_bytes + 40 * (4096 + 512));
     REQUIRE(stats.host_pinned_bytes < model_bytes * 103 / 100);
+}
+
+// --- pinned registrations: no copy spans two ------------------------------------------
+
+namespace {
+
+std::size_t pages(std::size_t n) { return n * ferry::HostStore::page_size(); }
+
+}  // namespace
+
+TEST_CASE("Pinned chunks end only at image ends; an image larger than a chunk gets its own") {
+    auto device = ferry::make_sim_device(ferry::SimOptions{});
+    ferry::PinPolicy policy;
+    policy.chunk_bytes = pages(4);
+    // Images of 3, 2, 15 (larger than a chunk), 1 and 1 pages.
+    const std::vector<std::size_t> ends = {pages(3), pages(5), pages(20), pages(21), pages(22)};
+    ferry::HostStore store(*device, ends, policy);
+    REQUIRE(store.pinned_bytes() == pages(22));
+    // 3 + 2 pages would pass the 4-page chunk: [0, 3) [3, 5) [5, 20) [20, 22).
+    REQUIRE(store.chunk_ends() ==
+            std::vector<std::size_t>{pages(3), pages(5), pages(20), pages(22)});
+}
+
+TEST_CASE("The pinned cap ends the pinned prefix at the last image end within it") {
+    auto device = ferry::make_sim_device(ferry::SimOptions{});
+    ferry::PinPolicy policy;
+    policy.chunk_bytes = pages(64);
+    policy.cap_bytes = pages(12);
+    policy.pageable_fallback = true;
+    const std::vector<std::size_t> ends = {pages(5), pages(10), pages(15), pages(20)};
+    ferry::HostStore store(*device, ends, policy);
+    REQUIRE(store.pinned_bytes() == pages(10));  // not 12: that would cut the third image
+    REQUIRE(store.pageable_bytes() == pages(10));
+    REQUIRE(store.chunk_ends() == std::vector<std::size_t>{pages(10)});
+}
+
+TEST_CASE("The sim refuses a copy whose host range spans two pinned registrations",
+          "[sim-only]") {
+    auto device = ferry::make_sim_device(ferry::SimOptions{});
+    const std::size_t half = pages(2);
+    void *mapped = mmap(nullptr, 2 * half, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    REQUIRE(mapped != MAP_FAILED);
+    auto *host = static_cast<std::byte *>(mapped);
+    device->pin(host, half);  // two registrations of one mapping, as the host store makes
+    device->pin(host + half, half);
+    void *dst = device->reserve(2 * half);
+    void *stream = device->create_stream();
+
+    device->copy_h2d(dst, host, half, stream);  // inside one registration: fine
+    device->copy_h2d(dst, host + half, half, stream);
+    try {
+        device->copy_h2d(dst, host + half - 256, 512, stream);
+        FAIL("a copy across two registrations was accepted");
+    } catch (const ferry::Error &error) {
+        REQUIRE(error.status() == FERRY_ERROR_DEVICE);
+        REQUIRE(std::string(error.what()).find("spans two registrations") != std::string::npos);
+    }
+    REQUIRE_THROWS_AS(device->copy_d2h(host + half - 256, dst, 512, stream), ferry::Error);
+    // Pinned memory and pageable memory in one copy: refused too.
+    std::vector<std::byte> pageable(pages(1));
+    device->unpin(host + half, half);
+    REQUIRE_THROWS_AS(device->copy_h2d(dst, host + half - 256, 512, stream), ferry::Error);
+    device->copy_h2d(dst, pageable.data(), pageable.size(), stream);  // all pageable: fine
+    device->stream_synchronize(stream);  // nothing refused was queued
+
+    device->destroy_stream(stream);
+    device->unreserve(dst);
+    device->unpin(host, half);
+    munmap(host, 2 * half);
 }

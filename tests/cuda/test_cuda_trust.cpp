@@ -88,11 +88,15 @@ TEST_CASE("the host store is pinned chunk by chunk on cuda, progress reported") 
     }
     int chunks = 0;
     REQUIRE_FERRY(ferry_pin_progress_set(rt, &count_chunks, &chunks));
-    ferry_group group;
-    ferry_tensor tensor;
-    REQUIRE_FERRY(ferry_group_define(rt, "block", &group));
-    REQUIRE_FERRY(ferry_tensor_define(rt, group, "weight", 8 << 20, FERRY_DTYPE_UNKNOWN, 0,
-                                      nullptr, 0, &tensor));
+    // Eight 1 MiB images: a chunk each (chunks end only at image ends).
+    for (int g = 0; g < 8; ++g) {
+        ferry_group group;
+        ferry_tensor tensor;
+        const std::string name = "block." + std::to_string(g);
+        REQUIRE_FERRY(ferry_group_define(rt, name.c_str(), &group));
+        REQUIRE_FERRY(ferry_tensor_define(rt, group, "weight", 1 << 20, FERRY_DTYPE_UNKNOWN, 0,
+                                          nullptr, 0, &tensor));
+    }
     REQUIRE_FERRY(ferry_plan(rt));
     REQUIRE(chunks == 8);
     const ferry_stats stats = stats_of(rt);
