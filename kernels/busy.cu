@@ -20,10 +20,8 @@ __global__ void busy_kernel(std::uint64_t nanoseconds) {
 }  // namespace
 
 void launch_busy(void *stream, std::uint64_t nanoseconds) {
-    busy_kernel<<<1, 32, 0, static_cast<cudaStream_t>(stream)>>>(nanoseconds);
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess)
-        throw_cuda_error(FERRY_ERROR_DEVICE, "busy_kernel launch", err, __FILE__, __LINE__);
+    launch_kernel("busy_kernel launch", busy_kernel, 1, 32, static_cast<cudaStream_t>(stream),
+                  nanoseconds);
 }
 
 }  // namespace ferry::kernels

@@ -46,26 +46,19 @@ __global__ void checksum_kernel(const unsigned char *data, std::uint64_t bytes,
     if (threadIdx.x == 0) atomicAdd(result, static_cast<Result>(block_sum));
 }
 
-void check_launch(const char *kernel, int line) {
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) throw_cuda_error(FERRY_ERROR_DEVICE, kernel, err, __FILE__, line);
-}
-
 }  // namespace
 
 void launch_checksum(const void *data, std::uint64_t bytes, std::uint64_t *result,
                      void *stream) {
     const auto cuda_stream = static_cast<cudaStream_t>(stream);
     auto *out = reinterpret_cast<Result *>(result);
-    zero_kernel<<<1, 1, 0, cuda_stream>>>(out);
-    check_launch("checksum zero_kernel launch", __LINE__);
+    launch_kernel("checksum zero_kernel launch", zero_kernel, 1, 1, cuda_stream, out);
     if (bytes == 0) return;
     const std::uint64_t words = (bytes + 7) / 8;
     const std::uint64_t wanted = (words + kThreads - 1) / kThreads;
     const auto blocks = static_cast<unsigned>(wanted < kMaxBlocks ? wanted : kMaxBlocks);
-    checksum_kernel<<<blocks, kThreads, 0, cuda_stream>>>(
-        static_cast<const unsigned char *>(data), bytes, out);
-    check_launch("checksum_kernel launch", __LINE__);
+    launch_kernel("checksum_kernel launch", checksum_kernel, blocks, kThreads, cuda_stream,
+                  static_cast<const unsigned char *>(data), bytes, out);
 }
 
 }  // namespace ferry::kernels

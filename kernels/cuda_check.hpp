@@ -21,6 +21,23 @@ namespace ferry {
                             std::to_string(line) + detail);
 }
 
+// Launches `kernel` through cudaLaunchKernel, whose return value is this launch's own
+// error: a <<<>>> launch can only be checked with cudaGetLastError(), which would report
+// and clear an error the caller has not read yet. Throws Error(FERRY_ERROR_DEVICE).
+template <typename T>
+struct exactly {  // keeps the arguments from deducing the kernel's parameter types
+    using type = T;
+};
+
+template <typename... Params>
+void launch_kernel(const char *name, void (*kernel)(Params...), dim3 grid, dim3 block,
+                   cudaStream_t stream, typename exactly<Params>::type... args) {
+    void *arguments[] = {static_cast<void *>(&args)...};
+    const cudaError_t err = cudaLaunchKernel(reinterpret_cast<const void *>(kernel), grid,
+                                             block, arguments, 0, stream);
+    if (err != cudaSuccess) throw_cuda_error(FERRY_ERROR_DEVICE, name, err, __FILE__, __LINE__);
+}
+
 }  // namespace ferry
 
 #define FERRY_CUDA_TRY_AS(status, call)                                              \

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "api_fixture.hpp"
+#include "core/runtime.hpp"
+#include "device/device.hpp"
 #include "sim_model.hpp"
 
 using namespace ferry_test;
@@ -317,4 +319,40 @@ TEST_CASE("FERRY_BACKEND picks the backend only for a config that left it to fer
     config.backend = FERRY_BACKEND_AUTO;
     REQUIRE_FERRY_ERROR(ferry_create(&config, &rt), FERRY_ERROR_INVALID_ARGUMENT, "ferry_create",
                         "FERRY_BACKEND");
+}
+
+TEST_CASE("Acquire and release on a stream capturing a graph fail with STREAM_CAPTURING, "
+          "changing nothing", "[sim-only]") {
+    ferry_runtime *rt = make_sim_runtime(1 << 20);
+    const ferry_group first = define_group(rt, "a");
+    define_bytes(rt, first, "w", 4096);
+    const ferry_group second = define_group(rt, "b");
+    define_bytes(rt, second, "w", 4096);
+    REQUIRE(ferry_plan(rt) == FERRY_OK);
+    REQUIRE(ferry_seal(rt) == FERRY_OK);
+    ferry::Device &device = ferry_runtime_impl(rt).device();
+    void *stream = device.create_stream();
+
+    ferry::sim_set_capturing(device, stream, true);
+    REQUIRE_FERRY_ERROR(ferry_acquire(rt, first, stream), FERRY_ERROR_STREAM_CAPTURING,
+                        "ferry_acquire", "capturing a CUDA graph");
+    ferry_stats stats{};
+    stats.struct_size = sizeof stats;
+    REQUIRE(ferry_stats_get(rt, &stats) == FERRY_OK);
+    REQUIRE(stats.acquires == 0);
+    ferry::sim_set_capturing(device, stream, false);
+
+    REQUIRE(ferry_acquire(rt, first, stream) == FERRY_OK);
+    ferry::sim_set_capturing(device, stream, true);
+    REQUIRE_FERRY_ERROR(ferry_release(rt, first, stream), FERRY_ERROR_STREAM_CAPTURING,
+                        "ferry_release", "capturing a CUDA graph");
+    REQUIRE(ferry_acquire(rt, second, nullptr) == FERRY_OK);  // other streams go on
+    REQUIRE(ferry_release(rt, second, nullptr) == FERRY_OK);
+    ferry::sim_set_capturing(device, stream, false);
+    REQUIRE(ferry_release(rt, first, stream) == FERRY_OK);  // it was still held
+    REQUIRE(ferry_release(rt, first, stream) == FERRY_ERROR_NOT_ACQUIRED);
+
+    device.stream_synchronize(stream);
+    device.destroy_stream(stream);
+    REQUIRE(ferry_destroy(rt) == FERRY_OK);
 }

@@ -158,6 +158,7 @@ class Runtime {
     void advance_schedule(std::uint32_t group);
     void prefetch();
     void note_slot_use(int slot);
+    void require_not_capturing(std::uint32_t group, Stream stream, const char *what);
     std::string describe_group(std::uint32_t group) const;
 
     // runtime_verify.cpp. Errors found after the call that caused them (a verify mismatch, a

@@ -21,6 +21,15 @@ Stream Runtime::copy_stream_for(Stream caller) const {
 
 void Runtime::note_slot_use(int slot) { slots_[slot].last_use = ++tick_; }
 
+// A capture would record ferry's waits and copies into the caller's graph, where a
+// replay repeats stale copies and skips the slot bookkeeping: refused until supported.
+void Runtime::require_not_capturing(std::uint32_t group, Stream stream, const char *what) {
+    FERRY_EXPECTS(!device_->capturing(stream), FERRY_ERROR_STREAM_CAPTURING,
+                  describe_group(group) + ": " + what + " on a stream that is capturing a "
+                  "CUDA graph; ferry cannot take part in a capture yet: acquire and release "
+                  "outside cudaStreamBeginCapture/EndCapture");
+}
+
 void Runtime::write_back(std::uint32_t group, Stream stream) {
     if (verifier_ != nullptr) return write_back_changed(group, stream);  // runtime_verify.cpp
     GroupState &state = state_[group];
@@ -180,6 +189,7 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         std::lock_guard<std::mutex> lock(mutex_);
         require_phase(FERRY_PHASE_SEALED, "acquiring a group");
         check_deferred();
+        require_not_capturing(group, stream, "acquire");
         GroupState &state = state_[group];
         bool missed = false;
         if (!state.resident() && state.slot < 0) {
@@ -241,6 +251,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_SEALED, "releasing a group");
     check_deferred();
+    require_not_capturing(group, stream, "release");
     GroupState &state = state_[group];
     FERRY_EXPECTS(state.pins > 0, FERRY_ERROR_NOT_ACQUIRED,
                   describe_group(group) +

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cuda.h>  // driver API types only: its entry points come from the runtime
 #include <nvtx3/nvToolsExt.h>
 
 #include <cerrno>
@@ -42,9 +43,46 @@ std::string memlock_limit() {
     return std::to_string(limit.rlim_cur) + " bytes";
 }
 
+// A failure while freeing cannot be reported (those calls are noexcept); clear it so that
+// it does not surface in the next, unrelated call. Only a failure of ferry's own call is
+// cleared: an error the caller has not read yet stays for the caller.
+void ignore_error(cudaError_t err) noexcept {
+    if (err != cudaSuccess) cudaGetLastError();
+}
+
+// Whether `ordinal`'s primary context is active, through the driver's
+// cuDevicePrimaryCtxGetState, reached from the runtime (libferry does not link libcuda).
+// True when the driver cannot tell, which keeps the restoring of earlier versions.
+bool primary_context_active(int ordinal) noexcept {
+    using GetDevice = CUresult (*)(CUdevice *, int);
+    using GetState = CUresult (*)(CUdevice, unsigned int *, int *);
+    static const auto entry = [](const char *symbol) -> void * {
+        void *fn = nullptr;
+        cudaDriverEntryPointQueryResult found{};
+        ignore_error(cudaGetDriverEntryPointByVersion(symbol, &fn, 12000, cudaEnableDefault,
+                                                      &found));
+        return found == cudaDriverEntryPointSuccess ? fn : nullptr;
+    };
+    static const auto get_device = reinterpret_cast<GetDevice>(entry("cuDeviceGet"));
+    static const auto get_state =
+        reinterpret_cast<GetState>(entry("cuDevicePrimaryCtxGetState"));
+    CUdevice device = 0;
+    unsigned int flags = 0;
+    int active = 1;
+    if (get_device == nullptr || get_state == nullptr ||
+        get_device(&device, ordinal) != CUDA_SUCCESS ||
+        get_state(device, &flags, &active) != CUDA_SUCCESS) {
+        return true;
+    }
+    return active != 0;
+}
+
 // Makes the backend's device current for one entry point, and restores the caller's
 // current device afterwards: ferry is called from any thread, including threads of a
-// framework that works on another device.
+// framework that works on another device. It restores only to a device whose primary
+// context is active: since CUDA 12, cudaSetDevice creates the context (hundreds of MB of
+// VRAM) on a device the thread never used, such as the default 0 of a fresh thread,
+// which then stays on ferry's device.
 class DeviceGuard {
    public:
     // Throws Error(FERRY_ERROR_DEVICE) when the device cannot be made current.
@@ -54,14 +92,17 @@ class DeviceGuard {
     }
     // Best effort, for the noexcept entry points.
     DeviceGuard(int ordinal, std::nothrow_t) noexcept : ordinal_(ordinal) {
-        if (cudaGetDevice(&previous_) != cudaSuccess || previous_ == ordinal_ ||
-            cudaSetDevice(ordinal_) != cudaSuccess) {
-            cudaGetLastError();
+        cudaError_t err = cudaGetDevice(&previous_);
+        if (err == cudaSuccess && previous_ != ordinal_) err = cudaSetDevice(ordinal_);
+        if (err != cudaSuccess) {
+            ignore_error(err);
             previous_ = ordinal_;
         }
     }
     ~DeviceGuard() {
-        if (previous_ != ordinal_) cudaSetDevice(previous_);
+        if (previous_ != ordinal_ && primary_context_active(previous_)) {
+            ignore_error(cudaSetDevice(previous_));
+        }
     }
     DeviceGuard(const DeviceGuard &) = delete;
     DeviceGuard &operator=(const DeviceGuard &) = delete;
@@ -71,11 +112,19 @@ class DeviceGuard {
     int previous_ = 0;
 };
 
-// A failure while freeing cannot be reported (those calls are noexcept); clear it so that
-// it does not surface in the next, unrelated call.
-void ignore_error(cudaError_t err) noexcept {
-    if (err != cudaSuccess) cudaGetLastError();
-}
+// For a section of ferry's own calls that are safe while another thread captures a CUDA
+// graph in global mode (queries and records of ferry's events, on ferry's streams): such
+// a capture otherwise forbids them in every thread, and fails when one is made.
+class RelaxedCaptureMode {
+   public:
+    RelaxedCaptureMode() noexcept { ignore_error(cudaThreadExchangeStreamCaptureMode(&mode_)); }
+    ~RelaxedCaptureMode() { ignore_error(cudaThreadExchangeStreamCaptureMode(&mode_)); }
+    RelaxedCaptureMode(const RelaxedCaptureMode &) = delete;
+    RelaxedCaptureMode &operator=(const RelaxedCaptureMode &) = delete;
+
+   private:
+    cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
+};
 
 // Timestamps of stream progress from events (DESIGN.md "Observability"): each stamp
 // records a timing event; poll() turns completed ones into steady-clock ns through a base
@@ -124,14 +173,32 @@ class EventClock {
         std::atomic<std::uint64_t> *out;
     };
 
+    // The base is recorded on a private non-blocking stream, never the legacy default
+    // stream: that one waits behind all work on blocking streams (PyTorch's default
+    // stream among them), and recording on it breaks another stream's global capture.
     void start_locked() {
-        FERRY_CUDA_TRY(cudaEventCreate(&base_));
-        FERRY_CUDA_TRY(cudaEventRecord(base_, nullptr));
-        FERRY_CUDA_TRY(cudaEventSynchronize(base_));
-        base_ns_ = steady_now_ns();
+        cudaStream_t stream = nullptr;
+        cudaEvent_t base = nullptr;
+        FERRY_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+        cudaError_t err = cudaEventCreateWithFlags(&base, cudaEventBlockingSync);
+        if (err == cudaSuccess) err = cudaEventRecord(base, stream);
+        if (err == cudaSuccess) err = cudaEventSynchronize(base);
+        const std::uint64_t now = steady_now_ns();
+        ignore_error(cudaStreamDestroy(stream));
+        if (err != cudaSuccess) {
+            if (base != nullptr) ignore_error(cudaEventDestroy(base));
+            throw_cuda_error(FERRY_ERROR_DEVICE, "the timing clock's base event", err,
+                             __FILE__, __LINE__);
+        }
+        base_ = base;  // only once complete: a failed start is tried again by the next stamp
+        base_ns_ = now;
     }
 
     void poll_locked() {
+        // A query that finds an event busy leaves cudaErrorNotReady as the thread's last
+        // error, in place of one the caller has not read yet: with such an error pending,
+        // the poll waits for a later call.
+        if (cudaPeekAtLastError() != cudaSuccess) return;
         for (std::size_t i = 0; i < pending_.size();) {
             const Pending p = pending_[i];
             const cudaError_t state = cudaEventQuery(p.event);
@@ -329,10 +396,13 @@ class CudaDevice final : public Device {
         ignore_error(cudaStreamDestroy(to_cuda(stream)));
     }
 
+    // Blocking sync: a host wait on a ferry event (staging, writebacks, verify sums) sleeps
+    // instead of spinning a core; a stream waiting on it is not affected.
     Event create_event() override {
         DeviceGuard guard(ordinal_);
         cudaEvent_t event = nullptr;
-        FERRY_CUDA_TRY(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+        FERRY_CUDA_TRY(cudaEventCreateWithFlags(&event,
+                                                cudaEventDisableTiming | cudaEventBlockingSync));
         return event;
     }
 
@@ -388,12 +458,28 @@ class CudaDevice final : public Device {
 
     void timestamp(Stream stream, std::atomic<std::uint64_t> *out) override {
         DeviceGuard guard(ordinal_);
+        const RelaxedCaptureMode relaxed;
         clock_->stamp(to_cuda(stream), out);
     }
 
     void poll_timestamps() override {
         DeviceGuard guard(ordinal_);
+        const RelaxedCaptureMode relaxed;
         clock_->poll();
+    }
+
+    // cudaErrorStreamCaptureImplicit: the legacy default stream while a blocking stream
+    // captures; it cannot take part either.
+    bool capturing(Stream stream) override {
+        DeviceGuard guard(ordinal_);
+        cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+        const cudaError_t err = cudaStreamIsCapturing(to_cuda(stream), &status);
+        if (err == cudaErrorStreamCaptureImplicit) {
+            ignore_error(err);
+            return true;
+        }
+        FERRY_CUDA_TRY(err);
+        return status != cudaStreamCaptureStatusNone;
     }
 
     // NVTX ranges: Nsight Systems shows ferry's copies under the group's name.

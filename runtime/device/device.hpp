@@ -83,6 +83,11 @@ class Device {
     // Runs fn(user) on the stream, in order with its other work (cudaLaunchHostFunc).
     virtual void launch_host(Stream stream, HostFn fn, void *user) = 0;
 
+    // Whether work submitted to `stream` now would be captured into a CUDA graph
+    // (cudaStreamIsCapturing) rather than run: ferry's copies and waits cannot take part
+    // in a capture yet, so acquire and release refuse such a stream.
+    virtual bool capturing(Stream stream) = 0;
+
     // Observability (observer.cpp). Defaults in device_observe.cpp.
     // When the stream reaches this point, stores the steady clock in ns into *out (never
     // 0), or kTimestampLost when the time cannot be known. Default: a host callback on
@@ -112,6 +117,10 @@ struct SimOptions {
 };
 
 std::unique_ptr<Device> make_sim_device(const SimOptions &options);
+
+// For tests: makes a sim device report `stream` as capturing a graph, or no longer.
+// Throws Error(FERRY_ERROR_INVALID_ARGUMENT) when `device` is not a sim device.
+void sim_set_capturing(Device &device, Stream stream, bool capturing);
 
 // Throws Error(FERRY_ERROR_BACKEND_UNAVAILABLE) when ferry was built without CUDA or no
 // device with that ordinal exists.

@@ -328,6 +328,19 @@ class SimDevice final : public Device {
         run_on(stream, [fn, user] { fn(user); });
     }
 
+    bool capturing(Stream stream) override {
+        if (!any_capturing_.load(std::memory_order_acquire)) return false;  // the hot path
+        std::lock_guard<std::mutex> lock(capturing_mutex_);
+        return capturing_.count(stream) != 0;
+    }
+
+    void set_capturing(Stream stream, bool capturing) {
+        std::lock_guard<std::mutex> lock(capturing_mutex_);
+        if (capturing) capturing_.insert(stream);
+        else capturing_.erase(stream);
+        any_capturing_.store(!capturing_.empty(), std::memory_order_release);
+    }
+
    private:
     static std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
@@ -473,12 +486,22 @@ class SimDevice final : public Device {
     std::mutex streams_mutex_;
     std::set<SimStream *> streams_;
     std::uint64_t stream_count_ = 0;
+    std::mutex capturing_mutex_;
+    std::set<Stream> capturing_;  // sim_set_capturing()
+    std::atomic<bool> any_capturing_{false};
 };
 
 }  // namespace
 
 std::unique_ptr<Device> make_sim_device(const SimOptions &options) {
     return std::make_unique<SimDevice>(options);
+}
+
+void sim_set_capturing(Device &device, Stream stream, bool capturing) {
+    auto *sim = dynamic_cast<SimDevice *>(&device);
+    FERRY_EXPECTS(sim != nullptr, FERRY_ERROR_INVALID_ARGUMENT,
+                  "sim_set_capturing: the device is not a sim device");
+    sim->set_capturing(stream, capturing);
 }
 
 }  // namespace ferry
