@@ -131,7 +131,7 @@ typedef enum ferry_backend {
  *   FERRY_SIM_LATENCY_US=<us>         FERRY_SIM_CHAOS=0|1         FERRY_SIM_SEED=<n>
  *   FERRY_STATS=0|1                   FERRY_VERIFY=0|1            FERRY_PINNED_CAP=<bytes>
  *   FERRY_TRACE=<path>                FERRY_TRACE_EVENTS=<n>      (see "Trace" below)
- *   FERRY_PIN_CHUNK=<bytes>           (bytes pinned per step, default 256 MiB)
+ *   FERRY_PIN_CHUNK=<bytes>           (most bytes pinned per step, default 256 MiB)
  *
  * publish_stats / FERRY_STATS=1: the runtime publishes its counters and a per-group table
  * to POSIX shared memory (/dev/shm/ferry.<pid>.<name>, owner-only) while it lives, for
@@ -148,9 +148,12 @@ typedef enum ferry_backend {
  * (stats.writebacks_skipped counts the others); that decision waits on the host for the
  * checksum, so in verify mode evicting a mutable group is no longer free of host waits.
  *
- * Pinned memory: the host store is pinned in chunks of FERRY_PIN_CHUNK bytes, reported
- * through ferry_pin_progress_set's callback. At most pinned_cap_bytes (FERRY_PINNED_CAP;
- * 0: 3/4 of physical RAM) are pinned. Past the cap ferry_plan fails with
+ * Pinned memory: the host store is pinned in chunks of up to FERRY_PIN_CHUNK bytes, each
+ * reported through ferry_pin_progress_set's callback. A chunk ends only where a group's
+ * image ends (one larger than FERRY_PIN_CHUNK gets a chunk of its own), so that no copy
+ * spans two pinned registrations, which CUDA refuses. At most pinned_cap_bytes
+ * (FERRY_PINNED_CAP; 0: 3/4 of physical RAM) are pinned, up to the last image end within
+ * the cap. Past the cap ferry_plan fails with
  * FERRY_ERROR_OUT_OF_HOST_MEMORY, or with pageable_fallback = 1 keeps the rest pageable
  * (stats.host_pageable_bytes) and copies it through a pinned staging ring of 2 x 4 MiB
  * (outside the cap): slower, and the host waits for a ring buffer to be free.
@@ -287,7 +290,9 @@ FERRY_API ferry_status ferry_seal(ferry_runtime *runtime);
    call: a cudaStream_t on cuda (NULL: the legacy default stream); on sim NULL means the
    calling thread, and the call returns once the bytes are in place. The host does not
    wait when the group was prefetched or is resident. Then prefetches the next groups of
-   the schedule. A group may be acquired by several holders at once. */
+   the schedule. A group may be acquired by several holders at once. A stream that is
+   capturing a CUDA graph gets FERRY_ERROR_STREAM_CAPTURING (so does ferry_release): run
+   acquire and release outside the capture. */
 FERRY_API ferry_status ferry_acquire(ferry_runtime *runtime, ferry_group group,
                                      void *stream);
 
