@@ -314,7 +314,7 @@ def run_reference(args, dtype):
     row["rss_bytes"] = rss_bytes()
     row["rss_peak_bytes"] = peak_rss_bytes()
     row.update(torch_peak_vram_bytes=0, ferry_slab_bytes=0, vram_peak_bytes=0, pinned_bytes=0,
-               pinned_how="no CUDA: nothing pinned", max_abs_diff=0.0)
+               pinned_how="no CUDA: nothing pinned")
     del model, inputs
     gc.collect()
     return row, out
@@ -323,6 +323,8 @@ def run_reference(args, dtype):
 # --- report ----------------------------------------------------------------------------
 
 def size_text(n):
+    if n is None:
+        return "? bytes"
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e3:.1f} kB"
 
 
@@ -351,9 +353,10 @@ def table(result):
             lines.append(f"  {name:<18} {r['status']:<8} {r.get('reason') or r.get('error')}")
             continue
         diff = r.get("max_abs_diff")
+        diff_text = "ref" if name == result["reference"] else "-" if diff is None else f"{diff:.3g}"
         lines.append(f"  {name:<18} {'ok':<8} {r['ms_per_forward']:>11.1f} {mib(r['vram_peak_bytes']):>10} "
                      f"{mib(r['rss_bytes']):>10} {mib(r.get('rss_peak_bytes')):>10} {mib(r['pinned_bytes']):>11} "
-                     f"{'-' if diff is None else f'{diff:.3g}':>10}")
+                     f"{diff_text:>10}")
     lines.append("")
     lines.append(f"  max|diff|: against {result['reference']} ({result['reference_why']})")
     lines.append("  VRAM: torch.cuda.max_memory_allocated + ferry's slab"
@@ -372,11 +375,34 @@ def table(result):
     return "\n".join(lines)
 
 
-def write(out_dir, result):
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "diffusers_flux.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    tmp.replace(out_dir / "diffusers_flux.json")
+def settle(result, outputs, args):
+    """Fills in the budget and each output's difference from the reference, as far as
+    they are known, and writes the JSON and the table; returns the table."""
+    if result["model"]["bytes"] is not None:
+        result["budget_bytes"] = ferry.torch.parse_budget(args.budget, result["model"]["bytes"])
+    ref = outputs.get(result["reference"])
+    if ref is not None:
+        result["reference_output_finite"] = bool(torch.isfinite(ref).all())
+        result["reference_output_abs_mean"] = float(ref.abs().mean())
+    for name, r in result["configs"].items():
+        out = outputs.get(name)
+        if r["status"] != "ok" or name == result["reference"] or out is None:
+            continue
+        r["output_finite"] = bool(torch.isfinite(out).all())
+        if ref is not None:
+            r["max_abs_diff"] = float((out - ref).abs().max())
+            r.pop("max_abs_diff_why", None)
+        else:
+            r["max_abs_diff"] = None
+            r["max_abs_diff_why"] = f"the reference {result['reference']} has not run"
+    text = table(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, body in (("diffusers_flux.json", json.dumps(result, indent=1, default=str)),
+                       ("diffusers_flux.txt", text)):
+        tmp = args.out / (name + ".tmp")
+        tmp.write_text(body + "\n")
+        tmp.replace(args.out / name)
+    return text
 
 
 def main(argv=None):
@@ -445,30 +471,11 @@ def main(argv=None):
         row, outputs[name] = run_config(name, args, cuda, dtype)
         result["model"]["bytes"] = row.pop("model_bytes") or result["model"]["bytes"]
         result["configs"][name] = row
-        write(args.out, result)
+        settle(result, outputs, args)  # a run cut short keeps what it measured
     if result["model"]["bytes"] is None:  # only the reference ran
         result["model"]["bytes"] = model_bytes(build_model(args.size, dtype))
-    result["budget_bytes"] = ferry.torch.parse_budget(args.budget, result["model"]["bytes"])
-
-    ref = outputs.get(result["reference"])
-    for name, r in result["configs"].items():
-        if r["status"] != "ok" or name == result["reference"]:
-            continue
-        out = outputs.get(name)
-        if ref is None or out is None:
-            r["max_abs_diff"] = None
-            r["max_abs_diff_why"] = f"the reference {result['reference']} did not run"
-        else:
-            r["max_abs_diff"] = float((out - ref).abs().max())
-            r["output_finite"] = bool(torch.isfinite(out).all())
-    if ref is not None:
-        result["reference_output_finite"] = bool(torch.isfinite(ref).all())
-        result["reference_output_abs_mean"] = float(ref.abs().mean())
     result["elapsed_s"] = round(time.monotonic() - T0, 1)
-    write(args.out, result)
-    text = table(result)
-    (args.out / "diffusers_flux.txt").write_text(text + "\n")
-    print(text)
+    print(settle(result, outputs, args))
     progress(f"done; wrote {args.out}/diffusers_flux.json and .txt")
     return 1 if any(r["status"] == "failed" for r in result["configs"].values()) else 0
 
