@@ -113,8 +113,10 @@ class DeviceGuard {
 };
 
 // For a section of ferry's own calls that are safe while another thread captures a CUDA
-// graph in global mode (queries and records of ferry's events, on ferry's streams): such
-// a capture otherwise forbids them in every thread, and fails when one is made.
+// graph in global mode (queries, records and host waits of ferry's events, on ferry's
+// streams): such a capture otherwise forbids them in every thread, and fails when one is
+// made. ferry's events are never recorded inside a capture (acquire and release refuse a
+// capturing stream), so relaxed mode lets through only what does not touch one.
 class RelaxedCaptureMode {
    public:
     RelaxedCaptureMode() noexcept { ignore_error(cudaThreadExchangeStreamCaptureMode(&mode_)); }
@@ -436,13 +438,18 @@ class CudaDevice final : public Device {
         FERRY_CUDA_TRY(cudaStreamWaitEvent(to_cuda(stream), to_cuda_event(event), 0));
     }
 
+    // Host waits (the staging ring, verify's writeback sums, synchronize) are potentially
+    // unsafe calls: in the default mode they would fail, and invalidate the capture, while
+    // another thread captures in global mode. What they wait on is ferry's own work.
     void event_synchronize(Event event) override {
         DeviceGuard guard(ordinal_);
+        const RelaxedCaptureMode relaxed;
         FERRY_CUDA_TRY(cudaEventSynchronize(to_cuda_event(event)));
     }
 
     void stream_synchronize(Stream stream) override {
         DeviceGuard guard(ordinal_);
+        const RelaxedCaptureMode relaxed;
         FERRY_CUDA_TRY(cudaStreamSynchronize(to_cuda(stream)));
     }
 
@@ -462,10 +469,15 @@ class CudaDevice final : public Device {
         clock_->stamp(to_cuda(stream), out);
     }
 
+    // Called by every acquire after it committed (Observer::collect): it must not throw, or
+    // the group would stay pinned. A poll that cannot run waits for the next one.
     void poll_timestamps() override {
-        DeviceGuard guard(ordinal_);
-        const RelaxedCaptureMode relaxed;
-        clock_->poll();
+        try {
+            DeviceGuard guard(ordinal_);
+            const RelaxedCaptureMode relaxed;
+            clock_->poll();
+        } catch (...) {
+        }
     }
 
     // cudaErrorStreamCaptureImplicit: the legacy default stream while a blocking stream

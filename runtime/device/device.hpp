@@ -94,6 +94,7 @@ class Device {
     // the stream (sim: the worker's clock); cuda records an event instead.
     virtual void timestamp(Stream stream, std::atomic<std::uint64_t> *out);
     // Stores the times of timestamps whose events completed (cuda). Default: nothing.
+    // Never throws: acquire calls it after committing (a poll that fails is retried later).
     virtual void poll_timestamps() {}
     // A named range on the host timeline for profilers (NVTX on cuda). Default: none.
     virtual void range_push(const char *name) { (void)name; }

@@ -32,10 +32,14 @@ HostStore::HostStore(Device &device, const std::vector<std::size_t> &image_ends,
                      const PinPolicy &policy)
     : device_(device), bytes_(image_ends.empty() ? 0 : image_ends.back()) {
     const std::size_t bytes = bytes_;
+    // Every end page-aligned: two registrations that shared a page would overlap, which
+    // cudaHostRegister refuses (cudaErrorHostMemoryAlreadyRegistered).
     FERRY_EXPECTS(bytes > 0 && std::is_sorted(image_ends.begin(), image_ends.end()) &&
-                      image_ends.front() > 0 && image_ends.back() % page_size() == 0,
-                  FERRY_ERROR_INTERNAL, "host store: image ends must ascend from > 0 to a "
-                  "page-aligned size");
+                      image_ends.front() > 0 &&
+                      std::all_of(image_ends.begin(), image_ends.end(),
+                                  [](std::size_t end) { return end % page_size() == 0; }),
+                  FERRY_ERROR_INTERNAL, "host store: image ends must be page-aligned and "
+                  "ascend from > 0");
     const std::uint64_t cap = policy.cap_bytes != 0 ? policy.cap_bytes : default_pinned_cap();
     FERRY_EXPECTS(bytes <= cap || policy.pageable_fallback, FERRY_ERROR_OUT_OF_HOST_MEMORY,
             "the host store needs " + std::to_string(bytes) +
