@@ -104,6 +104,19 @@ struct TestModel {
     std::uint64_t bytes = 0;  // sum of tensor bytes
 };
 
+
+// Writes `bytes` into a tensor's host bytes: by ferry_tensor_copy_in, or straight through
+// its host pointer (both ways a framework loads a model).
+inline void fill_tensor(ferry_runtime *rt, ferry_tensor tensor,
+                        const std::vector<unsigned char> &bytes, bool through_host_ptr) {
+    if (!through_host_ptr) {
+        REQUIRE_FERRY(ferry_tensor_copy_in(rt, tensor, 0, bytes.data(), bytes.size()));
+        return;
+    }
+    void *host = nullptr;
+    REQUIRE_FERRY(ferry_tensor_host_ptr(rt, tensor, &host));
+    std::memcpy(host, bytes.data(), bytes.size());
+}
 // Defines one group ("g0", "g1", ...) per entry of `sizes`, with one immutable tensor per
 // size, then plans, fills every tensor with its pattern (copy-in and host pointer,
 // alternately) and seals.
@@ -129,14 +142,7 @@ inline TestModel build_model(ferry_runtime *rt,
     REQUIRE_FERRY(ferry_plan(rt));
     for (std::size_t i = 0; i < model.tensors.size(); ++i) {
         const ModelTensor &tensor = model.tensors[i];
-        const std::vector<unsigned char> bytes = pattern(tensor.bytes, tensor.seed);
-        if (i % 2 == 0) {
-            REQUIRE_FERRY(ferry_tensor_copy_in(rt, tensor.handle, 0, bytes.data(), bytes.size()));
-        } else {
-            void *host = nullptr;
-            REQUIRE_FERRY(ferry_tensor_host_ptr(rt, tensor.handle, &host));
-            std::memcpy(host, bytes.data(), bytes.size());
-        }
+        fill_tensor(rt, tensor.handle, pattern(tensor.bytes, tensor.seed), i % 2 == 1);
     }
     REQUIRE_FERRY(ferry_seal(rt));
     return model;

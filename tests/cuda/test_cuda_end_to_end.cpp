@@ -103,13 +103,7 @@ Model build_model(ferry_runtime *rt, bool with_mutable) {
         Tensor &tensor = model.tensors[i];
         const std::vector<unsigned char> bytes = ferry_test::pattern(tensor.bytes, 100 + i);
         tensor.initial_checksum = ferry::kernels::checksum_ref(bytes.data(), bytes.size());
-        if (i % 2 == 0) {
-            REQUIRE_FERRY(ferry_tensor_copy_in(rt, tensor.handle, 0, bytes.data(), bytes.size()));
-        } else {
-            void *host = nullptr;
-            REQUIRE_FERRY(ferry_tensor_host_ptr(rt, tensor.handle, &host));
-            std::memcpy(host, bytes.data(), bytes.size());
-        }
+        ferry_test::fill_tensor(rt, tensor.handle, bytes, i % 2 == 1);
     }
     REQUIRE_FERRY(ferry_seal(rt));
     return model;
