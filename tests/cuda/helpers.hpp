@@ -104,7 +104,6 @@ struct TestModel {
     std::uint64_t bytes = 0;  // sum of tensor bytes
 };
 
-
 // Writes `bytes` into a tensor's host bytes: by ferry_tensor_copy_in, or straight through
 // its host pointer (both ways a framework loads a model).
 inline void fill_tensor(ferry_runtime *rt, ferry_tensor tensor,
