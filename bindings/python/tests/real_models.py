@@ -99,6 +99,19 @@ def _hunyuan_inputs(seed):
                 return_dict=False)
 
 
+def _cogvideox_inputs(seed):
+    gen = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=_randn(gen, 1, 3, 4, 8, 8), encoder_hidden_states=_randn(gen, 1, 6, 16),
+                timestep=torch.tensor([500]), return_dict=False)
+
+
+def _ltx_inputs(seed):
+    gen = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=_randn(gen, 1, 2 * 4 * 4, 4), encoder_hidden_states=_randn(gen, 1, 6, 16),
+                timestep=torch.tensor([500]), encoder_attention_mask=torch.ones(1, 6),
+                num_frames=2, height=4, width=4, return_dict=False)
+
+
 def _transformers(cls_name, config_name, **config):
     def build():
         import transformers
@@ -146,6 +159,15 @@ MODELS = {
         pooled_projection_dim=8, rope_axes_dim=(4, 6, 6)), _hunyuan_inputs,
         ("context_embedder.token_refiner.refiner_blocks", "transformer_blocks",
          "single_transformer_blocks")),
+    "cogvideox": Spec("diffusers", _diffusers(
+        "CogVideoXTransformer3DModel", num_attention_heads=2, attention_head_dim=16,
+        in_channels=4, out_channels=4, time_embed_dim=8, text_embed_dim=16, num_layers=8,
+        sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+        max_text_seq_length=6), _cogvideox_inputs, ("transformer_blocks",)),
+    "ltxvideo": Spec("diffusers", _diffusers(
+        "LTXVideoTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2,
+        attention_head_dim=16, cross_attention_dim=32, num_layers=8, caption_channels=16),
+        _ltx_inputs, ("transformer_blocks",)),
     "t5-encoder": Spec("transformers", _transformers(
         "T5EncoderModel", "T5Config", vocab_size=96, d_model=32, d_kv=8, d_ff=64,
         num_layers=8, num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0),
