@@ -181,7 +181,6 @@ def _find_containers(model):
 
 def _named_containers(model, blocks):
     """[(name, container), ...] for blocks= (a qualified name or a list of them)."""
-    names = [blocks] if isinstance(blocks, str) else list(blocks)
 
     def refuse(why):
         chosen = {id(c) for _, c in _find_containers(model)}
@@ -194,6 +193,12 @@ def _named_containers(model, blocks):
             f"Sequential containers whose children are the blocks; candidates (* = split "
             f"by default): {candidates}")
 
+    if isinstance(blocks, str):
+        names = [blocks]
+    elif isinstance(blocks, (list, tuple)):
+        names = list(blocks)
+    else:
+        refuse(f"blocks= is a name or a list of names, not {blocks!r}")
     out = []
     for name in names:
         if not isinstance(name, str):

@@ -160,7 +160,7 @@ def test_blocks_names_the_containers_to_split():
     assert_restored(model, ref)
 
 
-@pytest.mark.parametrize("blocks", ["net.1", "net.1.layers.0", "net.9", "", [3],
+@pytest.mark.parametrize("blocks", ["net.1", "net.1.layers.0", "net.9", "", [3], 3,
                                     ["net.1.layers", "net.1.layers.2.extras"]])
 def test_a_blocks_name_that_is_not_a_container_of_blocks_is_refused_with_the_candidates(blocks):
     model, ref = fresh(Nested)
