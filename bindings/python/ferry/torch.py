@@ -4,10 +4,11 @@
     ... model(x) ...                   # outputs identical to the plain model
     handle.stats(); handle.close()     # close() restores plain CPU parameters
 
-Groups: every top-level ``nn.ModuleList`` / ``nn.Sequential`` (or the model itself when it
-is one) is split into groups of ``blocks_per_group`` consecutive blocks; every other
-parameter and buffer (embeddings, norms, projections, tensors shared between blocks)
-forms one more group, "root", held for the whole forward of the model, which the
+Groups: the containers of repeated blocks (``nn.ModuleList`` / ``nn.Sequential``, at any
+depth: ``blocks``, ``encoder.block``, ``model.layers``; see _find_containers), or those
+named by ``blocks=``, are split into groups of ``blocks_per_group`` consecutive blocks;
+every other parameter and buffer (embeddings, norms, projections, tensors shared between
+blocks) forms one more group, "root", held for the whole forward of the model, which the
 planner keeps resident when the budget allows.
 
 Loading copies each group's tensors into ferry's host store and then frees the module's
@@ -18,6 +19,7 @@ the group's slot; a post-hook releases it and points them back at empty placehol
 This is the only module of the package that imports torch.
 """
 
+import collections
 import contextlib
 import ctypes
 import inspect
@@ -28,7 +30,7 @@ import torch.utils.dlpack
 from . import runtime as _runtime
 from .errors import AlreadyOffloadedError, ClosedError, FerryError, InvalidArgumentError
 from .runtime import Backend, DType
-from .units import parse_bytes
+from .units import format_bytes, parse_bytes
 
 __all__ = ["offload", "OffloadHandle", "handle_of", "parse_budget"]
 
@@ -115,15 +117,112 @@ class _GroupPlan:
         self.views = {}  # placement -> list of torch tensors, one per entry
 
 
-def _container_blocks(model):
+_CONTAINERS = (torch.nn.ModuleList, torch.nn.Sequential)
+
+# A container the guess finds with less than this share of the bytes of the largest one
+# it finds stays in root (a small MLP's Sequential, a two-block token refiner).
+_SMALL_CONTAINER_SHARE = 1 / 8
+
+
+def _module_bytes(module):
+    """Bytes of the distinct tensors of module and its submodules."""
+    seen = {}
+    for t in list(module.parameters()) + [b for b in module.buffers() if b is not None]:
+        seen[id(t)] = t.numel() * t.element_size()
+    return sum(seen.values())
+
+
+def _qualify(prefix, name):
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _is_repeated(container):
+    """A container of repeated blocks: at least two children hold tensors, and more than
+    half of those are of one class (a Sequential of embedding, body and head is not, nor
+    a FeedForward's [GELU, Dropout, Linear])."""
+    holders = [c for c in container.children() if _module_bytes(c) > 0]
+    classes = collections.Counter(type(c) for c in holders)
+    return len(holders) >= 2 and 2 * max(classes.values()) > len(holders)
+
+
+def _containers(model):
+    """[(name, container, repeated), ...]: the ModuleLists and Sequentials holding tensors,
+    in definition order, walking down from the model (itself included) but never into
+    the blocks of a container of repeated blocks."""
+    out = []
+    seen = set()
+
+    def walk(name, module):
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        if isinstance(module, _CONTAINERS) and _module_bytes(module) > 0:
+            repeated = _is_repeated(module)
+            out.append((name, module, repeated))
+            if repeated:
+                return
+        for child_name, child in module.named_children():
+            walk(_qualify(name, child_name), child)
+
+    walk("", model)
+    return out
+
+
+def _find_containers(model):
+    """[(name, container), ...] to split when the caller names none: the containers of
+    repeated blocks that _containers finds (the first on each path down from the model),
+    less those smaller than _SMALL_CONTAINER_SHARE of the largest, which stay in root."""
+    found = [(name, c, _module_bytes(c)) for name, c, repeated in _containers(model) if repeated]
+    if not found:
+        return []
+    largest = max(size for _, _, size in found)
+    return [(name, c) for name, c, size in found if size >= largest * _SMALL_CONTAINER_SHARE]
+
+
+def _named_containers(model, blocks):
+    """[(name, container), ...] for blocks= (a qualified name or a list of them)."""
+
+    def refuse(why):
+        chosen = {id(c) for _, c in _find_containers(model)}
+        candidates = ", ".join(
+            f"{'*' if id(c) in chosen else ''}{n or repr('')} ({len(c)} blocks, "
+            f"{format_bytes(_module_bytes(c))})"
+            for n, c, _ in _containers(model)) or "none"
+        raise InvalidArgumentError(
+            f"ferry.torch.offload: {why}; blocks= takes the qualified names of ModuleList / "
+            f"Sequential containers whose children are the blocks; candidates (* = split "
+            f"by default): {candidates}")
+
+    if isinstance(blocks, str):
+        names = [blocks]
+    elif isinstance(blocks, (list, tuple)):
+        names = list(blocks)
+    else:
+        refuse(f"blocks= is a name or a list of names, not {blocks!r}")
+    out = []
+    for name in names:
+        if not isinstance(name, str):
+            refuse(f"blocks= names must be strings, not {name!r}")
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            refuse(f"blocks={name!r} names no submodule of {type(model).__name__}")
+        if not isinstance(module, _CONTAINERS):
+            refuse(f"blocks={name!r} is {type(module).__name__}, not a ModuleList or Sequential")
+        if len(module) == 0:
+            refuse(f"blocks={name!r} is an empty {type(module).__name__}")
+        for other, _ in out:
+            if other == name or not other or name.startswith(other + ".") \
+                    or not name or other.startswith(name + "."):
+                refuse(f"blocks={name!r} and {other!r} overlap: one is inside the other")
+        out.append((name, module))
+    return out
+
+
+def _container_blocks(model, blocks=None):
     """[(qualified prefix, [(name, block), ...]), ...] of the containers to split."""
-    if isinstance(model, (torch.nn.ModuleList, torch.nn.Sequential)):
-        return [("", list(model.named_children()))]
-    return [
-        (name, list(child.named_children()))
-        for name, child in model.named_children()
-        if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential))
-    ]
+    chosen = _find_containers(model) if blocks is None else _named_containers(model, blocks)
+    return [(name, list(c.named_children())) for name, c in chosen]
 
 
 def _own_tensors(module, prefix):
@@ -468,15 +567,18 @@ def _to_device(value, device):
     return value
 
 
-def offload(model, budget, blocks_per_group=1, mutable=None, **config):
+def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, **config):
     """Streams model's parameters and buffers through a ferry runtime. Returns an
     OffloadHandle; the model is then used as before.
 
     budget: VRAM bytes ferry may hold: an int, "8GiB", "512MB", or "40%" (of the bytes
-    offloaded). blocks_per_group: consecutive blocks of each top-level ModuleList or
+    offloaded). blocks_per_group: consecutive blocks of each split ModuleList or
     Sequential per group. mutable: qualified names (a module's name covers its tensors)
     or a predicate ``f(name, tensor) -> bool`` of the tensors that may change in place
     on the device; their updates persist. All others are immutable: never written back.
+    blocks: the qualified name of the ModuleList / Sequential whose children are the
+    blocks ("encoder.block"), or a list of names; None (the default) finds the
+    containers of repeated blocks at any depth; [] splits nothing (one group).
     config: ferry.Runtime keywords (backend="sim", device=0, slots_per_class=2,
     synchronous=False, name=..., sim_chaos=1, ...).
 
@@ -500,9 +602,9 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
     entries = {}  # id(tensor) -> _Entry
     owners = {}  # id(tensor) -> set of block-group indexes
     groups = []
-    for prefix, blocks in _container_blocks(model):
-        for start in range(0, len(blocks), blocks_per_group):
-            chunk = blocks[start:start + blocks_per_group]
+    for prefix, children in _container_blocks(model, blocks):
+        for start in range(0, len(children), blocks_per_group):
+            chunk = children[start:start + blocks_per_group]
             first, last = chunk[0][0], chunk[-1][0]
             label = first if first == last else f"{first}-{last}"
             name = f"{prefix}.{label}" if prefix else label

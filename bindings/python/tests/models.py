@@ -1,6 +1,7 @@
 """A small transformer-like model for the ferry.torch tests: 12 blocks in a ModuleList
 and 2 in a Sequential, several shapes and dtypes (f32, f16, bf16, f64, i64, i8, bool),
-parameters and buffers (persistent and not), a bias shared by two blocks."""
+parameters and buffers (persistent and not), a bias shared by two blocks; and Nested, whose
+blocks are not top-level children."""
 
 import math
 
@@ -82,6 +83,47 @@ class WithAdapter(TinyTransformer):
     def __init__(self, seq=16, d=64, **kw):
         super().__init__(seq=seq, d=d, **kw)
         self.blocks[5] = AdapterBlock(d, seq)
+
+
+class InnerBlock(Block):
+    """A block with a ModuleList of its own (like diffusers' FeedForward.net)."""
+
+    def __init__(self, d, seq):
+        super().__init__(d, seq)
+        self.extras = nn.ModuleList([nn.Linear(d, d), nn.Linear(d, d)])
+
+    def forward(self, x):
+        x = super().forward(x)
+        for extra in self.extras:
+            x = x + extra(x) * 0.1
+        return x
+
+
+class Body(nn.Module):
+    def __init__(self, d, seq, n_blocks):
+        super().__init__()
+        self.layers = nn.ModuleList(InnerBlock(d, seq) for _ in range(n_blocks))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class Nested(nn.Module):
+    """Blocks two levels down (net.1.layers), in a Sequential of embedding, body and head,
+    beside a small Sequential MLP; each block has a ModuleList inside."""
+
+    def __init__(self, vocab=256, d=64, seq=16, n_blocks=6, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.net = nn.Sequential(nn.Embedding(vocab, d), Body(d, seq, n_blocks), nn.Linear(d, vocab))
+
+    def forward(self, ids):
+        x = self.net[0](ids)
+        x = x + self.time_mlp(x)
+        return self.net[2](self.net[1](x))
 
 
 def model_bytes(model):

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 import ferry  # noqa: E402
 import ferry.torch  # noqa: E402
 from conftest import BACKEND, PYTHON_DIR  # noqa: E402
-from models import TinyTransformer, WithAdapter, inputs, model_bytes  # noqa: E402
+from models import Nested, TinyTransformer, WithAdapter, inputs, model_bytes  # noqa: E402
 
 if BACKEND == "cuda" and not torch.cuda.is_available():
     pytest.skip("FERRY_TEST_BACKEND=cuda, but this torch sees no cuda device",
@@ -118,6 +118,58 @@ def test_groups_split_each_top_level_container_by_blocks_per_group():
         root = handle.groups()[0]
         assert "blocks.3.proj.bias" in root["tensors"] and "embed.weight" in root["tensors"]
         assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), outputs(ref, xs)))
+    assert_restored(model, ref)
+
+
+@pytest.mark.parametrize("blocks_per_group", [1, 2])
+def test_blocks_are_found_at_any_depth_and_nothing_inside_a_chosen_block_is_split(
+        blocks_per_group):
+    model, ref = fresh(Nested)
+    xs = inputs(n=2)
+    with offload(model, budget="60%", blocks_per_group=blocks_per_group) as handle:
+        names = [g["name"] for g in handle.groups()]
+        labels = ["0", "1", "2", "3", "4", "5"] if blocks_per_group == 1 else ["0-1", "2-3", "4-5"]
+        # The Sequential of embedding, body and head holds no repeated blocks: the search
+        # goes on inside; the small time MLP stays in root; each block's extras stay in it.
+        assert names == ["root"] + [f"net.1.layers.{label}" for label in labels]
+        root = handle.groups()[0]
+        assert "time_mlp.0.weight" in root["tensors"] and "net.0.weight" in root["tensors"]
+        assert "net.1.layers.0.extras.1.weight" in handle.groups()[1]["tensors"]
+        assert handle.stats()["streamed_bytes_per_pass"] > 0
+        for _ in range(2):
+            assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), outputs(ref, xs)))
+        assert handle.stats()["bytes_d2h"] == 0
+    assert_restored(model, ref)
+
+
+def test_blocks_names_the_containers_to_split():
+    model, ref = fresh()
+    xs = inputs(n=1)
+    with offload(model, budget="150%", blocks="refiner") as handle:
+        assert [g["name"] for g in handle.groups()] == ["root", "refiner.0", "refiner.1"]
+        assert torch.equal(outputs(model, xs)[0], outputs(ref, xs)[0])
+    with offload(model, budget="150%", blocks=[]) as handle:
+        assert [g["name"] for g in handle.groups()] == ["root"]
+        assert torch.equal(outputs(model, xs)[0], outputs(ref, xs)[0])
+    model, ref = fresh(Nested)
+    with offload(model, budget="150%", blocks=["net.1.layers.0.extras", "time_mlp"]) as handle:
+        names = [g["name"] for g in handle.groups()]
+        assert names == ["root", "net.1.layers.0.extras.0", "net.1.layers.0.extras.1",
+                         "time_mlp.0", "time_mlp.2"]  # time_mlp.1 (SiLU) holds no tensor
+        assert torch.equal(outputs(model, xs)[0], outputs(ref, xs)[0])
+    assert_restored(model, ref)
+
+
+@pytest.mark.parametrize("blocks", ["net.1", "net.1.layers.0", "net.9", "", [3], 3,
+                                    ["net.1.layers", "net.1.layers.2.extras"]])
+def test_a_blocks_name_that_is_not_a_container_of_blocks_is_refused_with_the_candidates(blocks):
+    model, ref = fresh(Nested)
+    with pytest.raises(ValueError) as info:
+        offload(model, blocks=blocks)
+    assert isinstance(info.value, ferry.InvalidArgumentError)
+    message = str(info.value)
+    assert "candidates (* = split by default): time_mlp (3 blocks, " in message
+    assert ", net (3 blocks, " in message and ", *net.1.layers (6 blocks, " in message
     assert_restored(model, ref)
 
 
