@@ -25,6 +25,7 @@ import inspect
 import torch
 import torch.utils.dlpack
 
+from . import _heap
 from . import runtime as _runtime
 from .errors import AlreadyOffloadedError, ClosedError, FerryError, InvalidArgumentError
 from .runtime import Backend, DType
@@ -33,6 +34,11 @@ from .units import parse_bytes
 __all__ = ["offload", "OffloadHandle", "handle_of", "parse_budget"]
 
 ROOT_GROUP = "root"
+
+# While loading, the C heap is trimmed after every this many bytes of the module's tensors
+# are released (and once at the end), so host memory stays near one copy of the model even
+# at its peak. A trim costs about what the kernel takes to free the pages it returns.
+_TRIM_EVERY = 64 << 20
 
 # torch >= 2.0 hands kwargs to pre-hooks (so inputs given by keyword can be moved too);
 # torch >= 2.1 can run a forward hook even when forward raises (so groups are released).
@@ -577,6 +583,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
     # --- load group by group, freeing the module's copy as we go -------------------
     released = []
     placeholders = {}
+    untrimmed = 0  # bytes released since the last trim
     try:
         for g in groups:
             for e in g.entries:
@@ -591,7 +598,14 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
                     placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
                 e.placeholder = placeholders[e.dtype]
                 e.point_at(e.placeholder)
+                if not e.param:
+                    # The entry keeps the buffer object for its identity, not its bytes.
+                    e.tensor.data = e.placeholder
                 released.append(e)
+                untrimmed += e.nbytes
+            if untrimmed >= _TRIM_EVERY:
+                _heap.trim()
+                untrimmed = 0
         rt.seal()
     except BaseException:
         # Put back what was already released, from the host store (still writable and
@@ -600,6 +614,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
             e.point_at(e.read_back())
         rt.close()
         raise
+    _heap.trim()
 
     handle = OffloadHandle(model, rt, groups, all_entries, device)
     for e in all_entries:
