@@ -25,7 +25,7 @@ import inspect
 import torch
 import torch.utils.dlpack
 
-from . import _heap
+from . import _heap, _progress
 from . import runtime as _runtime
 from .errors import AlreadyOffloadedError, ClosedError, FerryError, InvalidArgumentError
 from .runtime import Backend, DType
@@ -474,7 +474,7 @@ def _to_device(value, device):
     return value
 
 
-def offload(model, budget, blocks_per_group=1, mutable=None, **config):
+def offload(model, budget, blocks_per_group=1, mutable=None, progress=None, **config):
     """Streams model's parameters and buffers through a ferry runtime. Returns an
     OffloadHandle; the model is then used as before.
 
@@ -483,8 +483,10 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
     Sequential per group. mutable: qualified names (a module's name covers its tensors)
     or a predicate ``f(name, tensor) -> bool`` of the tensors that may change in place
     on the device; their updates persist. All others are immutable: never written back.
-    config: ferry.Runtime keywords (backend="sim", device=0, slots_per_class=2,
-    synchronous=False, name=..., sim_chaos=1, ...).
+    progress: bars for pinning and copying on stderr; None: tqdm bars when tqdm is
+    installed and stderr is a terminal, True: always (plain lines without tqdm),
+    False: never. config: ferry.Runtime keywords (backend="sim", device=0,
+    slots_per_class=2, synchronous=False, name=..., sim_chaos=1, ...).
 
     Errors leave the model as it was: FerryError subclasses (BudgetTooSmallError,
     AlreadyOffloadedError, ...) with the library's message."""
@@ -494,6 +496,10 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
             or blocks_per_group < 1:
         raise InvalidArgumentError(
             f"ferry.torch.offload: blocks_per_group must be an int >= 1, not {blocks_per_group!r}"
+        )
+    if progress not in (None, True, False):
+        raise InvalidArgumentError(
+            f"ferry.torch.offload: progress must be None, True or False, not {progress!r}"
         )
     owner = handle_of(model)
     if owner is not None:
@@ -572,7 +578,13 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
                     e.name, e.nbytes, dtype=dt,
                     shape=e.shape if dt != DType.UNKNOWN else None, mutable=e.mutable,
                 )
-        rt.plan()
+        pinning = _progress.PinBar(progress, "ferry: pinning")
+        if progress is not False:
+            rt.set_pin_progress(pinning)
+        try:
+            rt.plan()
+        finally:
+            pinning.close()
         for g in groups:
             info = g.ferry.info()
             g.split = not info["resident"] and info["resident_bytes"] > 0
@@ -584,6 +596,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
     released = []
     placeholders = {}
     untrimmed = 0  # bytes released since the last trim
+    copying = _progress.bar(progress, model_bytes, "ferry: copying")
     try:
         for g in groups:
             for e in g.entries:
@@ -593,6 +606,8 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
                 src = src.contiguous()
                 e.ferry.copy_in_address(src.data_ptr(), e.nbytes)
                 del src
+                if copying is not None:
+                    copying.update(e.nbytes)
             for e in g.entries:
                 if e.dtype not in placeholders:
                     placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
@@ -614,6 +629,9 @@ def offload(model, budget, blocks_per_group=1, mutable=None, **config):
             e.point_at(e.read_back())
         rt.close()
         raise
+    finally:
+        if copying is not None:
+            copying.close()
     _heap.trim()
 
     handle = OffloadHandle(model, rt, groups, all_entries, device)

@@ -1,6 +1,7 @@
 """ferry.torch: an offloaded model gives the plain model's outputs, bit for bit."""
 
 import copy
+import io
 import json
 import os
 import subprocess
@@ -347,7 +348,7 @@ gc.collect()
 m = model_bytes(model)
 before, peak_before = rss(), peak()
 t = time.perf_counter()
-handle = ferry.torch.offload(model, budget="40%", backend=sys.argv[3])
+handle = ferry.torch.offload(model, budget="40%", backend=sys.argv[3], progress=False)
 offload_s = time.perf_counter() - t
 gc.collect()
 after = rss()
@@ -456,3 +457,70 @@ def test_split_groups_keep_their_head_in_place_and_outputs_stay_exact():
             assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), want))
     assert_restored(model, ref)
 
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _tqdm_or_skip():
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        pytest.skip("tqdm is not installed")
+
+
+def test_offload_with_progress_true_writes_tqdm_bars_for_pinning_and_copying(
+        capsys, monkeypatch):
+    _tqdm_or_skip()
+    monkeypatch.setenv("FERRY_PIN_CHUNK", "65536")
+    model, ref = fresh()
+    with offload(model, progress=True):
+        pass
+    err = capsys.readouterr().err
+    assert "ferry: pinning" in err and "ferry: copying" in err and "100%" in err, err
+    assert_restored(model, ref)
+
+
+def test_offload_with_progress_true_and_no_tqdm_writes_plain_lines(capsys, monkeypatch):
+    monkeypatch.setattr(ferry._progress, "_tqdm", None)
+    model, _ = fresh()
+    with offload(model, progress=True):
+        pass
+    lines = capsys.readouterr().err.splitlines()
+    total = ferry.format_bytes(model_bytes(model))
+    assert lines[-1] == f"ferry: copying: {total} of {total} (100%)", lines
+    assert any(line.startswith("ferry: pinning: ") for line in lines), lines
+
+
+def test_offload_with_progress_false_writes_nothing_even_on_a_terminal(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    model, _ = fresh()
+    with offload(model, progress=False):
+        pass
+    assert sys.stderr.getvalue() == ""
+    assert capsys.readouterr().err == ""
+
+
+def test_offload_by_default_writes_a_bar_on_a_terminal_and_nothing_elsewhere(
+        capsys, monkeypatch):
+    model, _ = fresh()
+    with offload(model):  # stderr is pytest's capture: not a terminal
+        pass
+    assert capsys.readouterr().err == ""
+    _tqdm_or_skip()
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with offload(model):
+        pass
+    assert "ferry: copying" in terminal.getvalue()
+
+
+def test_progress_must_be_none_true_or_false():
+    model, ref = fresh()
+    with pytest.raises(ferry.InvalidArgumentError, match="progress"):
+        offload(model, progress="yes")
+    assert_restored(model, ref)
