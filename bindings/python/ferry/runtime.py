@@ -194,6 +194,7 @@ class Runtime:
         pageable_fallback=None,
     ):
         self._ptr = None
+        self._pin_progress = None  # the _PinProgress the library may call, kept alive
         self._lib = _lib.lib()
         cfg = _lib.ConfigStruct()
         self._lib.ferry_config_init(ctypes.byref(cfg))
@@ -257,7 +258,10 @@ class Runtime:
         if self._ptr is None:
             return
         ptr, self._ptr = self._ptr, None
-        check(self._lib.ferry_destroy(ptr))
+        try:
+            check(self._lib.ferry_destroy(ptr))
+        finally:
+            self._pin_progress = None
 
     def __enter__(self):
         return self
@@ -301,9 +305,40 @@ class Runtime:
         array = (_lib.GroupHandle * max(len(order), 1))(*[g._h for g in order])
         check(self._lib.ferry_schedule_declare(self._handle(), array, len(order)))
 
+    def set_pin_progress(self, fn):
+        """DEFINE. fn(pinned_bytes, pageable_bytes, total_bytes) is called by plan(), on
+        its thread, after each chunk of the host store is pinned (FERRY_PIN_CHUNK bytes
+        or one image), and once more for what stays pageable past the pinned cap; the
+        last call has pinned_bytes + pageable_bytes == total_bytes. None clears it. fn
+        must not call this runtime.
+
+        An exception raised by fn is not lost: fn is not called again during that plan,
+        pinning goes on (the library cannot stop halfway) and plan() raises the exception
+        once the runtime is planned (unless planning failed: then the FerryError is
+        raised, with fn's exception as its __context__)."""
+        handle = self._handle()
+        if fn is None:
+            check(self._lib.ferry_pin_progress_set(handle, _lib.PinProgressFn(), None))  # NULL
+            self._pin_progress = None
+            return
+        if not callable(fn):
+            raise InvalidArgumentError(f"ferry: pin progress must be callable, not {fn!r}")
+        progress = _PinProgress(fn)
+        check(self._lib.ferry_pin_progress_set(handle, progress.c_fn, None))
+        self._pin_progress = progress
+
     def plan(self):
         """DEFINE -> PLANNED: layout, residency, pinned arena, VRAM slab."""
-        check(self._lib.ferry_plan(self._handle()))
+        status = self._lib.ferry_plan(self._handle())
+        progress = self._pin_progress
+        error = progress.take_error() if progress is not None else None
+        if error is not None:
+            try:
+                raise error
+            except BaseException:
+                check(status)  # a failed plan wins, with fn's exception as its context
+                raise
+        check(status)
 
     def seal(self):
         """PLANNED -> SEALED: immutable images read-only, resident groups onloaded."""
@@ -342,6 +377,30 @@ class Runtime:
         """ferry_trace_dump: writes the events recorded so far to `path` as JSON. Call
         synchronize() (and let compute finish) first to include work in flight."""
         check(self._lib.ferry_trace_dump(self._handle(), os.fsencode(path)))
+
+
+class _PinProgress:
+    """A Python callable behind a ferry_pin_progress_fn. The C function object lives as
+    long as this, which the Runtime keeps until the callback is replaced or destroyed."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.error = None
+        self.c_fn = _lib.PinProgressFn(self._call)
+
+    def _call(self, user, pinned_bytes, pageable_bytes, total_bytes):
+        # An exception must not escape into C (ctypes would print and drop it): keep the
+        # first one for plan() to raise, and stop calling fn.
+        if self.error is not None:
+            return
+        try:
+            self.fn(int(pinned_bytes), int(pageable_bytes), int(total_bytes))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by Runtime.plan
+            self.error = exc
+
+    def take_error(self):
+        error, self.error = self.error, None
+        return error
 
 
 class Group:

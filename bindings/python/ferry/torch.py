@@ -27,6 +27,7 @@ import inspect
 import torch
 import torch.utils.dlpack
 
+from . import _heap, _progress
 from . import runtime as _runtime
 from .errors import AlreadyOffloadedError, ClosedError, FerryError, InvalidArgumentError
 from .runtime import Backend, DType
@@ -35,6 +36,11 @@ from .units import format_bytes, parse_bytes
 __all__ = ["offload", "OffloadHandle", "handle_of", "parse_budget"]
 
 ROOT_GROUP = "root"
+
+# While loading, the C heap is trimmed after every this many bytes of the module's tensors
+# are released (and once at the end), so host memory stays near one copy of the model even
+# at its peak. A trim costs about what the kernel takes to free the pages it returns.
+_TRIM_EVERY = 64 << 20
 
 # torch >= 2.0 hands kwargs to pre-hooks (so inputs given by keyword can be moved too);
 # torch >= 2.1 can run a forward hook even when forward raises (so groups are released).
@@ -567,7 +573,8 @@ def _to_device(value, device):
     return value
 
 
-def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, **config):
+def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progress=None,
+            **config):
     """Streams model's parameters and buffers through a ferry runtime. Returns an
     OffloadHandle; the model is then used as before.
 
@@ -579,8 +586,10 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, **conf
     blocks: the qualified name of the ModuleList / Sequential whose children are the
     blocks ("encoder.block"), or a list of names; None (the default) finds the
     containers of repeated blocks at any depth; [] splits nothing (one group).
-    config: ferry.Runtime keywords (backend="sim", device=0, slots_per_class=2,
-    synchronous=False, name=..., sim_chaos=1, ...).
+    progress: bars for pinning and copying on stderr; None: tqdm bars when tqdm is
+    installed and stderr is a terminal, True: always (plain lines without tqdm),
+    False: never. config: ferry.Runtime keywords (backend="sim", device=0,
+    slots_per_class=2, synchronous=False, name=..., sim_chaos=1, ...).
 
     Errors leave the model as it was: FerryError subclasses (BudgetTooSmallError,
     AlreadyOffloadedError, ...) with the library's message."""
@@ -590,6 +599,10 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, **conf
             or blocks_per_group < 1:
         raise InvalidArgumentError(
             f"ferry.torch.offload: blocks_per_group must be an int >= 1, not {blocks_per_group!r}"
+        )
+    if progress not in (None, True, False):
+        raise InvalidArgumentError(
+            f"ferry.torch.offload: progress must be None, True or False, not {progress!r}"
         )
     owner = handle_of(model)
     if owner is not None:
@@ -668,7 +681,13 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, **conf
                     e.name, e.nbytes, dtype=dt,
                     shape=e.shape if dt != DType.UNKNOWN else None, mutable=e.mutable,
                 )
-        rt.plan()
+        pinning = _progress.PinBar(progress, "ferry: pinning")
+        if progress is not False:
+            rt.set_pin_progress(pinning)
+        try:
+            rt.plan()
+        finally:
+            pinning.close()
         for g in groups:
             info = g.ferry.info()
             g.split = not info["resident"] and info["resident_bytes"] > 0
@@ -679,6 +698,8 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, **conf
     # --- load group by group, freeing the module's copy as we go -------------------
     released = []
     placeholders = {}
+    untrimmed = 0  # bytes released since the last trim
+    copying = _progress.bar(progress, model_bytes, "ferry: copying")
     try:
         for g in groups:
             for e in g.entries:
@@ -688,12 +709,21 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, **conf
                 src = src.contiguous()
                 e.ferry.copy_in_address(src.data_ptr(), e.nbytes)
                 del src
+                if copying is not None:
+                    copying.update(e.nbytes)
             for e in g.entries:
                 if e.dtype not in placeholders:
                     placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
                 e.placeholder = placeholders[e.dtype]
                 e.point_at(e.placeholder)
+                if not e.param:
+                    # The entry keeps the buffer object for its identity, not its bytes.
+                    e.tensor.data = e.placeholder
                 released.append(e)
+                untrimmed += e.nbytes
+            if untrimmed >= _TRIM_EVERY:
+                _heap.trim()
+                untrimmed = 0
         rt.seal()
     except BaseException:
         # Put back what was already released, from the host store (still writable and
@@ -702,6 +732,10 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, **conf
             e.point_at(e.read_back())
         rt.close()
         raise
+    finally:
+        if copying is not None:
+            copying.close()
+    _heap.trim()
 
     handle = OffloadHandle(model, rt, groups, all_entries, device)
     for e in all_entries:

@@ -458,3 +458,76 @@ def test_a_pinned_cap_below_the_model_fails_plan_or_falls_back_to_pageable():
     assert s["host_pinned_bytes"] == 64 * 1024
     assert s["host_pageable_bytes"] == 192 * 1024
     rt.close()
+
+
+# --- pinning progress --------------------------------------------------------------------
+
+
+def eight_groups(**kw):
+    """A runtime in DEFINE with eight 100 000-byte groups."""
+    rt = ferry.Runtime("8MiB", backend=BACKEND, **kw)
+    for i in range(8):
+        rt.define_group(f"block.{i}").define_tensor("weight", 100_000)
+    return rt
+
+
+def test_the_pin_progress_callback_sees_pinned_bytes_grow_chunk_by_chunk_to_the_total(
+        monkeypatch):
+    monkeypatch.setenv("FERRY_PIN_CHUNK", "65536")  # smaller than an image: one per chunk
+    rt = eight_groups()
+    calls = []
+    rt.set_pin_progress(lambda *args: calls.append(args))  # only the runtime holds it
+    gc.collect()
+    rt.plan()
+    pinned = [c[0] for c in calls]
+    assert len(calls) >= 8 and pinned == sorted(set(pinned)), calls
+    total = calls[-1][2]
+    assert pinned[-1] == total == rt.stats()["host_pinned_bytes"] >= 8 * 100_000
+    assert all(c[1] == 0 and c[2] == total for c in calls)
+    rt.close()
+
+
+def test_pin_progress_reports_what_stays_pageable_past_the_cap_last():
+    rt = ferry.Runtime("1MiB", backend="sim", pinned_cap="100KiB", pageable_fallback=True)
+    for i in range(4):
+        rt.define_group(f"block.{i}").define_tensor("weight", 64 * 1024)
+    calls = []
+    rt.set_pin_progress(lambda *args: calls.append(args))
+    rt.plan()
+    assert calls[-1] == (64 * 1024, 192 * 1024, 256 * 1024)
+    rt.close()
+
+
+def test_an_exception_in_the_pin_progress_callback_is_raised_by_plan_and_the_runtime_works():
+    rt = eight_groups()
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise KeyError("from the callback")
+
+    rt.set_pin_progress(broken)
+    with pytest.raises(KeyError, match="from the callback"):
+        rt.plan()
+    assert len(calls) == 1, "not called again after it raised"
+    assert rt.phase == ferry.Phase.PLANNED and rt.stats()["host_pinned_bytes"] >= 800_000
+    rt.seal()
+    with rt.groups[0].acquired():
+        pass
+    rt.close()
+
+
+def test_pin_progress_can_be_cleared_and_is_set_only_before_plan():
+    rt = eight_groups()
+    calls = []
+    rt.set_pin_progress(lambda *args: calls.append(args))
+    rt.set_pin_progress(None)
+    with pytest.raises(ferry.InvalidArgumentError):
+        rt.set_pin_progress("not callable")
+    rt.plan()
+    assert calls == []
+    with pytest.raises(ferry.WrongPhaseError, match="ferry_pin_progress_set"):
+        rt.set_pin_progress(print)
+    rt.close()
+    with pytest.raises(ferry.ClosedError):
+        rt.set_pin_progress(None)
