@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "dlpack.hpp"
 #include "error_state.hpp"
 #include "ferry/ferry.h"
 #include "base/names.hpp"
@@ -341,5 +342,17 @@ ferry_status ferry_pin_progress_set(ferry_runtime *runtime, ferry_pin_progress_f
     return guarded("ferry_pin_progress_set",
                    [&] { runtime_of(runtime).set_pin_progress(fn, user); });
 }
+
+ferry_status ferry_dlpack_wrap(void *data, int32_t device_type, int32_t device_id,
+                               uint8_t dtype_code, uint8_t dtype_bits, int32_t ndim,
+                               const int64_t *shape, void **out_managed) {
+    return guarded("ferry_dlpack_wrap", [&] {
+        require_out(out_managed, "out_managed");
+        *out_managed =
+            ferry::dlpack_wrap(data, device_type, device_id, dtype_code, dtype_bits, ndim, shape);
+    });
+}
+
+uint64_t ferry_dlpack_live(void) { return ferry::dlpack_live(); }
 
 }  // extern "C"

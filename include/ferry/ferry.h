@@ -22,6 +22,8 @@
  *     ferry_trace_start/_stop/_dump any phase
  *     ferry_destroy                any phase
  *
+ * ferry_dlpack_wrap and ferry_dlpack_live take no runtime: DLPack views for bindings.
+ *
  * Errors: every call returns a ferry_status. On failure the calling thread's
  * ferry_last_error() names the call, the object and the cause, and the runtime stays
  * usable: a failed call changes nothing.
@@ -420,6 +422,38 @@ typedef void (*ferry_pin_progress_fn)(void *user, uint64_t pinned_bytes,
 /* DEFINE. Sets (fn != NULL) or clears (fn == NULL) the pinning progress callback. */
 FERRY_API ferry_status ferry_pin_progress_set(ferry_runtime *runtime,
                                               ferry_pin_progress_fn fn, void *user);
+
+/* ------------------------------------------------------------------------------------ */
+/* DLPack views, for bindings                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A binding that hands a view of ferry's memory (ferry_tensor_device_ptr, the host
+ * store) to a DLPack consumer (PyTorch, CuPy, JAX, ...) needs a DLManagedTensor whose
+ * deleter the consumer calls when its last tensor of the view dies: at any time, on any
+ * thread, and possibly while the process exits, after the binding's own language
+ * runtime has shut down. The deleter of a managed tensor made here is a function of
+ * libferry that frees the managed tensor and nothing else, so it never calls back into
+ * the binding.
+ */
+
+/* Any time, no runtime needed; thread-safe. Allocates a DLManagedTensor (the unversioned
+   struct of dlpack.h, DLPack 0.5 and later) viewing `data` as a C-contiguous array of
+   `ndim` (0..FERRY_MAX_DIMS) dims `shape` (copied), of DLPack type code `dtype_code`,
+   `dtype_bits` bits and one lane, on DLPack device (`device_type`, `device_id`):
+   kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3. strides is NULL and byte_offset 0. The
+   memory viewed is not owned: it must stay valid while the consumer uses it (for a
+   device address: while the group is acquired). The caller owns *out_managed until a
+   consumer takes it; one never taken is freed by calling its deleter.
+   FERRY_ERROR_INVALID_ARGUMENT for a NULL out_managed, a bad ndim, a NULL shape with
+   ndim > 0, a negative dim or 0 bits; FERRY_ERROR_OUT_OF_HOST_MEMORY. */
+FERRY_API ferry_status ferry_dlpack_wrap(void *data, int32_t device_type, int32_t device_id,
+                                         uint8_t dtype_code, uint8_t dtype_bits, int32_t ndim,
+                                         const int64_t *shape, void **out_managed);
+
+/* Any time; thread-safe. How many managed tensors made by ferry_dlpack_wrap in this
+   process have not been deleted yet (for leak checks). */
+FERRY_API uint64_t ferry_dlpack_live(void);
 
 #ifdef __cplusplus
 }

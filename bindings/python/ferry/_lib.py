@@ -184,6 +184,12 @@ _DECLARATIONS = {
     "ferry_trace_stop": (_status, [_rt]),
     "ferry_trace_dump": (_status, [_rt, ctypes.c_char_p]),
     "ferry_pin_progress_set": (_status, [_rt, PinProgressFn, _vp]),
+    "ferry_dlpack_wrap": (
+        _status,
+        [_vp, ctypes.c_int32, ctypes.c_int32, ctypes.c_uint8, ctypes.c_uint8, ctypes.c_int32,
+         ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(_vp)],
+    ),
+    "ferry_dlpack_live": (_u64, []),
 }
 
 # --------------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
-"""DLPack capsules and array-interface dicts over raw memory, with ctypes only.
+"""DLPack capsules and array-interface dicts over raw memory.
 
-A capsule made here does not own the memory it points at: it keeps only its own small
-DLManagedTensor alive until the consumer (torch, numpy, cupy, ...) calls the deleter.
-The memory must stay valid as long as the consumer's tensor is used (for a device view
-of a ferry tensor: while its group is acquired).
+A capsule made here does not own the memory it points at: it holds a small
+DLManagedTensor that libferry made (ferry_dlpack_wrap), freed by libferry's deleter when
+the consumer (torch, numpy, cupy, ...) calls it. The memory must stay valid as long as
+the consumer's tensor is used (for a device view of a ferry tensor: while its group is
+acquired).
 """
 
 import ctypes
 import enum
+
+from . import _lib
+from .errors import check
 
 __all__ = [
     "DeviceType",
@@ -90,18 +94,11 @@ def itemsize(name):
     return _DTYPES[name][1] // 8
 
 
-# --- keeping managed tensors alive until their deleter runs ---------------------------
-
-_live = {}  # address of a _DLManagedTensor -> (managed tensor, shape array, owner)
-
-
-@_Deleter
-def _delete(managed):
-    try:
-        _live.pop(ctypes.cast(managed, ctypes.c_void_p).value, None)
-    except Exception:  # noqa: BLE001 - at interpreter exit the module may be torn down
-        pass
-
+# --- capsules -------------------------------------------------------------------------
+#
+# The managed tensor is made by libferry (ferry_dlpack_wrap), and so is its deleter: the
+# consumer may call it whenever its last tensor dies, even while the interpreter exits,
+# after this module and ctypes' callbacks are gone. Nothing it calls is Python.
 
 _pyapi = ctypes.pythonapi
 _pyapi.PyCapsule_New.restype = ctypes.py_object
@@ -115,42 +112,52 @@ _CAPSULE_NAME = b"dltensor"
 _CapsuleDestructor = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
-@_CapsuleDestructor
-def _capsule_destructor(capsule):
-    # A capsule never consumed still bears its name: free its managed tensor. A consumed
-    # one was renamed "used_dltensor" and its consumer calls the deleter.
-    try:
-        if _pyapi.PyCapsule_IsValid(capsule, _CAPSULE_NAME):
-            address = _pyapi.PyCapsule_GetPointer(capsule, _CAPSULE_NAME)
-            _live.pop(address, None)
-    except Exception:  # noqa: BLE001 - at interpreter exit the module may be torn down
-        pass
+def _capsule_destructor_of():
+    """The capsule destructor: a capsule never consumed still bears its name, and its
+    managed tensor is freed through its own deleter. A consumed one was renamed
+    "used_dltensor" and its consumer calls the deleter.
+
+    Python calls it while the interpreter runs, but a capsule may outlive this module
+    at exit: the callback is made immortal (one reference never dropped) and reads no
+    module globals."""
+    is_valid = _pyapi.PyCapsule_IsValid
+    get_pointer = _pyapi.PyCapsule_GetPointer
+    name = _CAPSULE_NAME
+    cast = ctypes.cast
+    managed_ptr = ctypes.POINTER(_DLManagedTensor)
+
+    @_CapsuleDestructor
+    def destructor(capsule):
+        if is_valid(capsule, name):
+            managed = cast(get_pointer(capsule, name), managed_ptr)
+            managed.contents.deleter(managed)
+
+    _pyapi.Py_IncRef(ctypes.py_object(destructor))
+    return destructor
 
 
-def make_capsule(data, shape, dtype, device_type, device_id=0, owner=None):
+_capsule_destructor = _capsule_destructor_of()
+_capsule_destructor_address = ctypes.cast(_capsule_destructor, ctypes.c_void_p)
+
+
+def make_capsule(data, shape, dtype, device_type, device_id=0):
     """A "dltensor" PyCapsule of a C-contiguous array at address ``data``.
 
-    dtype is a name such as "float32"; owner is any object to keep alive as long as the
-    consumer holds the capsule's tensor."""
+    dtype is a name such as "float32". The capsule does not own the memory: it must
+    stay valid while the consumer's tensor is used."""
     code, bits = dlpack_dtype(dtype)
     shape = tuple(int(d) for d in shape)
-    managed = _DLManagedTensor()
-    shape_array = (ctypes.c_int64 * max(len(shape), 1))(*shape)
-    t = managed.dl_tensor
-    t.data = data or None
-    t.device = _DLDevice(int(device_type), int(device_id))
-    t.ndim = len(shape)
-    t.dtype = _DLDataType(code, bits, 1)
-    t.shape = ctypes.cast(shape_array, ctypes.POINTER(ctypes.c_int64))
-    t.strides = None  # compact row-major
-    t.byte_offset = 0
-    managed.manager_ctx = None
-    managed.deleter = _delete
-    address = ctypes.addressof(managed)
-    _live[address] = (managed, shape_array, owner)
-    return _pyapi.PyCapsule_New(
-        address, _CAPSULE_NAME, ctypes.cast(_capsule_destructor, ctypes.c_void_p)
-    )
+    c_shape = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+    out = ctypes.c_void_p()
+    lib = _lib.lib()
+    check(lib.ferry_dlpack_wrap(data or None, int(device_type), int(device_id), code, bits,
+                                len(shape), c_shape, ctypes.byref(out)))
+    try:
+        return _pyapi.PyCapsule_New(out.value, _CAPSULE_NAME, _capsule_destructor_address)
+    except BaseException:
+        managed = ctypes.cast(out.value, ctypes.POINTER(_DLManagedTensor))
+        managed.contents.deleter(managed)
+        raise
 
 
 def array_interface(data, shape, dtype, readonly=False, version=3):
@@ -166,5 +173,6 @@ def array_interface(data, shape, dtype, readonly=False, version=3):
 
 
 def live_capsules():
-    """How many managed tensors made here are still held (for tests)."""
-    return len(_live)
+    """How many managed tensors libferry made are not deleted yet, in the whole process
+    (for tests)."""
+    return int(_lib.lib().ferry_dlpack_live())

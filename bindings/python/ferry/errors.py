@@ -35,6 +35,7 @@ __all__ = [
     "StreamCapturingError",
     "ClosedError",
     "AlreadyOffloadedError",
+    "ModelChangedError",
     "error_class",
     "status_string",
     "check",
@@ -190,6 +191,20 @@ class AlreadyOffloadedError(FerryError):
     """ferry.torch.offload() of a module that is already offloaded."""
 
     status = Status.INVALID_ARGUMENT
+
+
+class ModelChangedError(FerryError):
+    """A forward through an offloaded model whose tensors changed after offload(): a
+    parameter, buffer or module added (LoRA layers, a replaced module) or replaced (a new
+    Parameter, a parameter's .data swapped). ferry does not hold those tensors, so they
+    would stay on the CPU beside its device views. ``names`` lists their qualified
+    names. Close the handle, change the model, and offload it again."""
+
+    status = Status.INVALID_ARGUMENT
+
+    def __init__(self, message, names=()):
+        super().__init__(message)
+        self.names = list(names)
 
 
 _BY_STATUS = {

@@ -608,8 +608,8 @@ class Tensor:
 
 
 class _View:
-    """Raw C-contiguous memory seen as an array. owner is kept alive by the view and by
-    every DLPack capsule made from it."""
+    """Raw C-contiguous memory seen as an array. owner is kept alive by the view (not by
+    the tensors a DLPack consumer makes from it: they are valid while the memory is)."""
 
     _device_type = _dlpack.DeviceType.CPU
 
@@ -632,7 +632,7 @@ class _View:
         # on another stream must order itself after that stream.
         del stream
         return _dlpack.make_capsule(
-            self.ptr, self.shape, self.dtype, self._device_type, self.device_id, self.owner
+            self.ptr, self.shape, self.dtype, self._device_type, self.device_id
         )
 
     def __repr__(self):

@@ -23,13 +23,21 @@ import collections
 import contextlib
 import ctypes
 import inspect
+import itertools
+import operator
 
 import torch
 import torch.utils.dlpack
 
 from . import _heap, _progress
 from . import runtime as _runtime
-from .errors import AlreadyOffloadedError, ClosedError, FerryError, InvalidArgumentError
+from .errors import (
+    AlreadyOffloadedError,
+    ClosedError,
+    FerryError,
+    InvalidArgumentError,
+    ModelChangedError,
+)
 from .runtime import Backend, DType
 from .units import format_bytes, parse_bytes
 
@@ -223,6 +231,47 @@ def _named_containers(model, blocks):
                 refuse(f"blocks={name!r} and {other!r} overlap: one is inside the other")
         out.append((name, module))
     return out
+
+
+_MISSING = object()
+_numel = torch.Tensor.numel
+
+
+class _Watch:
+    """What a forward must find as offload() left it, checked by identity before a group
+    is acquired: the parameters, buffer names and submodules of the modules the group
+    covers, the buffers ferry does not hold there, and the group's own tensors pointing
+    at their placeholders. A few microseconds for a block of a dozen tensors."""
+
+    __slots__ = ("value_dicts", "values", "buffer_dicts", "buffer_keys", "lens", "expect",
+                 "params")
+
+    def __init__(self, modules, entries, ferry_buffers):
+        """modules: those the group covers; entries: the group's own; ferry_buffers:
+        (id(module), attribute) of every buffer location ferry holds (each is checked by
+        the group that holds it)."""
+        self.value_dicts = [d for m in modules for d in (m._parameters, m._modules)]
+        self.values = list(itertools.chain.from_iterable(map(dict.values, self.value_dicts)))
+        self.buffer_dicts = [m._buffers for m in modules]
+        self.buffer_keys = list(itertools.chain.from_iterable(self.buffer_dicts))
+        self.lens = list(map(len, self.value_dicts + self.buffer_dicts))
+        self.expect = [(m._buffers, k, v) for m in modules for k, v in m._buffers.items()
+                       if (id(m), k) not in ferry_buffers]
+        self.expect += [(m._buffers, attr, e.placeholder)
+                        for e in entries if not e.param for m, attr in e.locations]
+        self.params = [e.tensor for e in entries if e.param]
+
+    def unchanged(self):
+        """True when nothing changed (the group must not be held)."""
+        return (
+            list(map(len, self.value_dicts)) + list(map(len, self.buffer_dicts)) == self.lens
+            and all(map(operator.is_, itertools.chain.from_iterable(
+                map(dict.values, self.value_dicts)), self.values))
+            and all(map(operator.is_, itertools.chain.from_iterable(self.buffer_dicts),
+                        self.buffer_keys))
+            and all(d.get(k, _MISSING) is v for d, k, v in self.expect)
+            and not any(map(_numel, self.params))
+        )
 
 
 def _container_blocks(model, blocks=None):
@@ -505,6 +554,7 @@ class OffloadHandle:
         if self._closed:
             raise ClosedError("ferry.torch: forward through a closed offload handle")
         if not self._held(g):
+            self._check_unchanged(g)
             self._acquire(g, self._stream())
             self._hook_held.add(g)
 
@@ -537,6 +587,8 @@ class OffloadHandle:
                 self._hook_release(g)
             if self._root is not None:
                 self._hook_acquire(self._root)
+            else:
+                self._check_unchanged(None)
             if self._device.type != "cuda":
                 return None
             if _PRE_HOOK_KWARGS:
@@ -553,6 +605,77 @@ class OffloadHandle:
             pre_handle = root_module.register_forward_pre_hook(root_pre)
         self._hooks.append(pre_handle)
         self._hooks.append(_post_hook(root_module, root_post))
+
+
+    # --- tensors added or replaced after offload -----------------------------------
+
+    def _watch_model(self):
+        """One _Watch per group (the root's, under key self._root, which may be None,
+        covers every module outside the streamed blocks)."""
+        ferry_buffers = {(id(m), attr) for e in self._entries if not e.param
+                         for m, attr in e.locations}
+        held = {id(e.tensor) for e in self._entries if e.param}
+        self._ferry_params = {(id(m), attr) for m in self._model.modules()
+                              for attr, p in m._parameters.items() if id(p) in held}
+        in_blocks = set()
+        self._watches = {}
+        for g in self._groups:
+            if g is self._root:
+                continue
+            modules = list({id(m): m for b in g.modules for m in b.modules()}.values())
+            in_blocks.update(map(id, modules))
+            self._watches[g] = _Watch(modules, g.entries, ferry_buffers)
+        top = [m for m in self._model.modules() if id(m) not in in_blocks]
+        root_entries = self._root.entries if self._root is not None else []
+        self._watches[self._root] = _Watch(top, root_entries, ferry_buffers)
+
+    def _check_unchanged(self, g):
+        if self._watches[g].unchanged():
+            return
+        changes = self._changes()
+        if not changes:
+            self._watch_model()  # moved or removed only: nothing ferry does not hold
+            return
+        shown = ", ".join(f"{name} ({kind})" for name, kind in changes[:12])
+        if len(changes) > 12:
+            shown += f", and {len(changes) - 12} more"
+        raise ModelChangedError(
+            f"ferry.torch: {type(self._model).__name__} changed after offload(): "
+            f"{len(changes)} tensor(s) ferry does not hold, which would stay on the CPU "
+            f"beside its device tensors: {shown}. Call close() on the offload handle (it "
+            "gives the tensors ferry holds back their CPU data), change the model as you "
+            "need, then offload it again",
+            [name for name, _ in changes],
+        )
+
+    def _changes(self):
+        """[(qualified name, "new" | "replaced" | "data replaced")] of the model's
+        non-empty parameters and buffers that ferry does not hold."""
+        group_of = self._group_of_tensor
+        buffer_at = {(id(m), attr): e for e in self._entries if not e.param
+                     for m, attr in e.locations}
+        out = []
+        for mname, m in self._model.named_modules():
+            prefix = f"{mname}." if mname else ""
+            for attr, p in m._parameters.items():
+                if p is None:
+                    continue
+                g = group_of.get(id(p))
+                if g is None:
+                    if p.numel():
+                        kind = "replaced" if (id(m), attr) in self._ferry_params else "new"
+                        out.append((prefix + attr, kind))
+                elif p.numel() and not self._held(g):
+                    out.append((prefix + attr, "data replaced"))
+            for attr, b in m._buffers.items():
+                if b is None or not b.numel():
+                    continue
+                e = buffer_at.get((id(m), attr))
+                if e is None:
+                    out.append((prefix + attr, "new"))
+                elif b is not e.placeholder and not self._held(group_of[id(e.tensor)]):
+                    out.append((prefix + attr, "replaced"))
+        return out
 
 
 def _post_hook(module, hook):
@@ -742,4 +865,5 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
         _owners[id(e.tensor)] = handle
     model.__dict__["_ferry_handle"] = handle
     handle._install_hooks(model)
+    handle._watch_model()
     return handle

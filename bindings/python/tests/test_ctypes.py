@@ -383,6 +383,48 @@ def test_dlpack_capsules_are_freed_once_consumers_drop_them(loaded):
     assert dlpack.live_capsules() == before
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def test_dlpack_capsules_hold_a_managed_tensor_whose_deleter_is_libferry_code():
+    capsule = dlpack.make_capsule(0x1000, (2, 3), "float32", dlpack.DeviceType.CPU)
+    # CPython: id() is the object's address.
+    address = ctypes.pythonapi.PyCapsule_GetPointer(id(capsule), b"dltensor")
+    managed = ctypes.cast(address, ctypes.POINTER(dlpack._DLManagedTensor)).contents
+    t = managed.dl_tensor
+    assert (t.data, t.ndim, t.shape[0], t.shape[1]) == (0x1000, 2, 2, 3)
+    assert (t.dtype.code, t.dtype.bits, t.dtype.lanes, t.device.device_type) == (2, 32, 1, 1)
+    assert not t.strides and t.byte_offset == 0
+    # The consumer may call the deleter after the interpreter is gone: it must be C code of
+    # libferry, not a ctypes callback.
+    info = _DlInfo()
+    libc = ctypes.CDLL(None)
+    libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    deleter = ctypes.cast(managed.deleter, ctypes.c_void_p).value
+    assert libc.dladdr(deleter, ctypes.byref(info))
+    assert os.path.realpath(info.dli_fname.decode()) == os.path.realpath(_lib.lib()._name)
+    before = dlpack.live_capsules()
+    del capsule, managed, t
+    gc.collect()
+    assert dlpack.live_capsules() == before - 1, "an unconsumed capsule frees its tensor"
+
+
+def test_dlpack_wrap_refuses_bad_shapes_with_invalid_argument():
+    lib = _lib.lib()
+    out = ctypes.c_void_p()
+    shape = (ctypes.c_int64 * 9)(*[1] * 9)
+    before = dlpack.live_capsules()
+    assert lib.ferry_dlpack_wrap(None, 1, 0, 2, 32, 9, shape, ctypes.byref(out)) == 1
+    assert b"ferry_dlpack_wrap" in lib.ferry_last_error() and b"ndim 9" in lib.ferry_last_error()
+    assert lib.ferry_dlpack_wrap(None, 1, 0, 2, 32, 2, None, ctypes.byref(out)) == 1
+    shape[1] = -1
+    assert lib.ferry_dlpack_wrap(None, 1, 0, 2, 32, 2, shape, ctypes.byref(out)) == 1
+    assert lib.ferry_dlpack_wrap(None, 1, 0, 2, 32, 0, None, None) == 1
+    assert dlpack.live_capsules() == before
+
+
 def test_host_views_of_sealed_immutable_tensors_are_read_only(loaded):
     rt, g, tensors, _ = loaded
     host = np.asarray(tensors["f32"].host_view())

@@ -286,4 +286,18 @@ extern "C" {
         callback: ferry_pin_progress_fn,
         user: *mut c_void,
     ) -> ferry_status;
+
+    /// Returns, in `out_managed`, a `DLManagedTensor *` (dlpack.h) whose deleter is
+    /// libferry's and frees it.
+    pub fn ferry_dlpack_wrap(
+        data: *mut c_void,
+        device_type: i32,
+        device_id: i32,
+        dtype_code: u8,
+        dtype_bits: u8,
+        ndim: i32,
+        shape: *const i64,
+        out_managed: *mut *mut c_void,
+    ) -> ferry_status;
+    pub fn ferry_dlpack_live() -> u64;
 }

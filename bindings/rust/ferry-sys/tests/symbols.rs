@@ -425,6 +425,8 @@ fn every_declared_function_links() {
         ferry_trace_stop,
         ferry_trace_dump,
         ferry_pin_progress_set,
+        ferry_dlpack_wrap,
+        ferry_dlpack_live,
     ];
     for (name, f) in fns {
         assert!(!f.is_null(), "{name}");
