@@ -11,33 +11,7 @@
 
 namespace {
 
-// The layout of dlpack.h (DLPack 0.5 and later; DLManagedTensor is unversioned).
-struct DLDevice {
-    std::int32_t device_type;
-    std::int32_t device_id;
-};
-
-struct DLDataType {
-    std::uint8_t code;
-    std::uint8_t bits;
-    std::uint16_t lanes;
-};
-
-struct DLTensor {
-    void *data;
-    DLDevice device;
-    std::int32_t ndim;
-    DLDataType dtype;
-    std::int64_t *shape;
-    std::int64_t *strides;
-    std::uint64_t byte_offset;
-};
-
-struct DLManagedTensor {
-    DLTensor dl_tensor;
-    void *manager_ctx;
-    void (*deleter)(DLManagedTensor *self);
-};
+using namespace ferry::dlpack;  // DLManagedTensor, DLTensor, DLDevice, DLDataType
 
 // One allocation: the managed tensor first (what the consumer holds), then its shape.
 struct Block {

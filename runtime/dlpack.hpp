@@ -6,6 +6,37 @@
 #include <cstdint>
 
 namespace ferry {
+namespace dlpack {
+
+// The layout of dlpack.h (DLPack 0.5 and later; DLManagedTensor is unversioned).
+struct DLDevice {
+    std::int32_t device_type;
+    std::int32_t device_id;
+};
+
+struct DLDataType {
+    std::uint8_t code;
+    std::uint8_t bits;
+    std::uint16_t lanes;
+};
+
+struct DLTensor {
+    void *data;
+    DLDevice device;
+    std::int32_t ndim;
+    DLDataType dtype;
+    std::int64_t *shape;
+    std::int64_t *strides;
+    std::uint64_t byte_offset;
+};
+
+struct DLManagedTensor {
+    DLTensor dl_tensor;
+    void *manager_ctx;
+    void (*deleter)(DLManagedTensor *self);
+};
+
+}  // namespace dlpack
 
 // Allocates a DLManagedTensor (the unversioned struct of dlpack.h) over `data`,
 // C-contiguous, with a deleter that frees it and nothing else. Throws ferry::Error.

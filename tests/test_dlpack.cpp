@@ -5,36 +5,11 @@
 #include <cstring>
 #include <thread>
 
+#include "dlpack.hpp"
 #include "ferry/ferry.h"
 
-namespace {
-
-// dlpack.h's layout, as a consumer (torch, cupy) reads it.
-struct DLDevice {
-    std::int32_t device_type;
-    std::int32_t device_id;
-};
-struct DLDataType {
-    std::uint8_t code;
-    std::uint8_t bits;
-    std::uint16_t lanes;
-};
-struct DLTensor {
-    void *data;
-    DLDevice device;
-    std::int32_t ndim;
-    DLDataType dtype;
-    std::int64_t *shape;
-    std::int64_t *strides;
-    std::uint64_t byte_offset;
-};
-struct DLManagedTensor {
-    DLTensor dl_tensor;
-    void *manager_ctx;
-    void (*deleter)(DLManagedTensor *self);
-};
-
-}  // namespace
+using ferry::dlpack::DLManagedTensor;
+using ferry::dlpack::DLTensor;
 
 TEST_CASE("A wrapped view has dlpack.h's fields and its deleter frees it, on any thread") {
     const std::uint64_t before = ferry_dlpack_live();
