@@ -125,7 +125,9 @@ TEST_CASE("Refused pinning names RLIMIT_MEMLOCK, or falls back to pageable when 
     Progress progress;
     REQUIRE(ferry_pin_progress_set(rt, &Progress::record, &progress) == FERRY_OK);
     {
-        ferry::ScopedFault refuse(ferry::Fault::pin, /*skip=*/2);
+        // The staging ring's two buffers, two chunks of the store, then every pin refused,
+        // as a memlock limit would.
+        ferry::ScopedFault refuse(ferry::Fault::pin, /*skip=*/4, /*times=*/1000);
         REQUIRE(ferry_plan(rt) == FERRY_OK);
     }
     ferry_stats stats;

@@ -251,10 +251,11 @@ void Runtime::plan() {
     lay_out_heads(plan);
 
     try {
+        // With pageable_fallback the staging ring is pinned first: a limit (RLIMIT_MEMLOCK)
+        // that stops pinning the store part-way would refuse the ring after it too.
+        if (options_.pin.pageable_fallback) staging_ = std::make_unique<StagingRing>(*device_);
         host_ = std::make_unique<HostStore>(*device_, image_ends(), options_.pin);
-        if (host_->pageable_bytes() > 0) {
-            staging_ = std::make_unique<StagingRing>(*device_);
-        }
+        if (host_->pageable_bytes() == 0) staging_.reset();  // every image is pinned
         slab_ = std::make_unique<Slab>(*device_,
                                        carve_slab(plan, input.group_bytes, options_.slots_per_class));
         if (!options_.synchronous) copy_stream_ = device_->create_stream();
