@@ -114,6 +114,16 @@ class _Entry:
             for module, attr in self.locations:
                 module._buffers[attr] = value
 
+    def restore(self):
+        """Gives the tensor back its bytes from the host store (PLANNED or SEALED). A
+        buffer gets its own object back in every module that registers it: the load
+        emptied that object (.data), and it may be aliased elsewhere (a rotary
+        embedding's original_inv_freq, the caller's own reference)."""
+        value = self.read_back()
+        self.tensor.data = value
+        if not self.param:
+            self.point_at(self.tensor)
+
     def read_back(self):
         """A CPU tensor with the bytes of ferry's host store (PLANNED or SEALED)."""
         out = torch.empty(self.shape, dtype=self.dtype)
@@ -429,7 +439,7 @@ class OffloadHandle:
         self._hooks = []
         self._rt.synchronize()
         for e in self._entries:
-            e.point_at(e.read_back())
+            e.restore()
         self._finish()
 
     def __enter__(self):
@@ -838,11 +848,11 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
                 if e.dtype not in placeholders:
                     placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
                 e.placeholder = placeholders[e.dtype]
+                released.append(e)  # its bytes are in the store: restore() can undo
                 e.point_at(e.placeholder)
                 if not e.param:
                     # The entry keeps the buffer object for its identity, not its bytes.
                     e.tensor.data = e.placeholder
-                released.append(e)
                 untrimmed += e.nbytes
             if untrimmed >= _TRIM_EVERY:
                 _heap.trim()
@@ -852,7 +862,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
         # Put back what was already released, from the host store (still writable and
         # readable in PLANNED), then drop the runtime: the model is as it was.
         for e in released:
-            e.point_at(e.read_back())
+            e.restore()
         rt.close()
         raise
     finally:

@@ -322,6 +322,45 @@ def test_a_failure_while_loading_puts_every_tensor_back():
     assert_restored(model, ref)
 
 
+def _buffer_objects(model):
+    """[(module, attribute, the buffer object, a copy of its values)] of every buffer."""
+    return [(m, attr, b, b.clone()) for m in model.modules() for attr, b in m._buffers.items()
+            if b is not None]
+
+
+def assert_buffer_objects_restored(kept):
+    for m, attr, b, want in kept:
+        assert m._buffers[attr] is b, attr
+        assert b.device.type == "cpu" and torch.equal(b, want), attr
+
+
+@pytest.mark.parametrize("ending", ["close", "failed load"])
+def test_buffer_objects_get_their_values_back_and_stay_registered(ending):
+    # A rotary embedding keeps its buffer under a second name too (transformers'
+    # original_inv_freq = inv_freq), and a caller may hold one: the load empties the
+    # object, so close() and a failed load must refill that same object.
+    model, ref = fresh()
+    kept = _buffer_objects(model)
+    if ending == "close":
+        handle = offload(model)
+        outputs(model, inputs(n=1))
+        handle.close()
+    else:
+        original = ferry.Runtime.seal
+
+        def failing(self):
+            raise ferry.OutOfHostMemoryError("injected failure")
+
+        ferry.Runtime.seal = failing
+        try:
+            with pytest.raises(ferry.OutOfHostMemoryError):
+                offload(model)
+        finally:
+            ferry.Runtime.seal = original
+    assert_buffer_objects_restored(kept)
+    assert_restored(model, ref)
+
+
 def test_mutable_names_that_match_nothing_are_refused():
     model, ref = fresh()
     with pytest.raises(ferry.InvalidArgumentError, match="no.such"):
