@@ -349,6 +349,8 @@ class OffloadHandle:
         self._hooks = []
         self._root = self._by_name.get(ROOT_GROUP)
         self._closed = False
+        self._watches = {}  # group -> _Watch (_watch_model)
+        self._checked = set()  # groups whose watch passed in this forward
         self._group_of_tensor = {}
         for g in groups:
             for e in g.entries:
@@ -595,6 +597,7 @@ class OffloadHandle:
             # A pass that raised left its groups held: let them go first.
             for g in list(self._hook_held):
                 self._hook_release(g)
+            self._checked.clear()
             if self._root is not None:
                 self._hook_acquire(self._root)
             else:
@@ -608,6 +611,7 @@ class OffloadHandle:
         def root_post(module, args, output):
             for g in list(self._hook_held):
                 self._hook_release(g)
+            self._accept_forward_changes()
 
         if _PRE_HOOK_KWARGS:
             pre_handle = root_module.register_forward_pre_hook(root_pre, with_kwargs=True)
@@ -619,32 +623,49 @@ class OffloadHandle:
 
     # --- tensors added or replaced after offload -----------------------------------
 
-    def _watch_model(self):
+    def _watch_model(self, only=None):
         """One _Watch per group (the root's, under key self._root, which may be None,
-        covers every module outside the streamed blocks)."""
+        covers every module outside the streamed blocks); only: those of these groups."""
         ferry_buffers = {(id(m), attr) for e in self._entries if not e.param
                          for m, attr in e.locations}
-        held = {id(e.tensor) for e in self._entries if e.param}
-        self._ferry_params = {(id(m), attr) for m in self._model.modules()
-                              for attr, p in m._parameters.items() if id(p) in held}
+        if only is None:
+            held = {id(e.tensor) for e in self._entries if e.param}
+            self._ferry_params = {(id(m), attr) for m in self._model.modules()
+                                  for attr, p in m._parameters.items() if id(p) in held}
+            self._watches = {}
         in_blocks = set()
-        self._watches = {}
         for g in self._groups:
             if g is self._root:
                 continue
             modules = list({id(m): m for b in g.modules for m in b.modules()}.values())
             in_blocks.update(map(id, modules))
-            self._watches[g] = _Watch(modules, g.entries, ferry_buffers)
-        top = [m for m in self._model.modules() if id(m) not in in_blocks]
-        root_entries = self._root.entries if self._root is not None else []
-        self._watches[self._root] = _Watch(top, root_entries, ferry_buffers)
+            if only is None or g in only:
+                self._watches[g] = _Watch(modules, g.entries, ferry_buffers)
+        if only is None or self._root in only:
+            top = [m for m in self._model.modules() if id(m) not in in_blocks]
+            root_entries = self._root.entries if self._root is not None else []
+            self._watches[self._root] = _Watch(top, root_entries, ferry_buffers)
+
+    def _accept_forward_changes(self):
+        """What the forward itself changed in the groups it went through (a cache built
+        lazily into a buffer, on the device it computes on) is the model's own: their
+        watches take it as it is now. Changes made between forwards were refused by the
+        check before the group was acquired; a group a forward did not reach (it raised
+        first) keeps its watch."""
+        changed = [g for g in self._checked
+                   if not self._held(g) and not self._watches[g].unchanged()]
+        self._checked.clear()
+        if changed:
+            self._watch_model(only=changed)
 
     def _check_unchanged(self, g):
         if self._watches[g].unchanged():
+            self._checked.add(g)
             return
         changes = self._changes()
         if not changes:
             self._watch_model()  # moved or removed only: nothing ferry does not hold
+            self._checked.add(g)
             return
         shown = ", ".join(f"{name} ({kind})" for name, kind in changes[:12])
         if len(changes) > 12:

@@ -136,6 +136,43 @@ def test_a_module_removed_after_offload_is_accepted():
     handle.close()
 
 
+class _LazyScale(nn.Module):
+    """Builds a buffer the first time it runs, on the device of its input (as rotary
+    embeddings build their cos/sin caches): registered as None, then filled."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("cache", None, persistent=False)
+
+    def forward(self, x):
+        if self.cache is None:
+            self.cache = torch.full((x.shape[-1],), 0.5, device=x.device, dtype=x.dtype)
+        return x * self.cache
+
+
+def _with_lazy_scales():
+    """TinyTransformer, whose block 4 and the model itself end with a _LazyScale."""
+    model = TinyTransformer().eval()
+    for m in (model, model.blocks[4]):
+        m.lazy = _LazyScale()
+        m.forward = (lambda m, f: lambda x: m.lazy(f(x)))(m, m.forward)
+    return model
+
+
+def test_buffers_the_forward_builds_lazily_are_the_models_own():
+    model, ref = _with_lazy_scales(), _with_lazy_scales()
+    handle = ferry.torch.offload(model, budget="40%", backend=BACKEND)
+    x = inputs(n=1)[0]
+    with torch.no_grad():
+        want = ref(x)
+        for _ in range(3):
+            assert torch.equal(forward(model).cpu(), want)
+    # What changes between forwards is still refused, every time.
+    model.blocks[4].extra = nn.Linear(2, 2)
+    assert_change_reported(model, handle, "blocks.4.extra.weight")
+    handle.close()
+
+
 def test_the_check_costs_a_few_microseconds_per_group():
     import timeit
 
