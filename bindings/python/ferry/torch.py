@@ -651,11 +651,12 @@ class OffloadHandle:
         lazily into a buffer, on the device it computes on) is the model's own: their
         watches take it as it is now. Changes made between forwards were refused by the
         check before the group was acquired; a group a forward did not reach (it raised
-        first) keeps its watch."""
+        first) keeps its watch, and a parameter added or replaced is refused at the next
+        forward even when the forward made it."""
         changed = [g for g in self._checked
                    if not self._held(g) and not self._watches[g].unchanged()]
         self._checked.clear()
-        if changed:
+        if changed and not self._changes(buffers=False):
             self._watch_model(only=changed)
 
     def _check_unchanged(self, g):
@@ -679,9 +680,9 @@ class OffloadHandle:
             [name for name, _ in changes],
         )
 
-    def _changes(self):
+    def _changes(self, buffers=True):
         """[(qualified name, "new" | "replaced" | "data replaced")] of the model's
-        non-empty parameters and buffers that ferry does not hold."""
+        non-empty parameters (and buffers) that ferry does not hold."""
         group_of = self._group_of_tensor
         buffer_at = {(id(m), attr): e for e in self._entries if not e.param
                      for m, attr in e.locations}
@@ -698,7 +699,7 @@ class OffloadHandle:
                         out.append((prefix + attr, kind))
                 elif p.numel() and not self._held(g):
                     out.append((prefix + attr, "data replaced"))
-            for attr, b in m._buffers.items():
+            for attr, b in (m._buffers.items() if buffers else ()):
                 if b is None or not b.numel():
                     continue
                 e = buffer_at.get((id(m), attr))

@@ -173,6 +173,23 @@ def test_buffers_the_forward_builds_lazily_are_the_models_own():
     handle.close()
 
 
+def test_a_parameter_a_forward_replaces_is_named_at_the_next_forward():
+    model, handle, ref, originals = offloaded()
+    fc1 = model.blocks[2].fc1
+    replaced = []
+
+    def replace(module, args):
+        if not replaced:
+            replaced.append(nn.Parameter(module.weight.detach().clone()))
+            module.weight = replaced[0]
+
+    hook = fc1.register_forward_pre_hook(replace)
+    forward(model)
+    hook.remove()
+    assert_change_reported(model, handle, "blocks.2.fc1.weight")
+    assert_originals_restored(handle, ref, originals)
+
+
 def test_the_check_costs_a_few_microseconds_per_group():
     import timeit
 
