@@ -35,6 +35,8 @@ std::uint64_t encode(std::uint32_t serial, HandleKind kind, std::uint32_t index)
 struct ferry_runtime {
     std::uint64_t magic = kRuntimeMagic;
     ferry::Runtime impl;
+    // DLPack views made for this runtime and not freed yet (ferry_dlpack_live).
+    ferry::ViewCount views = std::make_shared<std::atomic<std::uint64_t>>(0);
     explicit ferry_runtime(ferry::RuntimeOptions options) : impl(std::move(options)) {}
 };
 
@@ -343,16 +345,31 @@ ferry_status ferry_pin_progress_set(ferry_runtime *runtime, ferry_pin_progress_f
                    [&] { runtime_of(runtime).set_pin_progress(fn, user); });
 }
 
-ferry_status ferry_dlpack_wrap(void *data, int32_t device_type, int32_t device_id,
-                               uint8_t dtype_code, uint8_t dtype_bits, int32_t ndim,
-                               const int64_t *shape, void **out_managed) {
+ferry_status ferry_dlpack_wrap(ferry_runtime *owner, void *data, int32_t device_type,
+                               int32_t device_id, uint8_t dtype_code, uint8_t dtype_bits,
+                               int32_t ndim, const int64_t *shape, void **out_managed) {
     return guarded("ferry_dlpack_wrap", [&] {
         require_out(out_managed, "out_managed");
-        *out_managed =
-            ferry::dlpack_wrap(data, device_type, device_id, dtype_code, dtype_bits, ndim, shape);
+        ferry::ViewCount count;
+        if (owner != nullptr) {
+            runtime_of(owner);  // a valid, live runtime
+            count = owner->views;
+        }
+        *out_managed = ferry::dlpack_wrap(std::move(count), data, device_type, device_id,
+                                          dtype_code, dtype_bits, ndim, shape);
     });
 }
 
-uint64_t ferry_dlpack_live(void) { return ferry::dlpack_live(); }
+ferry_status ferry_dlpack_live(ferry_runtime *owner, uint64_t *out_live) {
+    return guarded("ferry_dlpack_live", [&] {
+        require_out(out_live, "out_live");
+        if (owner == nullptr) {
+            *out_live = ferry::dlpack_live();
+            return;
+        }
+        runtime_of(owner);
+        *out_live = owner->views->load(std::memory_order_acquire);
+    });
+}
 
 }  // extern "C"

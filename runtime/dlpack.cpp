@@ -3,6 +3,7 @@
 #include "dlpack.hpp"
 
 #include <atomic>
+#include <cstddef>
 #include <new>
 #include <string>
 
@@ -17,12 +18,16 @@ using namespace ferry::dlpack;  // DLManagedTensor, DLTensor, DLDevice, DLDataTy
 struct Block {
     DLManagedTensor managed;
     std::int64_t shape[FERRY_MAX_DIMS];
+    ferry::ViewCount owner;  // the runtime's count, or null
 };
+static_assert(offsetof(Block, managed) == 0, "a DLManagedTensor * is a Block *");
 
 std::atomic<std::uint64_t> g_live{0};
 
 extern "C" void delete_block(DLManagedTensor *self) {
-    delete reinterpret_cast<Block *>(self);
+    auto *block = reinterpret_cast<Block *>(self);
+    if (block->owner) block->owner->fetch_sub(1, std::memory_order_acq_rel);
+    delete block;
     g_live.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -30,9 +35,9 @@ extern "C" void delete_block(DLManagedTensor *self) {
 
 namespace ferry {
 
-void *dlpack_wrap(void *data, std::int32_t device_type, std::int32_t device_id,
-                  std::uint8_t dtype_code, std::uint8_t dtype_bits, std::int32_t ndim,
-                  const std::int64_t *shape) {
+void *dlpack_wrap(ViewCount owner, void *data, std::int32_t device_type,
+                  std::int32_t device_id, std::uint8_t dtype_code, std::uint8_t dtype_bits,
+                  std::int32_t ndim, const std::int64_t *shape) {
     FERRY_EXPECTS(ndim >= 0 && ndim <= FERRY_MAX_DIMS, FERRY_ERROR_INVALID_ARGUMENT,
                   "ndim " + std::to_string(ndim) + " is not in 0.." +
                       std::to_string(FERRY_MAX_DIMS));
@@ -55,6 +60,8 @@ void *dlpack_wrap(void *data, std::int32_t device_type, std::int32_t device_id,
     t.byte_offset = 0;
     block->managed.manager_ctx = nullptr;
     block->managed.deleter = delete_block;
+    if (owner) owner->fetch_add(1, std::memory_order_acq_rel);
+    block->owner = std::move(owner);
     g_live.fetch_add(1, std::memory_order_relaxed);
     return &block->managed;
 }

@@ -3,7 +3,9 @@
 // and freed here, so that the deleter a consumer calls is plain C.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 
 namespace ferry {
 namespace dlpack {
@@ -38,11 +40,16 @@ struct DLManagedTensor {
 
 }  // namespace dlpack
 
+// Live managed tensors of one runtime, shared by the runtime and each tensor, so that a
+// deleter run after the runtime was destroyed still has a count to decrement.
+using ViewCount = std::shared_ptr<std::atomic<std::uint64_t>>;
+
 // Allocates a DLManagedTensor (the unversioned struct of dlpack.h) over `data`,
-// C-contiguous, with a deleter that frees it and nothing else. Throws ferry::Error.
-void *dlpack_wrap(void *data, std::int32_t device_type, std::int32_t device_id,
-                  std::uint8_t dtype_code, std::uint8_t dtype_bits, std::int32_t ndim,
-                  const std::int64_t *shape);
+// C-contiguous, with a deleter that frees it and nothing else. It counts in `owner`
+// (may be null) until deleted. Throws ferry::Error.
+void *dlpack_wrap(ViewCount owner, void *data, std::int32_t device_type,
+                  std::int32_t device_id, std::uint8_t dtype_code, std::uint8_t dtype_bits,
+                  std::int32_t ndim, const std::int64_t *shape);
 
 // How many made by dlpack_wrap have not been deleted yet.
 std::uint64_t dlpack_live() noexcept;

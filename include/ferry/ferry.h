@@ -22,7 +22,8 @@
  *     ferry_trace_start/_stop/_dump any phase
  *     ferry_destroy                any phase
  *
- * ferry_dlpack_wrap and ferry_dlpack_live take no runtime: DLPack views for bindings.
+ * ferry_dlpack_wrap and ferry_dlpack_live: any time, a runtime or NULL (DLPack views for
+ * bindings).
  *
  * Errors: every call returns a ferry_status. On failure the calling thread's
  * ferry_last_error() names the call, the object and the cause, and the runtime stays
@@ -437,23 +438,29 @@ FERRY_API ferry_status ferry_pin_progress_set(ferry_runtime *runtime,
  * the binding.
  */
 
-/* Any time, no runtime needed; thread-safe. Allocates a DLManagedTensor (the unversioned
-   struct of dlpack.h, DLPack 0.5 and later) viewing `data` as a C-contiguous array of
-   `ndim` (0..FERRY_MAX_DIMS) dims `shape` (copied), of DLPack type code `dtype_code`,
+/* Any time; thread-safe. Allocates a DLManagedTensor (the unversioned struct of dlpack.h,
+   DLPack 0.5 and later) viewing `data` as a C-contiguous array of `ndim`
+   (0..FERRY_MAX_DIMS) dims `shape` (copied), of DLPack type code `dtype_code`,
    `dtype_bits` bits and one lane, on DLPack device (`device_type`, `device_id`):
    kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3. strides is NULL and byte_offset 0. The
    memory viewed is not owned: it must stay valid while the consumer uses it (for a
-   device address: while the group is acquired). The caller owns *out_managed until a
-   consumer takes it; one never taken is freed by calling its deleter.
+   device address: while the group is acquired). `owner` (may be NULL) is the runtime
+   whose memory it views: the tensor counts in ferry_dlpack_live(owner) until deleted,
+   so that a binding can keep the runtime until its last view is gone. The caller owns
+   *out_managed until a consumer takes it; one never taken is freed by calling its
+   deleter, which is libferry code, safe on any thread and at any time, even after
+   `owner` was destroyed.
    FERRY_ERROR_INVALID_ARGUMENT for a NULL out_managed, a bad ndim, a NULL shape with
-   ndim > 0, a negative dim or 0 bits; FERRY_ERROR_OUT_OF_HOST_MEMORY. */
-FERRY_API ferry_status ferry_dlpack_wrap(void *data, int32_t device_type, int32_t device_id,
+   ndim > 0, a negative dim or 0 bits; FERRY_ERROR_INVALID_HANDLE for a bad owner;
+   FERRY_ERROR_OUT_OF_HOST_MEMORY. */
+FERRY_API ferry_status ferry_dlpack_wrap(ferry_runtime *owner, void *data,
+                                         int32_t device_type, int32_t device_id,
                                          uint8_t dtype_code, uint8_t dtype_bits, int32_t ndim,
                                          const int64_t *shape, void **out_managed);
 
-/* Any time; thread-safe. How many managed tensors made by ferry_dlpack_wrap in this
-   process have not been deleted yet (for leak checks). */
-FERRY_API uint64_t ferry_dlpack_live(void);
+/* Any time; thread-safe. How many managed tensors made by ferry_dlpack_wrap for `owner`
+   (NULL: in the whole process) have not been deleted yet. */
+FERRY_API ferry_status ferry_dlpack_live(ferry_runtime *owner, uint64_t *out_live);
 
 #ifdef __cplusplus
 }

@@ -186,10 +186,10 @@ _DECLARATIONS = {
     "ferry_pin_progress_set": (_status, [_rt, PinProgressFn, _vp]),
     "ferry_dlpack_wrap": (
         _status,
-        [_vp, ctypes.c_int32, ctypes.c_int32, ctypes.c_uint8, ctypes.c_uint8, ctypes.c_int32,
-         ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(_vp)],
+        [_rt, _vp, ctypes.c_int32, ctypes.c_int32, ctypes.c_uint8, ctypes.c_uint8,
+         ctypes.c_int32, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(_vp)],
     ),
-    "ferry_dlpack_live": (_u64, []),
+    "ferry_dlpack_live": (_status, [_rt, ctypes.POINTER(_u64)]),
 }
 
 # --------------------------------------------------------------------------------------

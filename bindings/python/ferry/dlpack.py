@@ -140,18 +140,21 @@ _capsule_destructor = _capsule_destructor_of()
 _capsule_destructor_address = ctypes.cast(_capsule_destructor, ctypes.c_void_p)
 
 
-def make_capsule(data, shape, dtype, device_type, device_id=0):
+def make_capsule(data, shape, dtype, device_type, device_id=0, runtime=None):
     """A "dltensor" PyCapsule of a C-contiguous array at address ``data``.
 
     dtype is a name such as "float32". The capsule does not own the memory: it must
-    stay valid while the consumer's tensor is used."""
+    stay valid while the consumer's tensor is used. ``runtime``: the ferry.Runtime whose
+    memory it views; it counts as one of that runtime's live views until the consumer
+    frees it, and a runtime collected meanwhile is destroyed only after its last view."""
     code, bits = dlpack_dtype(dtype)
     shape = tuple(int(d) for d in shape)
     c_shape = (ctypes.c_int64 * max(len(shape), 1))(*shape)
     out = ctypes.c_void_p()
     lib = _lib.lib()
-    check(lib.ferry_dlpack_wrap(data or None, int(device_type), int(device_id), code, bits,
-                                len(shape), c_shape, ctypes.byref(out)))
+    owner = runtime._handle() if runtime is not None else None
+    check(lib.ferry_dlpack_wrap(owner, data or None, int(device_type), int(device_id), code,
+                                bits, len(shape), c_shape, ctypes.byref(out)))
     try:
         return _pyapi.PyCapsule_New(out.value, _CAPSULE_NAME, _capsule_destructor_address)
     except BaseException:
@@ -172,7 +175,9 @@ def array_interface(data, shape, dtype, readonly=False, version=3):
     return out
 
 
-def live_capsules():
-    """How many managed tensors libferry made are not deleted yet, in the whole process
-    (for tests)."""
-    return int(_lib.lib().ferry_dlpack_live())
+def live_capsules(handle=None):
+    """How many managed tensors libferry made are not deleted yet: for the runtime
+    ``handle`` (a ferry_runtime pointer), or in the whole process."""
+    out = ctypes.c_uint64()
+    check(_lib.lib().ferry_dlpack_live(handle, ctypes.byref(out)))
+    return int(out.value)

@@ -13,8 +13,10 @@
 import contextlib
 import ctypes
 import enum
+import atexit
 import math
 import os
+import threading
 
 from . import _lib
 from . import dlpack as _dlpack
@@ -167,6 +169,30 @@ def _stream_address(stream):
     raise InvalidArgumentError(f"ferry: not a stream: {stream!r}")
 
 
+# Runtimes collected while DLPack views of their memory were still alive in a consumer
+# (a torch tensor outlives the view it was made from): each is destroyed once its last
+# view is freed, checked whenever a runtime is made or closed, and at exit.
+_orphans = []
+_orphans_lock = threading.Lock()
+
+
+def _destroy_orphans():
+    with _orphans_lock:
+        if not _orphans:
+            return
+        lib = _lib.lib()
+        alive = []
+        for ptr in _orphans:
+            if _dlpack.live_capsules(ptr) > 0:
+                alive.append(ptr)
+            else:
+                lib.ferry_destroy(ptr)  # nothing to report to: its owner is gone
+        _orphans[:] = alive
+
+
+atexit.register(_destroy_orphans)
+
+
 class Runtime:
     """One ferry runtime: ferry_create on construction, ferry_destroy on close().
 
@@ -196,6 +222,7 @@ class Runtime:
         self._ptr = None
         self._pin_progress = None  # the _PinProgress the library may call, kept alive
         self._lib = _lib.lib()
+        _destroy_orphans()
         cfg = _lib.ConfigStruct()
         self._lib.ferry_config_init(ctypes.byref(cfg))
         cfg.vram_budget = parse_bytes(vram_budget)
@@ -254,7 +281,8 @@ class Runtime:
 
     def close(self):
         """ferry_destroy: waits for in-flight work, writes back dirty mutable tensors,
-        frees everything. Idempotent. Views handed out before are dangling after it."""
+        frees everything. Idempotent. Views handed out before are dangling after it.
+        (A runtime collected without close() waits for its last DLPack view instead.)"""
         if self._ptr is None:
             return
         ptr, self._ptr = self._ptr, None
@@ -262,6 +290,7 @@ class Runtime:
             check(self._lib.ferry_destroy(ptr))
         finally:
             self._pin_progress = None
+            _destroy_orphans()
 
     def __enter__(self):
         return self
@@ -272,6 +301,11 @@ class Runtime:
 
     def __del__(self):
         try:
+            if self._ptr is not None and _dlpack.live_capsules(self._ptr) > 0:
+                with _orphans_lock:  # a consumer's tensor still reads its memory
+                    _orphans.append(self._ptr)
+                self._ptr = None
+                return
             self.close()
         except Exception:  # noqa: BLE001 - nothing to report to at collection time
             pass
@@ -632,7 +666,8 @@ class _View:
         # on another stream must order itself after that stream.
         del stream
         return _dlpack.make_capsule(
-            self.ptr, self.shape, self.dtype, self._device_type, self.device_id
+            self.ptr, self.shape, self.dtype, self._device_type, self.device_id,
+            runtime=getattr(self.owner, "runtime", None),
         )
 
     def __repr__(self):

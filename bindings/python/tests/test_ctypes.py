@@ -416,12 +416,12 @@ def test_dlpack_wrap_refuses_bad_shapes_with_invalid_argument():
     out = ctypes.c_void_p()
     shape = (ctypes.c_int64 * 9)(*[1] * 9)
     before = dlpack.live_capsules()
-    assert lib.ferry_dlpack_wrap(None, 1, 0, 2, 32, 9, shape, ctypes.byref(out)) == 1
+    assert lib.ferry_dlpack_wrap(None, None, 1, 0, 2, 32, 9, shape, ctypes.byref(out)) == 1
     assert b"ferry_dlpack_wrap" in lib.ferry_last_error() and b"ndim 9" in lib.ferry_last_error()
-    assert lib.ferry_dlpack_wrap(None, 1, 0, 2, 32, 2, None, ctypes.byref(out)) == 1
+    assert lib.ferry_dlpack_wrap(None, None, 1, 0, 2, 32, 2, None, ctypes.byref(out)) == 1
     shape[1] = -1
-    assert lib.ferry_dlpack_wrap(None, 1, 0, 2, 32, 2, shape, ctypes.byref(out)) == 1
-    assert lib.ferry_dlpack_wrap(None, 1, 0, 2, 32, 0, None, None) == 1
+    assert lib.ferry_dlpack_wrap(None, None, 1, 0, 2, 32, 2, shape, ctypes.byref(out)) == 1
+    assert lib.ferry_dlpack_wrap(None, None, 1, 0, 2, 32, 0, None, None) == 1
     assert dlpack.live_capsules() == before
 
 
@@ -573,3 +573,27 @@ def test_pin_progress_can_be_cleared_and_is_set_only_before_plan():
     rt.close()
     with pytest.raises(ferry.ClosedError):
         rt.set_pin_progress(None)
+
+
+def test_a_tensor_made_from_a_view_outlives_its_collected_runtime():
+    torch = pytest.importorskip("torch")
+    from torch.utils.dlpack import from_dlpack
+
+    def make():  # a function that builds a runtime and returns only a tensor of it
+        rt = ferry.Runtime("1MiB", backend="sim")
+        t = rt.define_group("g").define_tensor("w", 64, dtype=torch.float32, shape=(16,))
+        rt.plan()
+        src = torch.arange(16, dtype=torch.float32)
+        t.copy_in_address(src.data_ptr(), 64)
+        return from_dlpack(t.host_view())
+
+    before = dlpack.live_capsules()
+    x = make()
+    gc.collect()
+    assert len(ferry.runtime._orphans) == 1, "collected with a view alive: kept"
+    assert torch.equal(x, torch.arange(16, dtype=torch.float32))
+    del x
+    gc.collect()
+    assert dlpack.live_capsules() == before
+    ferry.Runtime("1MiB", backend="sim").close()  # destroys the runtime no view needs
+    assert ferry.runtime._orphans == []

@@ -288,8 +288,9 @@ extern "C" {
     ) -> ferry_status;
 
     /// Returns, in `out_managed`, a `DLManagedTensor *` (dlpack.h) whose deleter is
-    /// libferry's and frees it.
+    /// libferry's and frees it; it counts in `ferry_dlpack_live(owner)` until then.
     pub fn ferry_dlpack_wrap(
+        owner: *mut ferry_runtime,
         data: *mut c_void,
         device_type: i32,
         device_id: i32,
@@ -299,5 +300,5 @@ extern "C" {
         shape: *const i64,
         out_managed: *mut *mut c_void,
     ) -> ferry_status;
-    pub fn ferry_dlpack_live() -> u64;
+    pub fn ferry_dlpack_live(owner: *mut ferry_runtime, out_live: *mut u64) -> ferry_status;
 }
