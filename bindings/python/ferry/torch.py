@@ -854,8 +854,9 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     released = []
     placeholders = {}
     untrimmed = 0  # bytes released since the last trim
-    copying = _progress.bar(progress, model_bytes, "ferry: copying")
+    copying = None
     try:
+        copying = _progress.bar(progress, model_bytes, "ferry: copying")
         for g in groups:
             for e in g.entries:
                 src = e.tensor.detach()

@@ -190,18 +190,6 @@ def test_a_parameter_a_forward_replaces_is_named_at_the_next_forward():
     assert_originals_restored(handle, ref, originals)
 
 
-def test_the_check_costs_a_few_microseconds_per_group():
-    import timeit
-
-    model, handle, _, _ = offloaded()
-    watch = handle._watches[handle._groups[1]]
-    n = 2000
-    seconds = min(timeit.repeat(watch.unchanged, number=n, repeat=5)) / n
-    assert watch.unchanged()
-    assert seconds < 50e-6, f"{seconds * 1e6:.1f} us per group"
-    handle.close()
-
-
 # --- PEFT ----------------------------------------------------------------------------
 
 
