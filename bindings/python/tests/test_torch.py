@@ -335,7 +335,7 @@ def assert_buffer_objects_restored(kept):
 
 
 @pytest.mark.parametrize("ending", ["close", "failed load"])
-def test_buffer_objects_get_their_values_back_and_stay_registered(ending):
+def test_buffer_objects_get_their_values_back_and_stay_registered(ending, monkeypatch):
     # A rotary embedding keeps its buffer under a second name too (transformers'
     # original_inv_freq = inv_freq), and a caller may hold one: the load empties the
     # object, so close() and a failed load must refill that same object.
@@ -346,17 +346,13 @@ def test_buffer_objects_get_their_values_back_and_stay_registered(ending):
         outputs(model, inputs(n=1))
         handle.close()
     else:
-        original = ferry.Runtime.seal
-
         def failing(self):
             raise ferry.OutOfHostMemoryError("injected failure")
 
-        ferry.Runtime.seal = failing
-        try:
-            with pytest.raises(ferry.OutOfHostMemoryError):
-                offload(model)
-        finally:
-            ferry.Runtime.seal = original
+        monkeypatch.setattr(ferry.Runtime, "seal", failing)
+        with pytest.raises(ferry.OutOfHostMemoryError):
+            offload(model)
+        monkeypatch.undo()
     assert_buffer_objects_restored(kept)
     assert_restored(model, ref)
 
