@@ -1,7 +1,6 @@
 // device/: the device interface and its backends (sim, cuda); uses base/ and kernels/.
 // The cuda backend: ferry::Device over the CUDA runtime API.
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cuda.h>  // driver API types only: its entry points come from the runtime
@@ -20,6 +19,7 @@
 #include "base/clock.hpp"
 #include "device/device.hpp"
 #include "base/error.hpp"
+#include "base/memlock.hpp"
 #include "device/fault_injection.hpp"
 
 namespace ferry {
@@ -34,13 +34,6 @@ std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE))
 std::size_t round_up_to_pages(std::size_t bytes) {
     const std::size_t page = page_size();
     return (bytes + page - 1) / page * page;
-}
-
-std::string memlock_limit() {
-    rlimit limit{};
-    if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return "unknown";
-    if (limit.rlim_cur == RLIM_INFINITY) return "unlimited";
-    return std::to_string(limit.rlim_cur) + " bytes";
 }
 
 // A failure while freeing cannot be reported (those calls are noexcept); clear it so that
@@ -328,7 +321,7 @@ class CudaDevice final : public Device {
                              __LINE__,
                              ": could not pin " + std::to_string(bytes) +
                                  " bytes of host memory; RLIMIT_MEMLOCK is " +
-                                 memlock_limit() +
+                                 memlock_limit_text() +
                                  " (raise it with ulimit -l, or docker --ulimit memlock=-1)");
         }
     }

@@ -3,7 +3,6 @@
 #include "host/host_store.hpp"
 
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <string>
 
 #include "base/error.hpp"
+#include "base/memlock.hpp"
 
 namespace ferry {
 
@@ -19,13 +19,6 @@ std::uint64_t default_pinned_cap() {
     const long pages = sysconf(_SC_PHYS_PAGES);
     if (pages <= 0) return UINT64_MAX;
     return static_cast<std::uint64_t>(pages) / 4 * 3 * HostStore::page_size();
-}
-
-std::string memlock_limit_text() {
-    rlimit limit{};
-    if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return "unknown";
-    if (limit.rlim_cur == RLIM_INFINITY) return "unlimited";
-    return std::to_string(limit.rlim_cur) + " bytes";
 }
 
 HostStore::HostStore(Device &device, const std::vector<std::size_t> &image_ends,

@@ -32,8 +32,6 @@ struct PinPolicy {
 // starves the rest of the system.
 std::uint64_t default_pinned_cap();
 
-// "unlimited", "65536 bytes" or "unknown": the RLIMIT_MEMLOCK soft limit, for messages.
-std::string memlock_limit_text();
 
 class HostStore {
    public:
