@@ -86,15 +86,15 @@ std::byte *Runtime::device_address(const TensorDef &tensor) const {
     return slots_[state.slot].device + (tensor.offset - def.head_bytes);
 }
 
-// copy_image_part() when part of the host store is pageable. The CPU reads the host
-// bytes now, so a writeback still in flight to them must land first.
+// copy_image_part() for an image past the pinned prefix (each image is wholly pinned or
+// wholly pageable). The CPU reads the host bytes now, so a writeback still in flight to
+// them must land first.
 void Runtime::copy_image_staged(std::uint32_t group, std::byte *dst, std::uint64_t begin,
                                 std::uint64_t end, Stream stream) {
     const GroupDef &def = groups_[group];
     const Event host_current = state_[group].host_current;
     if (host_current != nullptr) device_->event_synchronize(host_current);
-    staging_->copy_h2d(dst, host_->base() + def.host_offset + begin, end - begin,
-                       host_->base() + host_->pinned_bytes(), stream);
+    staging_->copy_h2d(dst, host_->base() + def.host_offset + begin, end - begin, stream);
 }
 
 }  // namespace ferry

@@ -34,13 +34,8 @@ void StagingRing::release() noexcept {
 }
 
 void StagingRing::copy_h2d(std::byte *dst, const std::byte *src, std::size_t bytes,
-                           const std::byte *pinned_end, Stream stream) {
-    const std::size_t direct =
-        src >= pinned_end
-            ? 0
-            : std::min<std::size_t>(bytes, static_cast<std::size_t>(pinned_end - src));
-    if (direct > 0) device_.copy_h2d(dst, src, direct, stream);
-    for (std::size_t done = direct; done < bytes;) {
+                           Stream stream) {
+    for (std::size_t done = 0; done < bytes;) {
         Buffer &buffer = buffers_[next_++ % buffers_.size()];
         device_.event_synchronize(buffer.free);
         const std::size_t n = std::min(bytes - done, kBufferBytes);

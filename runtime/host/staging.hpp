@@ -22,10 +22,9 @@ class StagingRing {
     StagingRing(const StagingRing &) = delete;
     StagingRing &operator=(const StagingRing &) = delete;
 
-    // Copies `bytes` at `src` to `dst` on `stream`: the part below `pinned_end` directly,
-    // the rest through the ring. The host bytes must be current when this is called.
-    void copy_h2d(std::byte *dst, const std::byte *src, std::size_t bytes,
-                  const std::byte *pinned_end, Stream stream);
+    // Copies `bytes` of pageable host memory at `src` to `dst` on `stream`, through the
+    // ring. The host bytes must be current when this is called.
+    void copy_h2d(std::byte *dst, const std::byte *src, std::size_t bytes, Stream stream);
 
    private:
     void release() noexcept;
