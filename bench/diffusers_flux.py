@@ -85,20 +85,21 @@ LABELS = {
 }
 
 
-def rss_bytes():
+def status_bytes(field):
+    """A kB field of /proc/self/status (VmRSS, VmHWM) in bytes; 0 where it is missing."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def rss_bytes():
+    return status_bytes("VmRSS")
 
 
 def peak_rss_bytes():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return status_bytes("VmHWM")
 
 
 def reset_peak_rss():

@@ -119,8 +119,10 @@ struct CheckTask {
     static void run(void *user) {
         std::unique_ptr<CheckTask> task(static_cast<CheckTask *>(user));
         Failures &failures = *task->failures;
+        std::uint64_t compared = 0;
         for (const Seen &s : task->seen) {
             const unsigned char *data = task->scratch.data + s.at;
+            compared += s.bytes;
             const std::int64_t bad =
                 compare_pattern(data, s.bytes, task->group, s.tensor, s.version);
             if (bad >= 0) {
@@ -131,6 +133,7 @@ struct CheckTask {
             }
         }
         task->pool->give_back(task->scratch);
+        failures.bytes_checked += compared;
         ++failures.checked;
         --failures.pending;  // the last use of `failures`
     }

@@ -55,6 +55,7 @@ std::uint64_t pattern_word(std::uint32_t group, std::uint32_t tensor, std::uint6
 struct Failures {
     std::atomic<std::uint64_t> count{0};
     std::atomic<std::uint64_t> checked{0};  // run_group checks that ran, failed or not
+    std::atomic<std::uint64_t> bytes_checked{0};  // tensor bytes those checks compared
     std::atomic<std::uint64_t> pending{0};  // checks queued that have not run yet
     std::mutex mutex;
     std::string first;

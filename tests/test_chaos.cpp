@@ -13,6 +13,7 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "sim_model.hpp"
 
@@ -95,10 +96,18 @@ TEST_CASE("Every byte compute sees under chaos is the right byte, over thousands
         synchronize_and_check(model, failures);
         INFO("first failure: " << failures.first);
         REQUIRE(failures.count == 0);
-        const std::size_t per_pass = spec.declared_schedule.empty()
-                                         ? spec.groups.size()
-                                         : spec.declared_schedule.size();
-        REQUIRE(failures.checked == static_cast<std::uint64_t>(passes) * per_pass);
+        // Every check ran and compared every byte of its group's tensors.
+        std::vector<std::uint32_t> pass = spec.declared_schedule;
+        if (pass.empty()) {
+            for (std::uint32_t g = 0; g < spec.groups.size(); ++g) pass.push_back(g);
+        }
+        std::uint64_t pass_bytes = 0;
+        for (const std::uint32_t g : pass) {
+            for (const auto &tensor : spec.groups[g]) pass_bytes += tensor.bytes;
+        }
+        REQUIRE(pass_bytes > 0);
+        REQUIRE(failures.checked == static_cast<std::uint64_t>(passes) * pass.size());
+        REQUIRE(failures.bytes_checked == static_cast<std::uint64_t>(passes) * pass_bytes);
 
         const ferry_stats stats = model.stats();
         REQUIRE(stats.acquires == stats.resident_hits + stats.hits + stats.misses);

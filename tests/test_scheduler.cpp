@@ -49,6 +49,26 @@ void run_pass(SimModel &model, void *stream, Failures &failures) {
 
 }  // namespace
 
+TEST_CASE("The checker sees one wrong byte a kernel wrote, and names group, tensor and byte") {
+    ModelSpec spec;
+    for (int g = 0; g < 4; ++g) spec.groups.push_back({{65536, false}, {65536, false}});
+    spec.budget = 4 * 65536;  // two groups at a time
+    SimModel model(spec);
+    void *stream = model.create_stream();
+    Failures failures;
+    REQUIRE(model.run_group(2, stream, failures) == FERRY_OK);  // right bytes: no failure
+    REQUIRE(ferry_acquire(model.runtime(), model.group(1), stream) == FERRY_OK);
+    model.corrupt_first_byte(1, 1, stream);
+    REQUIRE(model.run_group(1, stream, failures) == FERRY_OK);
+    REQUIRE(ferry_release(model.runtime(), model.group(1), stream) == FERRY_OK);
+    model.drain();
+    INFO("first failure: " << failures.first);
+    REQUIRE(failures.checked == 2);
+    REQUIRE(failures.bytes_checked == 4 * 65536);
+    REQUIRE(failures.count == 1);
+    REQUIRE(failures.first.rfind("group 1 tensor 1: byte 0 ", 0) == 0);
+}
+
 TEST_CASE("In the steady state every streamed acquire is a prefetch hit, wrapping passes") {
     SimModel model(equal_groups(8, 2));
     Failures failures;

@@ -66,6 +66,17 @@ struct Scratch {
     ~Scratch() { cudaFree(ptr); }
 };
 
+// The first two cases' setup: the model at two thirds of its size, a stream of the test's
+// own, the captured work's scratch, and no CUDA error left over.
+struct CaptureFixture {
+    RuntimeGuard runtime{ferry_test::make_cuda_runtime(total_bytes() * 2 / 3)};
+    ferry_runtime *rt = runtime.handle;
+    const ferry_test::TestModel model = ferry_test::build_model(rt, kSizes);
+    ferry_test::CudaStream stream;
+    Scratch scratch;
+    CaptureFixture() { cudaGetLastError(); }
+};
+
 std::string lower(std::string text) {
     std::transform(text.begin(), text.end(), text.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -87,15 +98,8 @@ std::string lower(std::string text) {
 
 }  // namespace
 
-TEST_CASE("an acquire on a stream capturing a graph fails with STREAM_CAPTURING and leaves "
+TEST_CASE_METHOD(CaptureFixture, "an acquire on a stream capturing a graph fails with STREAM_CAPTURING and leaves "
           "the capture and the runtime usable") {
-    RuntimeGuard runtime{ferry_test::make_cuda_runtime(total_bytes() * 2 / 3)};
-    ferry_runtime *rt = runtime.handle;
-    const ferry_test::TestModel model = ferry_test::build_model(rt, kSizes);
-    ferry_test::CudaStream stream;
-    Scratch scratch;
-    cudaGetLastError();
-
     {
         Capture capture(stream.stream, cudaStreamCaptureModeThreadLocal);
         REQUIRE_CUDA(cudaMemsetAsync(scratch.ptr, 0, 4096, stream.stream));
@@ -120,15 +124,8 @@ TEST_CASE("an acquire on a stream capturing a graph fails with STREAM_CAPTURING 
     REQUIRE_CUDA(cudaStreamSynchronize(stream.stream));
 }
 
-TEST_CASE("a release on a stream capturing a graph fails with STREAM_CAPTURING and the group "
+TEST_CASE_METHOD(CaptureFixture, "a release on a stream capturing a graph fails with STREAM_CAPTURING and the group "
           "stays acquired until a release after the capture") {
-    RuntimeGuard runtime{ferry_test::make_cuda_runtime(total_bytes() * 2 / 3)};
-    ferry_runtime *rt = runtime.handle;
-    const ferry_test::TestModel model = ferry_test::build_model(rt, kSizes);
-    ferry_test::CudaStream stream;
-    Scratch scratch;
-    cudaGetLastError();
-
     REQUIRE_FERRY(ferry_acquire(rt, model.groups[1], stream.stream));
     {
         Capture capture(stream.stream, cudaStreamCaptureModeThreadLocal);

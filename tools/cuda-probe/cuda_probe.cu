@@ -618,31 +618,44 @@ int main(int argc, char **argv) {
     spin_kernel<<<1, 1>>>(0);
     if (cudaDeviceSynchronize() != cudaSuccess) clear_error();
 
-    std::vector<Fact> facts(5);
-    facts[0].name = "H2D copy spanning two cudaHostRegister ranges";
-    facts[0].expected = "may fail: ferry never issues one";
-    facts[0].affects = "a layout whose group image crosses a pinned chunk boundary "
-                       "(HostStore::pin_chunks, FERRY_PIN_CHUNK) would corrupt onloads";
-    facts[1].name = "H2D copy from registered pages made PROT_READ";
-    facts[1].expected = "async, bytes ok";
-    facts[1].affects = "every onload after ferry_seal copies from mprotect()ed images "
-                       "(HostStore::protect_read_only)";
-    facts[2].name = "cudaEventQuery on a busy event";
-    facts[2].expected = "cudaErrorNotReady, may stay as last error";
-    facts[2].affects = "EventClock::poll_locked (cuda_device.cpp): stamps never complete, "
-                       "or it clears errors that are not its own";
-    facts[3].name = "cudaStreamWaitEvent on a never-recorded event";
-    facts[3].expected = "no-op: next work runs at once";
-    facts[3].affects = "the first wait on a slot's ready/released event (device.hpp: an "
-                       "event never recorded is complete) would fail or block the stream";
-    facts[4].name = "pinned H2D GB/s by copy size";
-    facts[4].expected = "64 MiB within 10% of the best size";
-    facts[4].affects = "one cudaMemcpyAsync per group image (DESIGN.md): large images "
-                       "would be better sent in pieces";
-
-    void (*probes[])(Fact &) = {probe_spanning_copy, probe_read_only_copy,
-                                probe_busy_event_query, probe_wait_unrecorded, probe_bandwidth};
-    for (std::size_t i = 0; i < facts.size(); ++i) run_probe(facts[i], probes[i]);
+    // Each fact: what ferry assumes, what a difference would affect, and its probe.
+    struct Row {
+        const char *name;
+        const char *expected;
+        const char *affects;
+        void (*probe)(Fact &);
+    };
+    const Row rows[] = {
+        {"H2D copy spanning two cudaHostRegister ranges", "may fail: ferry never issues one",
+         "a layout whose group image crosses a pinned chunk boundary "
+         "(HostStore::pin_chunks, FERRY_PIN_CHUNK) would corrupt onloads",
+         probe_spanning_copy},
+        {"H2D copy from registered pages made PROT_READ", "async, bytes ok",
+         "every onload after ferry_seal copies from mprotect()ed images "
+         "(HostStore::protect_read_only)",
+         probe_read_only_copy},
+        {"cudaEventQuery on a busy event", "cudaErrorNotReady, may stay as last error",
+         "EventClock::poll_locked (cuda_device.cpp): stamps never complete, "
+         "or it clears errors that are not its own",
+         probe_busy_event_query},
+        {"cudaStreamWaitEvent on a never-recorded event", "no-op: next work runs at once",
+         "the first wait on a slot's ready/released event (device.hpp: an "
+         "event never recorded is complete) would fail or block the stream",
+         probe_wait_unrecorded},
+        {"pinned H2D GB/s by copy size", "64 MiB within 10% of the best size",
+         "one cudaMemcpyAsync per group image (DESIGN.md): large images "
+         "would be better sent in pieces",
+         probe_bandwidth},
+    };
+    std::vector<Fact> facts;
+    for (const Row &row : rows) {
+        Fact fact;
+        fact.name = row.name;
+        fact.expected = row.expected;
+        fact.affects = row.affects;
+        run_probe(fact, row.probe);
+        facts.push_back(fact);
+    }
 
     print_table(facts);
     std::printf("\n");
