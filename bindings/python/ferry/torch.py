@@ -688,7 +688,6 @@ class OffloadHandle:
                      for m, attr in e.locations}
         out = []
         for mname, m in self._model.named_modules():
-            prefix = f"{mname}." if mname else ""
             for attr, p in m._parameters.items():
                 if p is None:
                     continue
@@ -696,17 +695,17 @@ class OffloadHandle:
                 if g is None:
                     if p.numel():
                         kind = "replaced" if (id(m), attr) in self._ferry_params else "new"
-                        out.append((prefix + attr, kind))
+                        out.append((_qualify(mname, attr), kind))
                 elif p.numel() and not self._held(g):
-                    out.append((prefix + attr, "data replaced"))
+                    out.append((_qualify(mname, attr), "data replaced"))
             for attr, b in (m._buffers.items() if buffers else ()):
                 if b is None or not b.numel():
                     continue
                 e = buffer_at.get((id(m), attr))
                 if e is None:
-                    out.append((prefix + attr, "new"))
+                    out.append((_qualify(mname, attr), "new"))
                 elif b is not e.placeholder and not self._held(group_of[id(e.tensor)]):
-                    out.append((prefix + attr, "replaced"))
+                    out.append((_qualify(mname, attr), "replaced"))
         return out
 
 
@@ -775,11 +774,10 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
             chunk = children[start:start + blocks_per_group]
             first, last = chunk[0][0], chunk[-1][0]
             label = first if first == last else f"{first}-{last}"
-            name = f"{prefix}.{label}" if prefix else label
+            name = _qualify(prefix, label)
             g = _GroupPlan(name, [m for _, m in chunk])
             for block_name, block in chunk:
-                qual = f"{prefix}.{block_name}" if prefix else block_name
-                for tname, t, is_param in _own_tensors(block, qual):
+                for tname, t, is_param in _own_tensors(block, _qualify(prefix, block_name)):
                     if t.numel() == 0:
                         continue
                     if id(t) not in entries:
