@@ -253,8 +253,8 @@ class _Watch:
     covers, the buffers ferry does not hold there, and the group's own tensors pointing
     at their placeholders. A few microseconds for a block of a dozen tensors."""
 
-    __slots__ = ("value_dicts", "values", "buffer_dicts", "buffer_keys", "lens", "expect",
-                 "params")
+    __slots__ = ("value_dicts", "values", "buffer_dicts", "buffer_keys", "dicts", "lens",
+                 "expect", "params")
 
     def __init__(self, modules, entries, ferry_buffers):
         """modules: those the group covers; entries: the group's own; ferry_buffers:
@@ -264,7 +264,8 @@ class _Watch:
         self.values = list(itertools.chain.from_iterable(map(dict.values, self.value_dicts)))
         self.buffer_dicts = [m._buffers for m in modules]
         self.buffer_keys = list(itertools.chain.from_iterable(self.buffer_dicts))
-        self.lens = list(map(len, self.value_dicts + self.buffer_dicts))
+        self.dicts = self.value_dicts + self.buffer_dicts
+        self.lens = list(map(len, self.dicts))
         self.expect = [(m._buffers, k, v) for m in modules for k, v in m._buffers.items()
                        if (id(m), k) not in ferry_buffers]
         self.expect += [(m._buffers, attr, e.placeholder)
@@ -274,7 +275,7 @@ class _Watch:
     def unchanged(self):
         """True when nothing changed (the group must not be held)."""
         return (
-            list(map(len, self.value_dicts)) + list(map(len, self.buffer_dicts)) == self.lens
+            list(map(len, self.dicts)) == self.lens
             and all(map(operator.is_, itertools.chain.from_iterable(
                 map(dict.values, self.value_dicts)), self.values))
             and all(map(operator.is_, itertools.chain.from_iterable(self.buffer_dicts),
