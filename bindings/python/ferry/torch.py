@@ -621,7 +621,6 @@ class OffloadHandle:
         self._hooks.append(pre_handle)
         self._hooks.append(_post_hook(root_module, root_post))
 
-
     # --- tensors added or replaced after offload -----------------------------------
 
     def _watch_model(self, only=None):
