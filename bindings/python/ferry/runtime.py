@@ -10,10 +10,10 @@
             view = w.device_view()                           # DLPack / array interface
 """
 
+import atexit
 import contextlib
 import ctypes
 import enum
-import atexit
 import math
 import os
 import threading

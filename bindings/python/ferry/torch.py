@@ -253,8 +253,8 @@ class _Watch:
     covers, the buffers ferry does not hold there, and the group's own tensors pointing
     at their placeholders. A few microseconds for a block of a dozen tensors."""
 
-    __slots__ = ("value_dicts", "values", "buffer_dicts", "buffer_keys", "lens", "expect",
-                 "params")
+    __slots__ = ("value_dicts", "values", "buffer_dicts", "buffer_keys", "dicts", "lens",
+                 "expect", "params")
 
     def __init__(self, modules, entries, ferry_buffers):
         """modules: those the group covers; entries: the group's own; ferry_buffers:
@@ -264,7 +264,8 @@ class _Watch:
         self.values = list(itertools.chain.from_iterable(map(dict.values, self.value_dicts)))
         self.buffer_dicts = [m._buffers for m in modules]
         self.buffer_keys = list(itertools.chain.from_iterable(self.buffer_dicts))
-        self.lens = list(map(len, self.value_dicts + self.buffer_dicts))
+        self.dicts = self.value_dicts + self.buffer_dicts
+        self.lens = list(map(len, self.dicts))
         self.expect = [(m._buffers, k, v) for m in modules for k, v in m._buffers.items()
                        if (id(m), k) not in ferry_buffers]
         self.expect += [(m._buffers, attr, e.placeholder)
@@ -274,7 +275,7 @@ class _Watch:
     def unchanged(self):
         """True when nothing changed (the group must not be held)."""
         return (
-            list(map(len, self.value_dicts)) + list(map(len, self.buffer_dicts)) == self.lens
+            list(map(len, self.dicts)) == self.lens
             and all(map(operator.is_, itertools.chain.from_iterable(
                 map(dict.values, self.value_dicts)), self.values))
             and all(map(operator.is_, itertools.chain.from_iterable(self.buffer_dicts),
@@ -620,7 +621,6 @@ class OffloadHandle:
         self._hooks.append(pre_handle)
         self._hooks.append(_post_hook(root_module, root_post))
 
-
     # --- tensors added or replaced after offload -----------------------------------
 
     def _watch_model(self, only=None):
@@ -688,7 +688,6 @@ class OffloadHandle:
                      for m, attr in e.locations}
         out = []
         for mname, m in self._model.named_modules():
-            prefix = f"{mname}." if mname else ""
             for attr, p in m._parameters.items():
                 if p is None:
                     continue
@@ -696,17 +695,17 @@ class OffloadHandle:
                 if g is None:
                     if p.numel():
                         kind = "replaced" if (id(m), attr) in self._ferry_params else "new"
-                        out.append((prefix + attr, kind))
+                        out.append((_qualify(mname, attr), kind))
                 elif p.numel() and not self._held(g):
-                    out.append((prefix + attr, "data replaced"))
+                    out.append((_qualify(mname, attr), "data replaced"))
             for attr, b in (m._buffers.items() if buffers else ()):
                 if b is None or not b.numel():
                     continue
                 e = buffer_at.get((id(m), attr))
                 if e is None:
-                    out.append((prefix + attr, "new"))
+                    out.append((_qualify(mname, attr), "new"))
                 elif b is not e.placeholder and not self._held(group_of[id(e.tensor)]):
-                    out.append((prefix + attr, "replaced"))
+                    out.append((_qualify(mname, attr), "replaced"))
         return out
 
 
@@ -775,11 +774,10 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
             chunk = children[start:start + blocks_per_group]
             first, last = chunk[0][0], chunk[-1][0]
             label = first if first == last else f"{first}-{last}"
-            name = f"{prefix}.{label}" if prefix else label
+            name = _qualify(prefix, label)
             g = _GroupPlan(name, [m for _, m in chunk])
             for block_name, block in chunk:
-                qual = f"{prefix}.{block_name}" if prefix else block_name
-                for tname, t, is_param in _own_tensors(block, qual):
+                for tname, t, is_param in _own_tensors(block, _qualify(prefix, block_name)):
                     if t.numel() == 0:
                         continue
                     if id(t) not in entries:
