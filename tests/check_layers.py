@@ -3,7 +3,7 @@
 
     check_layers.py SOURCE_ROOT [EXPECTED]
 
-Rooms, from the bottom: base/; device/; host/, trust/ and observe/ (side by side, never
+Rooms, from the bottom: base/; device/; host/, load/, trust/ and observe/ (side by side, never
 including one another); core/; and the C API at the top of runtime/. Every quoted
 include in runtime/ names its room ("device/device.hpp"), ferry.h, or a kernel header
 ("kernels/checksum.hpp"). kernels/ uses only base/. The tools get the same check:
@@ -17,7 +17,7 @@ import pathlib
 import re
 import sys
 
-RANK = {"base": 0, "device": 1, "host": 2, "trust": 2, "observe": 2, "core": 3, "": 4}
+RANK = {"base": 0, "device": 1, "host": 2, "load": 2, "trust": 2, "observe": 2, "core": 3, "": 4}
 KERNEL_USERS = {"device", "trust", "core"}  # rooms that may include kernels/
 TOOL_ROOMS = {
     "tools/ferry-stat": {"base", "observe"},

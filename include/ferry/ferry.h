@@ -14,6 +14,8 @@
  *     ferry_plan                   DEFINE -> PLANNED  (layout, residency, pinned arena, slab)
  *     ferry_tensor_host_ptr        PLANNED (writable) or SEALED (immutable bytes read-only)
  *     ferry_tensor_copy_in         PLANNED
+ *     ferry_weights_load           PLANNED (safetensors files straight into the host store)
+ *     ferry_tensor_copy_out        PLANNED or SEALED
  *     ferry_seal                   PLANNED -> SEALED  (read-only images, resident onload)
  *     ferry_acquire / _release     SEALED
  *     ferry_tensor_device_ptr      SEALED, while the tensor's group is acquired
@@ -101,8 +103,23 @@ typedef enum ferry_status {
     FERRY_ERROR_INTERNAL = 19,           /* a bug in ferry: please report the message     */
     FERRY_ERROR_VERIFY_FAILED = 20,      /* verify mode: frozen bytes changed on the device;
                                             the message names the group and tensor        */
-    FERRY_ERROR_STREAM_CAPTURING = 21    /* acquire/release on a stream that is capturing a
+    FERRY_ERROR_STREAM_CAPTURING = 21,   /* acquire/release on a stream that is capturing a
                                             CUDA graph: not supported yet                  */
+    /* Weights files (ferry_weights_*): the message names the file, and the tensor where
+       there is one. */
+    FERRY_ERROR_IO = 22,                 /* a weights file (or a shard an index names) could
+                                            not be opened or read: the message has errno  */
+    FERRY_ERROR_FILE_TRUNCATED = 23,     /* a file is shorter than its header says        */
+    FERRY_ERROR_FILE_FORMAT = 24,        /* a malformed file: header not JSON or not UTF-8,
+                                            of absurd size; offsets out of range,
+                                            overlapping or unordered; shape x dtype not the
+                                            byte range; unknown dtype; duplicate names     */
+    FERRY_ERROR_WEIGHTS_MISMATCH = 25,   /* defined tensors and the files disagree: missing,
+                                            extra, wrong shape or dtype (all listed)       */
+    FERRY_ERROR_FILE_CHANGED = 26,       /* a weights file was modified or replaced after
+                                            it was opened                                  */
+    FERRY_ERROR_NOT_IN_MEMORY = 27       /* the tensor's bytes are on the disk tier, not in
+                                            the host store: use ferry_tensor_copy_out      */
 } ferry_status;
 
 /* A static, never-NULL description of a status ("ok", "wrong phase", ...). Unknown
@@ -276,7 +293,8 @@ FERRY_API ferry_status ferry_plan(ferry_runtime *runtime);
 
 /* PLANNED or SEALED. The tensor's bytes in the host store. Writable in PLANNED; after
    seal, immutable tensors are read-only (a write faults) and a mutable tensor's bytes
-   are current only after ferry_synchronize. */
+   are current only after ferry_synchronize. FERRY_ERROR_NOT_IN_MEMORY for a tensor on
+   the disk tier. */
 FERRY_API ferry_status ferry_tensor_host_ptr(ferry_runtime *runtime, ferry_tensor tensor,
                                              void **out);
 
@@ -359,6 +377,9 @@ typedef struct ferry_stats {
     uint64_t verify_checks;        /* releases whose frozen bytes were checksummed       */
     uint64_t verify_failures;      /* ... and found changed                              */
     uint64_t host_pageable_bytes;  /* host store bytes left pageable past the pinned cap */
+    uint64_t host_disk_bytes;      /* ... of which on the disk tier: read from the weights
+                                      files at each onload, never held in host memory    */
+    uint64_t bytes_disk_read;      /* bytes read from weights files at onload (disk tier) */
 } ferry_stats;
 
 FERRY_API ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out);
@@ -423,6 +444,148 @@ typedef void (*ferry_pin_progress_fn)(void *user, uint64_t pinned_bytes,
 /* DEFINE. Sets (fn != NULL) or clears (fn == NULL) the pinning progress callback. */
 FERRY_API ferry_status ferry_pin_progress_set(ferry_runtime *runtime,
                                               ferry_pin_progress_fn fn, void *user);
+
+/* ------------------------------------------------------------------------------------ */
+/* Weights files: safetensors straight into the host store                             */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * ferry reads safetensors files (one file, or the shards of a *.safetensors.index.json)
+ * straight into the host store: no copy of the model in the caller's memory on the way.
+ *
+ *     ferry_weights_open           any time: reads and checks every header, no tensor bytes
+ *     ferry_weights_define         DEFINE (optional): groups and tensors from the files
+ *     ferry_plan                   DEFINE -> PLANNED
+ *     ferry_weights_load           PLANNED: reads the tensors into the host store
+ *     ferry_seal                   PLANNED -> SEALED
+ *
+ * Headers are untrusted input: each is parsed by a JSON parser and every offset, shape
+ * and dtype is checked against the file's size before any byte is read. A bad file fails
+ * ferry_weights_open with FERRY_ERROR_FILE_TRUNCATED, FERRY_ERROR_FILE_FORMAT or
+ * FERRY_ERROR_IO, naming the file and tensor.
+ *
+ * Names: a defined tensor is read from the file tensor of the same name (its full name in
+ * the file, e.g. "transformer_blocks.0.attn.to_q.weight"), after load_options.name_prefix
+ * is prepended. Defined tensors of different groups may read the same file tensor (tied
+ * weights).
+ *
+ * Disk tier: with config.pageable_fallback and a pinned cap below the model, the
+ * immutable tensors of images past the pinned prefix are not read at load: every onload
+ * reads them from the files (page cache, or O_DIRECT with load_options.direct) through
+ * the staging ring. Host RSS then stays near the cap plus the staging ring.
+ * stats.host_disk_bytes counts them, stats.bytes_disk_read the bytes read so; the trace
+ * shows each read. The files must not change while the runtime lives: a change is found
+ * at the next read (FERRY_ERROR_FILE_CHANGED). Verify mode and mutable tensors keep their
+ * bytes in memory.
+ */
+typedef struct ferry_weights ferry_weights;
+
+/* Any time. Opens `path`: a .safetensors file, a *.safetensors.index.json (its shards are
+   opened too), or a folder holding model.safetensors[.index.json] (transformers) or
+   diffusion_pytorch_model.safetensors[.index.json] (diffusers). Reads and checks every
+   header; reads no tensor bytes. Files stay open until ferry_weights_close; a runtime
+   that reads from them at onload (disk tier) keeps them open itself, so the weights may
+   be closed once loaded. FERRY_ERROR_IO, FERRY_ERROR_FILE_TRUNCATED,
+   FERRY_ERROR_FILE_FORMAT (e.g. a name in two shards). */
+FERRY_API ferry_status ferry_weights_open(const char *path, ferry_weights **out);
+
+/* Any time. NULL is a no-op returning FERRY_OK. */
+FERRY_API ferry_status ferry_weights_close(ferry_weights *weights);
+
+/* One tensor of the files. Strings are owned by the weights and valid until close. */
+typedef struct ferry_weights_tensor {
+    const char *name;
+    const char *file;          /* path of the file holding it                             */
+    ferry_dtype dtype;         /* FERRY_DTYPE_UNKNOWN for a safetensors dtype ferry has no
+                                  enum for (U16, U32, U64, F8_*): raw bytes               */
+    const char *file_dtype;    /* the header's dtype string: "BF16", "F8_E4M3", ...       */
+    uint32_t ndim;
+    int64_t shape[FERRY_MAX_DIMS];
+    uint64_t bytes;
+    uint64_t file_offset;      /* of its first byte in the file                           */
+} ferry_weights_tensor;
+
+/* Any time. How many tensors the files hold; ferry_weights_tensor_at gives them sorted by
+   name (0 <= index < count); ferry_weights_find looks one up by name
+   (FERRY_ERROR_INVALID_ARGUMENT when no tensor has that name). */
+FERRY_API ferry_status ferry_weights_count(const ferry_weights *weights, uint64_t *out);
+FERRY_API ferry_status ferry_weights_tensor_at(const ferry_weights *weights, uint64_t index,
+                                               ferry_weights_tensor *out);
+FERRY_API ferry_status ferry_weights_find(const ferry_weights *weights, const char *name,
+                                          uint64_t *out_index);
+
+/* DEFINE. Defines groups and tensors from the files, for an engine that has no module
+   tree of its own. A tensor whose name starts with one of `block_prefixes` followed by a
+   decimal block number N and a dot ("transformer_blocks." matches
+   "transformer_blocks.7.attn.to_q.weight") goes to the group "<prefix><N>", or with
+   blocks_per_group > 1 to "<prefix><first>-<last>" holding that many consecutive blocks;
+   every other tensor goes to a group "root", which prefers residency. Groups are defined
+   in order of prefix, then block number, root first; tensors by name. Each tensor is
+   named by its full name in the files, immutable, of the file's shape and of `dtype`
+   (FERRY_DTYPE_UNKNOWN: the file's; else float tensors are converted at load). Fails,
+   defining nothing, on a name clash with groups defined already. */
+FERRY_API ferry_status ferry_weights_define(ferry_runtime *runtime, const ferry_weights *weights,
+                                            const char *const *block_prefixes,
+                                            size_t prefix_count, uint32_t blocks_per_group,
+                                            ferry_dtype dtype);
+
+/* Called by ferry_weights_load on the calling thread as reading advances. */
+typedef void (*ferry_load_progress_fn)(void *user, uint64_t bytes_done, uint64_t bytes_total);
+
+typedef struct ferry_load_options {
+    size_t struct_size;        /* sizeof(ferry_load_options), set by ferry_load_options_init */
+    const char *name_prefix;   /* prepended to each defined tensor's name to find it in the
+                                  files; NULL or "": none                                  */
+    const ferry_tensor *tensors; /* the tensors to read; NULL: every defined tensor        */
+    size_t tensor_count;
+    int32_t allow_unused;      /* 1: tensors of the files that no tensor read are fine;
+                                  0 (default): they are a mismatch, listed                 */
+    int32_t convert_dtype;     /* 1 (default): a float tensor (F32, BF16, F16) defined with
+                                  another float dtype than the file's is converted while
+                                  read (round to nearest even); 0: a mismatch            */
+    uint32_t threads;          /* reader threads; 0 (default): up to 4, by cores          */
+    int32_t direct;            /* 1: O_DIRECT reads, past the page cache, where the file
+                                  system allows them (else buffered). Default 0           */
+    int32_t disk_tier;         /* 1 (default): immutable tensors past the pinned prefix
+                                  stay in the files (see above); 0: read them into the
+                                  host store's pageable part                              */
+    ferry_load_progress_fn progress; /* NULL: none                                        */
+    void *progress_user;
+} ferry_load_options;
+
+FERRY_API void ferry_load_options_init(ferry_load_options *options);
+
+/* What a load did. Set struct_size before the call; a smaller struct is filled up to its
+   size. */
+typedef struct ferry_load_report {
+    size_t struct_size;
+    uint64_t tensors_read;     /* tensors read into the host store                        */
+    uint64_t tensors_converted; /* ... of which converted to another dtype                */
+    uint64_t tensors_on_disk;  /* tensors left on the disk tier                           */
+    uint64_t bytes_read;       /* file bytes read                                         */
+    uint64_t bytes_on_disk;    /* file bytes left on the disk tier                        */
+    uint64_t direct_bytes;     /* of bytes_read, read with O_DIRECT                       */
+    uint64_t elapsed_ns;
+    uint32_t threads;          /* reader threads used                                     */
+} ferry_load_report;
+
+/* PLANNED. Reads the chosen tensors from the files into the host store, with `threads`
+   parallel positional reads. Before reading anything, every chosen tensor is matched to
+   a file tensor: one FERRY_ERROR_WEIGHTS_MISMATCH lists every tensor missing from the
+   files, of another shape, or of another dtype (and, without allow_unused, every tensor
+   of the files left unread). A failed read (FERRY_ERROR_IO, FERRY_ERROR_FILE_CHANGED)
+   leaves the runtime PLANNED and usable, but ferry_seal refuses it (WRONG_PHASE) until a
+   load succeeds: nothing half-loaded is sealed. options NULL: the defaults; report may be
+   NULL. */
+FERRY_API ferry_status ferry_weights_load(ferry_runtime *runtime, const ferry_weights *weights,
+                                          const ferry_load_options *options,
+                                          ferry_load_report *report);
+
+/* PLANNED or SEALED. Copies `bytes` of the tensor's host bytes at `offset` to `dst`: from
+   the host store, or for a tensor on the disk tier from its file. A mutable tensor's bytes
+   are current after ferry_synchronize. */
+FERRY_API ferry_status ferry_tensor_copy_out(ferry_runtime *runtime, ferry_tensor tensor,
+                                             uint64_t offset, void *dst, uint64_t bytes);
 
 /* ------------------------------------------------------------------------------------ */
 /* DLPack views, for bindings                                                           */
