@@ -21,7 +21,7 @@ import threading
 
 from . import _lib
 from . import dlpack as _dlpack
-from .errors import ClosedError, InvalidArgumentError, check
+from .errors import ClosedError, DuplicateNameError, EmptyError, InvalidArgumentError, check
 from .units import parse_bytes
 
 __all__ = [
@@ -411,9 +411,11 @@ class Runtime:
         of block_prefixes, e.g. "transformer_blocks.") goes to the group "<prefix><N>",
         or with blocks_per_group > 1 to "<prefix><first>-<last>" of that many
         consecutive blocks; every other tensor to a group "root", which prefers
-        residency. Groups come root first, then by prefix and block number; tensors by
-        name, immutable, of the file's shape and of `dtype` (None: the file's; else
-        float tensors are converted by load()). Returns the new groups.
+        residency. Blocks N and M share a group when N // blocks_per_group equals
+        M // blocks_per_group. Groups come root first, then by prefix and block number;
+        tensors by name, immutable, of the file's shape and of `dtype` (None: the
+        file's; "float32", "bfloat16" or "float16": float tensors are converted by
+        load()). Tensors of no bytes are left out. Returns the new groups.
 
         The binding defines them itself (ferry_group_define, ferry_tensor_define) under
         exactly that rule, so that every Group and Tensor is a handle it can use: the C
@@ -428,10 +430,16 @@ class Runtime:
             raise InvalidArgumentError(
                 f"ferry: blocks_per_group must be an int >= 1, not {blocks_per_group!r}")
         want = DType.of(dtype)
+        if want != DType.UNKNOWN and want not in _FLOATS:
+            raise InvalidArgumentError(
+                f"ferry: define_from converts to a float dtype (float32, bfloat16, float16) "
+                f"or keeps the files' (None), not {dtype!r}")
         plan = _group_plan(weights.tensors(), prefixes, blocks_per_group)
+        if not plan:
+            raise EmptyError(f"ferry: the weights in '{weights.path}' hold no tensor with bytes")
         taken = [name for name, _ in plan if name in self._group_names]
         if taken:
-            raise InvalidArgumentError(
+            raise DuplicateNameError(
                 "ferry: define_from: group names already defined: " + ", ".join(taken))
         out = []
         for name, tensors in plan:
@@ -497,23 +505,28 @@ _BLOCK = re.compile(r"([0-9]+)\.")
 def _group_plan(tensors, prefixes, blocks_per_group):
     """[(group name, [WeightsTensor, ...]), ...] by ferry_weights_define's rule."""
     root = []
-    blocks = {p: {} for p in prefixes}  # prefix -> block number -> tensors
+    blocks = [{} for _ in prefixes]  # per prefix: block // blocks_per_group -> numbers, tensors
     for t in sorted(tensors, key=lambda t: t.name):
-        for p in prefixes:
+        if t.nbytes == 0:
+            continue  # nothing to hold: not defined, never read
+        for i, p in enumerate(prefixes):
             m = _BLOCK.match(t.name, len(p)) if t.name.startswith(p) else None
-            if m:
-                blocks[p].setdefault(int(m.group(1)), []).append(t)
+            if m and len(m.group(1)) <= 9:
+                n = int(m.group(1))
+                numbers, members = blocks[i].setdefault(n // blocks_per_group, ([], []))
+                numbers.append(n)
+                members.append(t)
                 break
         else:
             root.append(t)
     out = [(_ROOT_GROUP, root)] if root else []
-    for p in dict.fromkeys(prefixes):
-        numbers = sorted(blocks[p])
-        for start in range(0, len(numbers), blocks_per_group):
-            chunk = numbers[start:start + blocks_per_group]
-            label = str(chunk[0]) if blocks_per_group == 1 else f"{chunk[0]}-{chunk[-1]}"
-            out.append((p + label, sorted((t for n in chunk for t in blocks[p][n]),
-                                          key=lambda t: t.name)))
+    for i, p in enumerate(prefixes):
+        for chunk in sorted(blocks[i]):
+            numbers, members = blocks[i][chunk]
+            label = str(min(numbers))
+            if blocks_per_group > 1:
+                label += f"-{max(numbers)}"
+            out.append((p + label, members))
     return out
 
 

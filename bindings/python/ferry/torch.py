@@ -880,12 +880,14 @@ def _files_agree(all_entries, weights, prefix, allow_unused):
 
 
 def _mismatch(model, weights, problems, library_message=None):
-    lines = "; ".join(problems)
+    """The one error: the library's list of problems (when it found any) and this side's."""
+    lines = "".join(f"\n  {p}" for p in problems)
+    name = type(model).__name__
     if library_message:
-        message = f"{library_message}; and in the model: {lines}"
+        message = f"{library_message}\nand {len(problems)} problem(s) in {name} itself:{lines}"
     else:
-        message = (f"ferry.torch.offload: {type(model).__name__} and weights "
-                   f"'{weights.path}' disagree: {lines}")
+        message = (f"ferry.torch.offload: {len(problems)} problem(s) matching {name} to the "
+                   f"weights in '{weights.path}':{lines}")
     return WeightsMismatchError(message, Status.WEIGHTS_MISMATCH)
 
 

@@ -171,6 +171,18 @@ def test_define_from_with_blocks_per_group_names_first_and_last_block(model_file
         assert [g.name for g in groups] == ["root", "blocks.0-3", "blocks.4-5"]
 
 
+def test_define_from_groups_blocks_by_number_even_with_gaps(tmp_path):
+    # Blocks 0, 1, 5 and 6 in twos: N // 2 decides, so 5 and 6 are apart.
+    tensors = {f"blocks.{b}.w": st_files.entry(np.ones(4, np.float32)) for b in (0, 1, 5, 6)}
+    tensors["empty"] = st_files.entry(np.ones(0, np.float32))
+    path = st_files.write(tmp_path / "gaps.safetensors", tensors)
+    with ferry.Weights(path) as w, runtime() as rt:
+        groups = rt.define_from(w, ["blocks."], blocks_per_group=2)
+        assert [g.name for g in groups] == ["blocks.0-1", "blocks.5-5", "blocks.6-6"]
+        rt.plan()
+        rt.load(w, progress=False)  # the empty tensor is neither defined nor missed
+
+
 def test_define_from_agrees_with_the_library_s_own_define(model_file):
     path, _ = model_file
     with ferry.Weights(path) as w:
@@ -194,7 +206,7 @@ def test_define_from_refuses_a_group_name_already_defined_and_defines_nothing(mo
     path, _ = model_file
     with ferry.Weights(path) as w, runtime() as rt:
         rt.define_group("blocks.2")
-        with pytest.raises(ferry.InvalidArgumentError, match="blocks.2"):
+        with pytest.raises(ferry.DuplicateNameError, match="blocks.2"):
             rt.define_from(w, ["blocks."])
         assert [g.name for g in rt.groups] == ["blocks.2"]
 

@@ -322,29 +322,38 @@ fn is_float(d: DType) -> bool {
 fn block_of(name: &str, prefix: &str) -> Option<u64> {
     let rest = name.strip_prefix(prefix)?;
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 || rest.as_bytes().get(digits) != Some(&b'.') {
+    if digits == 0 || digits > 9 || rest.as_bytes().get(digits) != Some(&b'.') {
         return None;
     }
     rest[..digits].parse().ok()
 }
 
 /// (group name, tensors) by ferry_weights_define's rule: root first, then by prefix and
-/// block number; tensors by name.
+/// block number (blocks N and M share a group when N / blocks_per_group equals
+/// M / blocks_per_group); tensors by name; tensors of no bytes left out.
 fn group_plan<'w>(
     tensors: &'w [WeightsTensor],
     prefixes: &[&str],
     blocks_per_group: u32,
 ) -> Vec<(String, Vec<&'w WeightsTensor>)> {
+    let per_group = u64::from(blocks_per_group.max(1));
     let mut root = Vec::new();
-    let mut blocks: Vec<BTreeMap<u64, Vec<&WeightsTensor>>> = vec![BTreeMap::new(); prefixes.len()];
-    for t in tensors {
+    // Per prefix: chunk -> (first block, last block, tensors).
+    type Chunk<'w> = (u64, u64, Vec<&'w WeightsTensor>);
+    let mut blocks: Vec<BTreeMap<u64, Chunk<'w>>> = vec![BTreeMap::new(); prefixes.len()];
+    for t in tensors.iter().filter(|t| t.bytes > 0) {
         // `tensors` is sorted by name, so each list below is too.
         match prefixes
             .iter()
             .enumerate()
             .find_map(|(i, p)| block_of(&t.name, p).map(|n| (i, n)))
         {
-            Some((i, n)) => blocks[i].entry(n).or_default().push(t),
+            Some((i, n)) => {
+                let chunk = blocks[i].entry(n / per_group).or_insert((n, n, Vec::new()));
+                chunk.0 = chunk.0.min(n);
+                chunk.1 = chunk.1.max(n);
+                chunk.2.push(t);
+            }
             None => root.push(t),
         }
     }
@@ -352,25 +361,14 @@ fn group_plan<'w>(
     if !root.is_empty() {
         out.push((ROOT_GROUP.to_string(), root));
     }
-    let mut seen = Vec::new();
     for (i, prefix) in prefixes.iter().enumerate() {
-        if seen.contains(prefix) {
-            continue;
-        }
-        seen.push(prefix);
-        let numbers: Vec<u64> = blocks[i].keys().copied().collect();
-        for chunk in numbers.chunks(blocks_per_group.max(1) as usize) {
-            let label = if blocks_per_group == 1 {
-                chunk[0].to_string()
+        for (first, last, members) in std::mem::take(&mut blocks[i]).into_values() {
+            let name = if per_group > 1 {
+                format!("{prefix}{first}-{last}")
             } else {
-                format!("{}-{}", chunk[0], chunk[chunk.len() - 1])
+                format!("{prefix}{first}")
             };
-            let mut members: Vec<&WeightsTensor> = chunk
-                .iter()
-                .flat_map(|n| blocks[i][n].iter().copied())
-                .collect();
-            members.sort_by(|a, b| a.name.cmp(&b.name));
-            out.push((format!("{prefix}{label}"), members));
+            out.push((name, members));
         }
     }
     out
@@ -401,9 +399,10 @@ impl Runtime {
     /// tensor named "<prefix><N>.<rest>" (N decimal) goes to the group "<prefix><N>", or
     /// with `blocks_per_group` > 1 to "<prefix><first>-<last>" of that many consecutive
     /// blocks; every other tensor to "root", which prefers residency. Groups come root
-    /// first, then by prefix and block number; tensors by name, immutable, of the file's
-    /// shape and of `dtype` ([`DType::Unknown`]: the file's; else float tensors are
-    /// converted at load).
+    /// first, then by prefix and block number (blocks N and M share a group when
+    /// N / blocks_per_group equals M / blocks_per_group); tensors by name, immutable, of
+    /// the file's shape and of `dtype` ([`DType::Unknown`]: the file's; F32, BF16 or F16:
+    /// float tensors are converted at load). Tensors of no bytes are left out.
     ///
     /// The crate defines them itself (`ferry_group_define`, `ferry_tensor_define`) under
     /// exactly that rule, so that it has a handle for each: the C call returns none. A
@@ -428,15 +427,33 @@ impl Runtime {
                 "define_from: blocks_per_group must be >= 1",
             ));
         }
+        if dtype != DType::Unknown && !is_float(dtype) {
+            return Err(Error::here(
+                Status::InvalidArgument,
+                format!(
+                    "define_from: {dtype:?} is not a float dtype to convert to (F32, BF16, F16)"
+                ),
+            ));
+        }
+        let plan = group_plan(weights.tensors(), block_prefixes, blocks_per_group);
+        if plan.is_empty() {
+            return Err(Error::here(
+                Status::Empty,
+                format!(
+                    "define_from: the weights in {:?} hold no tensor with bytes",
+                    weights.path()
+                ),
+            ));
+        }
         let mut out = Vec::new();
-        for (name, members) in group_plan(weights.tensors(), block_prefixes, blocks_per_group) {
+        for (name, members) in plan {
             let group = self.define_group(&name)?;
             if name == ROOT_GROUP {
                 self.prefer_resident(group)?;
             }
             let mut tensors = Vec::with_capacity(members.len());
             for t in members {
-                let dt = if dtype != DType::Unknown && is_float(dtype) && is_float(t.dtype) {
+                let dt = if dtype != DType::Unknown && is_float(t.dtype) {
                     dtype
                 } else {
                     t.dtype

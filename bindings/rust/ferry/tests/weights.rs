@@ -338,3 +338,49 @@ fn past_the_pinned_cap_tensors_stay_on_disk_and_are_read_from_the_file() {
     }
     assert!(rt.stats().unwrap().bytes_disk_read > 0);
 }
+
+#[test]
+fn define_from_agrees_with_the_library_s_own_define() {
+    let dir = TempDir::new("agree");
+    let mut entries = model();
+    entries.push(f32_tensor("blocks.9.attn.weight", &[32, 32], 99)); // a gap: 4..8 absent
+    let path = dir.write("model.safetensors", &encode(&entries));
+    let weights = Weights::open(&path).unwrap();
+    let mut stats = Vec::new();
+    for by_crate in [true, false] {
+        let rt = sim(1 << 20).build().unwrap();
+        if by_crate {
+            let groups = rt
+                .define_from(&weights, &["blocks."], 2, DType::BF16)
+                .unwrap();
+            let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+            assert_eq!(names, ["root", "blocks.0-1", "blocks.2-3", "blocks.9-9"]);
+        } else {
+            let prefix = std::ffi::CString::new("blocks.").unwrap();
+            let prefixes = [prefix.as_ptr()];
+            // Safety: a live runtime and open weights; one NUL-terminated prefix, alive for
+            // the call.
+            let status = unsafe {
+                ferry::sys::ferry_weights_define(
+                    rt.as_raw(),
+                    weights.as_raw(),
+                    prefixes.as_ptr(),
+                    1,
+                    2,
+                    ferry::sys::FERRY_DTYPE_BF16,
+                )
+            };
+            assert_eq!(status, ferry::sys::FERRY_OK);
+        }
+        rt.plan().unwrap();
+        let s = rt.stats().unwrap();
+        stats.push((
+            s.groups,
+            s.model_bytes,
+            s.resident_groups,
+            s.streamed_bytes_per_pass,
+        ));
+        rt.load(&weights, &LoadOptions::new()).unwrap();
+    }
+    assert_eq!(stats[0], stats[1]);
+}
