@@ -173,9 +173,10 @@ class Weights:
 
     def __getitem__(self, name):
         try:
-            return self._tensors[self._by_name()[name]]
+            position = self._by_name()[name]
         except KeyError:
             raise KeyError(f"ferry: no tensor {name!r} in '{self.path}'") from None
+        return self._tensors[position]
 
     def find(self, name):
         """ferry_weights_find: the tensor's position in sorted order; InvalidArgumentError
@@ -243,7 +244,7 @@ def load(runtime, weights, tensors=None, name_prefix="", allow_unused=False,
     if tensors is not None:
         tensors = list(tensors)
         array = (_lib.TensorHandle * max(len(tensors), 1))(*[t._h for t in tensors])
-        opts.tensors = array
+        opts.tensors = ctypes.cast(array, ctypes.POINTER(_lib.TensorHandle))
         opts.tensor_count = len(tensors)
     opts.allow_unused = int(bool(allow_unused))
     opts.convert_dtype = int(bool(convert_dtype))
