@@ -837,6 +837,8 @@ def _file_plan(model, all_entries, weights, prefix):
     for key, value in model.state_dict(keep_vars=True).items():
         if isinstance(value, torch.Tensor):
             names.setdefault(id(value), []).append(key)
+    ties = getattr(model, "_tied_weights_keys", None)  # transformers: {target: source}
+    ties = ties if isinstance(ties, dict) else {}
     problems = []
     for e in all_entries:
         keys = names.get(id(e.tensor))
@@ -853,6 +855,12 @@ def _file_plan(model, all_entries, weights, prefix):
             e.key = in_files[0]
         else:
             e.key = e.name if e.name in keys else keys[0]  # missing: the library says so
+            source = next((ties[k] for k in keys if isinstance(ties.get(k), str)), None)
+            if source is not None and prefix + source in weights:
+                problems.append(
+                    f"{e.key}: tied to {source} by {type(model).__name__}._tied_weights_keys, "
+                    f"and only {source} is in the files: tie them first "
+                    "(model.tie_weights(); accelerate's init_empty_weights loses the tie)")
     return problems
 
 
@@ -1152,7 +1160,7 @@ def _load_from_files(model, groups, rt, all_entries, progress, device, files, pr
     released = []
     try:
         for e in all_entries:
-            if e.key is None:  # not in the state dict: the module's own bytes
+            if e.key is None and not e.on_meta:  # not in the state dict: the module's bytes
                 src = e.tensor.detach()
                 if src.device.type != "cpu":
                     src = src.cpu()
