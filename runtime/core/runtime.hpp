@@ -163,6 +163,10 @@ class Runtime {
     std::uint32_t tensor_count() const { return tensor_count_.load(std::memory_order_acquire); }
 
     Device &device() { return *device_; }
+    // For tests and tools: names by index, and the host store (null before plan).
+    std::string group_name(std::uint32_t group);
+    std::string tensor_name(std::uint32_t tensor);
+    const HostStore *host_store() const { return host_.get(); }
 
     // --- trust: verify mode, deferred errors, pinning progress (runtime_verify.cpp) ---
     void set_pin_progress(ferry_pin_progress_fn fn, void *user);
