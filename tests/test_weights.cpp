@@ -53,7 +53,8 @@ void expect_error(const std::function<void()> &call, ferry_status status,
     } catch (const ferry::Error &e) {
         INFO("message: " << e.what());
         CHECK(e.status() == status);
-        for (const std::string &part : parts) CHECK(std::string(e.what()).find(part) != std::string::npos);
+        for (const std::string &part : parts)
+            CHECK(std::string(e.what()).find(part) != std::string::npos);
         return;
     }
     FAIL("no ferry::Error thrown");
@@ -68,7 +69,7 @@ void expect_entry_error(const std::string &entry, std::size_t data, ferry_status
 
 // A temporary folder, removed with everything in it.
 class TempDir {
-   public:
+ public:
     TempDir() {
         std::string templ = (fs::temp_directory_path() / "ferry-weights-XXXXXX").string();
         REQUIRE(mkdtemp(templ.data()) != nullptr);
@@ -81,7 +82,7 @@ class TempDir {
     std::string operator/(const std::string &name) const { return (path_ / name).string(); }
     std::string str() const { return path_.string(); }
 
-   private:
+ private:
     fs::path path_;
 };
 
@@ -106,8 +107,8 @@ std::string tensors_file(const std::vector<std::string> &names, std::size_t size
     for (const std::string &name : names) {
         if (header.size() > 1) header += ",";
         header += "\"" + name + "\":{\"dtype\":\"U8\",\"shape\":[" + std::to_string(size) +
-                  "],\"data_offsets\":[" + std::to_string(at) + "," +
-                  std::to_string(at + size) + "]}";
+                  "],\"data_offsets\":[" + std::to_string(at) + "," + std::to_string(at + size) +
+                  "]}";
         at += size;
     }
     return st_file(header + "}", at);
@@ -180,33 +181,42 @@ TEST_CASE("A valid header gives every tensor's dtype, shape, size and absolute o
 
 TEST_CASE("Every safetensors dtype is known, with its size and ferry dtype where one exists") {
     const std::vector<std::tuple<std::string, ferry_dtype, unsigned>> dtypes = {
-        {"BOOL", FERRY_DTYPE_BOOL, 1},        {"U8", FERRY_DTYPE_U8, 1},
-        {"I8", FERRY_DTYPE_I8, 1},            {"I16", FERRY_DTYPE_I16, 2},
-        {"U16", FERRY_DTYPE_UNKNOWN, 2},      {"I32", FERRY_DTYPE_I32, 4},
-        {"U32", FERRY_DTYPE_UNKNOWN, 4},      {"I64", FERRY_DTYPE_I64, 8},
-        {"U64", FERRY_DTYPE_UNKNOWN, 8},      {"F16", FERRY_DTYPE_F16, 2},
-        {"BF16", FERRY_DTYPE_BF16, 2},        {"F32", FERRY_DTYPE_F32, 4},
-        {"F64", FERRY_DTYPE_F64, 8},          {"C64", FERRY_DTYPE_UNKNOWN, 8},
-        {"F8_E4M3", FERRY_DTYPE_UNKNOWN, 1},  {"F8_E5M2", FERRY_DTYPE_UNKNOWN, 1},
-        {"F8_E8M0", FERRY_DTYPE_UNKNOWN, 1},  {"F8_E4M3FNUZ", FERRY_DTYPE_UNKNOWN, 1},
+        {"BOOL", FERRY_DTYPE_BOOL, 1},
+        {"U8", FERRY_DTYPE_U8, 1},
+        {"I8", FERRY_DTYPE_I8, 1},
+        {"I16", FERRY_DTYPE_I16, 2},
+        {"U16", FERRY_DTYPE_UNKNOWN, 2},
+        {"I32", FERRY_DTYPE_I32, 4},
+        {"U32", FERRY_DTYPE_UNKNOWN, 4},
+        {"I64", FERRY_DTYPE_I64, 8},
+        {"U64", FERRY_DTYPE_UNKNOWN, 8},
+        {"F16", FERRY_DTYPE_F16, 2},
+        {"BF16", FERRY_DTYPE_BF16, 2},
+        {"F32", FERRY_DTYPE_F32, 4},
+        {"F64", FERRY_DTYPE_F64, 8},
+        {"C64", FERRY_DTYPE_UNKNOWN, 8},
+        {"F8_E4M3", FERRY_DTYPE_UNKNOWN, 1},
+        {"F8_E5M2", FERRY_DTYPE_UNKNOWN, 1},
+        {"F8_E8M0", FERRY_DTYPE_UNKNOWN, 1},
+        {"F8_E4M3FNUZ", FERRY_DTYPE_UNKNOWN, 1},
         {"F8_E5M2FNUZ", FERRY_DTYPE_UNKNOWN, 1},
     };
     for (const auto &[name, dtype, size] : dtypes) {
         INFO(name);
         const std::string n = std::to_string(3 * size);
-        const Header h = parse(st_file("{\"t\":{\"dtype\":\"" + name +
-                                           "\",\"shape\":[3],\"data_offsets\":[0," + n + "]}}",
-                                       3 * size));
+        const Header h = parse(st_file(
+            "{\"t\":{\"dtype\":\"" + name + "\",\"shape\":[3],\"data_offsets\":[0," + n + "]}}",
+            3 * size));
         REQUIRE(h.tensors.size() == 1);
         CHECK(h.tensors[0].dtype == dtype);
         CHECK(h.tensors[0].element_bytes == size);
         CHECK(h.tensors[0].bytes == 3 * size);
     }
     // 6-bit elements: four of them are three bytes.
-    const Header h = parse(st_file(
-        "{\"t\":{\"dtype\":\"F6_E2M3\",\"shape\":[4],\"data_offsets\":[0,3]},"
-        "\"u\":{\"dtype\":\"F6_E3M2\",\"shape\":[4],\"data_offsets\":[3,6]}}",
-        6));
+    const Header h =
+        parse(st_file("{\"t\":{\"dtype\":\"F6_E2M3\",\"shape\":[4],\"data_offsets\":[0,3]},"
+                      "\"u\":{\"dtype\":\"F6_E3M2\",\"shape\":[4],\"data_offsets\":[3,6]}}",
+                      6));
     CHECK(h.tensors[0].bytes == 3);
     CHECK(h.tensors[1].bytes == 3);
 }
@@ -260,8 +270,7 @@ TEST_CASE("A header that is not JSON is refused, with the parser's position") {
     expect_error([] { parse(st_file("{\"t\":{}} trailing")); }, FERRY_ERROR_FILE_FORMAT,
                  {kFile, "not JSON"});
     expect_error([] { parse(st_file("")); }, FERRY_ERROR_FILE_FORMAT, {kFile, "not JSON"});
-    expect_error([] { parse(st_file("{\"t\":1e999}")); }, FERRY_ERROR_FILE_FORMAT,
-                 {kFile, "JSON"});
+    expect_error([] { parse(st_file("{\"t\":1e999}")); }, FERRY_ERROR_FILE_FORMAT, {kFile, "JSON"});
 }
 
 TEST_CASE("A header that is not a JSON object is refused") {
@@ -304,27 +313,31 @@ TEST_CASE("A negative or non-integer dimension is refused") {
                        FERRY_ERROR_FILE_FORMAT, "a dimension 1.5 is not an integer");
     expect_entry_error("{\"dtype\":\"U8\",\"shape\":[2.0],\"data_offsets\":[0,2]}", 2,
                        FERRY_ERROR_FILE_FORMAT, "is not an integer");
-    expect_entry_error("{\"dtype\":\"U8\",\"shape\":[9223372036854775808],"
-                       "\"data_offsets\":[0,0]}",
-                       0, FERRY_ERROR_FILE_FORMAT, "is too large");
+    expect_entry_error(
+        "{\"dtype\":\"U8\",\"shape\":[9223372036854775808],"
+        "\"data_offsets\":[0,0]}",
+        0, FERRY_ERROR_FILE_FORMAT, "is too large");
 }
 
 TEST_CASE("More than FERRY_MAX_DIMS dimensions are refused") {
-    expect_entry_error("{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}",
-                       1, FERRY_ERROR_FILE_FORMAT, "9 dims, more than FERRY_MAX_DIMS (8)");
+    expect_entry_error("{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}", 1,
+                       FERRY_ERROR_FILE_FORMAT, "9 dims, more than FERRY_MAX_DIMS (8)");
 }
 
 TEST_CASE("An element count that overflows is refused, whatever the order of the dims") {
-    expect_entry_error("{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],"
-                       "\"data_offsets\":[0,0]}",
-                       0, FERRY_ERROR_FILE_FORMAT, "overflows");
-    expect_entry_error("{\"dtype\":\"U8\",\"shape\":[0,4294967296,4294967296],"
-                       "\"data_offsets\":[0,0]}",
-                       0, FERRY_ERROR_FILE_FORMAT, "overflows");
+    expect_entry_error(
+        "{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],"
+        "\"data_offsets\":[0,0]}",
+        0, FERRY_ERROR_FILE_FORMAT, "overflows");
+    expect_entry_error(
+        "{\"dtype\":\"U8\",\"shape\":[0,4294967296,4294967296],"
+        "\"data_offsets\":[0,0]}",
+        0, FERRY_ERROR_FILE_FORMAT, "overflows");
     // Elements fit in int64 but their bits do not fit in uint64.
-    expect_entry_error("{\"dtype\":\"F64\",\"shape\":[4611686018427387904],"
-                       "\"data_offsets\":[0,0]}",
-                       0, FERRY_ERROR_FILE_FORMAT, "byte count");
+    expect_entry_error(
+        "{\"dtype\":\"F64\",\"shape\":[4611686018427387904],"
+        "\"data_offsets\":[0,0]}",
+        0, FERRY_ERROR_FILE_FORMAT, "byte count");
 }
 
 TEST_CASE("Shape times element size must equal the byte range") {
@@ -367,11 +380,15 @@ TEST_CASE("Offsets that leave a hole in the data are refused") {
 }
 
 TEST_CASE("Bytes after the last tensor's data are refused: the data must cover the file") {
-    expect_error([] { parse(st_file("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],"
-                                    "\"data_offsets\":[0,4]}}",
-                                    7)); },
-                 FERRY_ERROR_FILE_FORMAT,
-                 {kFile, "last 3 bytes of the file belong to no tensor", "after tensor 'a'"});
+    expect_error(
+        [] {
+            parse(
+                st_file("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],"
+                        "\"data_offsets\":[0,4]}}",
+                        7));
+        },
+        FERRY_ERROR_FILE_FORMAT,
+        {kFile, "last 3 bytes of the file belong to no tensor", "after tensor 'a'"});
     expect_error([] { parse(st_file("{}", 5)); }, FERRY_ERROR_FILE_FORMAT,
                  {kFile, "last 5 bytes", "has no tensor"});
 }
@@ -409,18 +426,21 @@ TEST_CASE("__metadata__ that is not an object is refused") {
 }
 
 TEST_CASE("A tensor name holding a NUL character is refused") {
-    expect_error([] { parse(st_file("{\"a\\u0000b\":{\"dtype\":\"U8\",\"shape\":[0],"
-                                    "\"data_offsets\":[0,0]}}")); },
-                 FERRY_ERROR_FILE_FORMAT, {kFile, "tensor 'a\\x00b'", "NUL"});
+    expect_error(
+        [] {
+            parse(
+                st_file("{\"a\\u0000b\":{\"dtype\":\"U8\",\"shape\":[0],"
+                        "\"data_offsets\":[0,0]}}"));
+        },
+        FERRY_ERROR_FILE_FORMAT, {kFile, "tensor 'a\\x00b'", "NUL"});
 }
 
 // --- indexes -----------------------------------------------------------------------------
 
 TEST_CASE("An index gives its shards in first-seen order and each tensor's shard") {
     const ferry::load::Index index = ferry::load::parse_index(
-        "m.index.json", index_json({{"b", "s2.safetensors"},
-                                    {"a", "s1.safetensors"},
-                                    {"c", "s2.safetensors"}}));
+        "m.index.json",
+        index_json({{"b", "s2.safetensors"}, {"a", "s1.safetensors"}, {"c", "s2.safetensors"}}));
     REQUIRE(index.shards == std::vector<std::string>{"s2.safetensors", "s1.safetensors"});
     REQUIRE(index.weight_map.size() == 3);
     CHECK(index.weight_map[0] == std::make_pair(std::string("b"), 0u));
@@ -431,9 +451,11 @@ TEST_CASE("An index gives its shards in first-seen order and each tensor's shard
 TEST_CASE("A shard name that is not a plain file name is refused") {
     for (const std::string shard : {"../x.safetensors", "/abs.safetensors", "", "a/b", ".", ".."}) {
         INFO(shard);
-        expect_error([&] { ferry::load::parse_index("m.index.json", index_json({{"t", shard}})); },
-                     FERRY_ERROR_FILE_FORMAT,
-                     {"m.index.json", "tensor 't'", "not a plain file name"});
+        expect_error(
+            [&] {
+                ferry::load::parse_index("m.index.json", index_json({{"t", shard}}));
+            },
+            FERRY_ERROR_FILE_FORMAT, {"m.index.json", "tensor 't'", "not a plain file name"});
     }
 }
 
@@ -496,10 +518,10 @@ TEST_CASE("A folder opens its index first, then its file, transformers before di
     TempDir dir;
     const std::string folder = dir / "model";
     fs::create_directory(folder);
-    expect_error([&] { WeightSet::open(folder); }, FERRY_ERROR_IO,
-                 {folder, "model.safetensors.index.json", "model.safetensors",
-                  "diffusion_pytorch_model.safetensors.index.json",
-                  "diffusion_pytorch_model.safetensors"});
+    expect_error(
+        [&] { WeightSet::open(folder); }, FERRY_ERROR_IO,
+        {folder, "model.safetensors.index.json", "model.safetensors",
+         "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors"});
 
     write(folder + "/diffusion_pytorch_model.safetensors", one_tensor("diffusers"));
     CHECK(WeightSet::open(folder)->find("diffusers") != nullptr);
@@ -524,9 +546,9 @@ TEST_CASE("A missing file or shard is an I/O error naming it") {
                  {dir / "none.safetensors", "No such file"});
     write(dir / "a.safetensors", one_tensor("a"));
     write(dir / "m.index.json", index_json({{"a", "a.safetensors"}, {"b", "b.safetensors"}}));
-    expect_error([&] { WeightSet::open(dir / "m.index.json"); }, FERRY_ERROR_IO,
-                 {dir / "m.index.json", "shard 'b.safetensors'", dir / "b.safetensors",
-                  "No such file"});
+    expect_error(
+        [&] { WeightSet::open(dir / "m.index.json"); }, FERRY_ERROR_IO,
+        {dir / "m.index.json", "shard 'b.safetensors'", dir / "b.safetensors", "No such file"});
 }
 
 TEST_CASE("A tensor in two shards is refused") {
@@ -553,14 +575,13 @@ TEST_CASE("An index and its shards' headers must name the same tensors") {
                                             {"extra", "a.safetensors"},
                                             {"y", "b.safetensors"},
                                             {"ghost", "b.safetensors"}}));
-    expect_error([&] { WeightSet::open(dir / "m.index.json"); }, FERRY_ERROR_FILE_FORMAT,
-                 {"m.index.json", "tensor 'ghost' is mapped to shard 'b.safetensors'",
-                  "does not hold it"});
+    expect_error(
+        [&] { WeightSet::open(dir / "m.index.json"); }, FERRY_ERROR_FILE_FORMAT,
+        {"m.index.json", "tensor 'ghost' is mapped to shard 'b.safetensors'", "does not hold it"});
 
     // ... or that holds it in another shard.
-    write(dir / "m.index.json", index_json({{"x", "a.safetensors"},
-                                            {"extra", "b.safetensors"},
-                                            {"y", "b.safetensors"}}));
+    write(dir / "m.index.json",
+          index_json({{"x", "a.safetensors"}, {"extra", "b.safetensors"}, {"y", "b.safetensors"}}));
     expect_error([&] { WeightSet::open(dir / "m.index.json"); }, FERRY_ERROR_FILE_FORMAT,
                  {"tensor 'extra' is mapped to shard 'b.safetensors'",
                   "(it is in " + dir / "a.safetensors"});
@@ -637,7 +658,8 @@ TEST_CASE("direct_fd gives an O_DIRECT descriptor of the same file, or -1 where 
     CHECK(fd >= -1);
     CHECK(file.direct_fd() == fd);  // opened once
     if (fd >= 0) {
-        struct stat a {}, b {};
+        struct stat a {
+        }, b{};
         REQUIRE(fstat(fd, &a) == 0);
         REQUIRE(fstat(file.fd(), &b) == 0);
         CHECK(a.st_ino == b.st_ino);

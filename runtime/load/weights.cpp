@@ -62,17 +62,28 @@ struct DtypeInfo {
 // Every dtype of safetensors 0.8 (Dtype in safetensors/src/tensor.rs). F4 and F6_* are
 // sub-byte: their bytes are elements x bits / 8, which must be whole.
 constexpr DtypeInfo kDtypes[] = {
-    {"BOOL", FERRY_DTYPE_BOOL, 8},           {"U8", FERRY_DTYPE_U8, 8},
-    {"I8", FERRY_DTYPE_I8, 8},               {"I16", FERRY_DTYPE_I16, 16},
-    {"U16", FERRY_DTYPE_UNKNOWN, 16},        {"I32", FERRY_DTYPE_I32, 32},
-    {"U32", FERRY_DTYPE_UNKNOWN, 32},        {"I64", FERRY_DTYPE_I64, 64},
-    {"U64", FERRY_DTYPE_UNKNOWN, 64},        {"F16", FERRY_DTYPE_F16, 16},
-    {"BF16", FERRY_DTYPE_BF16, 16},          {"F32", FERRY_DTYPE_F32, 32},
-    {"F64", FERRY_DTYPE_F64, 64},            {"C64", FERRY_DTYPE_UNKNOWN, 64},
-    {"F8_E4M3", FERRY_DTYPE_UNKNOWN, 8},     {"F8_E5M2", FERRY_DTYPE_UNKNOWN, 8},
-    {"F8_E8M0", FERRY_DTYPE_UNKNOWN, 8},     {"F8_E4M3FNUZ", FERRY_DTYPE_UNKNOWN, 8},
-    {"F8_E5M2FNUZ", FERRY_DTYPE_UNKNOWN, 8}, {"F6_E2M3", FERRY_DTYPE_UNKNOWN, 6},
-    {"F6_E3M2", FERRY_DTYPE_UNKNOWN, 6},     {"F4", FERRY_DTYPE_UNKNOWN, 4},
+    {"BOOL", FERRY_DTYPE_BOOL, 8},
+    {"U8", FERRY_DTYPE_U8, 8},
+    {"I8", FERRY_DTYPE_I8, 8},
+    {"I16", FERRY_DTYPE_I16, 16},
+    {"U16", FERRY_DTYPE_UNKNOWN, 16},
+    {"I32", FERRY_DTYPE_I32, 32},
+    {"U32", FERRY_DTYPE_UNKNOWN, 32},
+    {"I64", FERRY_DTYPE_I64, 64},
+    {"U64", FERRY_DTYPE_UNKNOWN, 64},
+    {"F16", FERRY_DTYPE_F16, 16},
+    {"BF16", FERRY_DTYPE_BF16, 16},
+    {"F32", FERRY_DTYPE_F32, 32},
+    {"F64", FERRY_DTYPE_F64, 64},
+    {"C64", FERRY_DTYPE_UNKNOWN, 64},
+    {"F8_E4M3", FERRY_DTYPE_UNKNOWN, 8},
+    {"F8_E5M2", FERRY_DTYPE_UNKNOWN, 8},
+    {"F8_E8M0", FERRY_DTYPE_UNKNOWN, 8},
+    {"F8_E4M3FNUZ", FERRY_DTYPE_UNKNOWN, 8},
+    {"F8_E5M2FNUZ", FERRY_DTYPE_UNKNOWN, 8},
+    {"F6_E2M3", FERRY_DTYPE_UNKNOWN, 6},
+    {"F6_E3M2", FERRY_DTYPE_UNKNOWN, 6},
+    {"F4", FERRY_DTYPE_UNKNOWN, 4},
 };
 
 const DtypeInfo *find_dtype(const std::string &name) {
@@ -135,8 +146,8 @@ enum class Ordered { kRoot, kWeightMap };
 // Parses `text` (`what` names it in messages: "header", "index"). Throws
 // FERRY_ERROR_FILE_FORMAT, naming `file`, for ill-formed UTF-8, JSON syntax errors and
 // duplicate keys at any depth.
-Document parse_json(const std::string &file, const char *what, const char *text,
-                    std::size_t size, std::uint64_t base_offset, Ordered ordered) {
+Document parse_json(const std::string &file, const char *what, const char *text, std::size_t size,
+                    std::uint64_t base_offset, Ordered ordered) {
     const std::size_t bad = invalid_utf8_at(reinterpret_cast<const unsigned char *>(text), size);
     FERRY_EXPECTS(bad == std::string_view::npos, FERRY_ERROR_FILE_FORMAT,
                   file + ": the " + what + " is not UTF-8: ill-formed byte at offset " +
@@ -165,10 +176,9 @@ Document parse_json(const std::string &file, const char *what, const char *text,
                 if (stack.empty() || !stack.back().object) break;
                 Frame &frame = stack.back();
                 std::string key = parsed.get<std::string>();
-                const bool wanted =
-                    ordered == Ordered::kRoot
-                        ? stack.size() == 1
-                        : stack.size() == 2 && stack[0].key == "weight_map";
+                const bool wanted = ordered == Ordered::kRoot
+                                        ? stack.size() == 1
+                                        : stack.size() == 2 && stack[0].key == "weight_map";
                 if (!frame.keys.insert(key).second && duplicate.empty()) {
                     if (ordered == Ordered::kRoot && stack.size() == 1) {
                         duplicate = "tensor " + named(key) + " appears twice in the header";
@@ -177,11 +187,11 @@ Document parse_json(const std::string &file, const char *what, const char *text,
                     } else if (stack.size() == 1) {
                         duplicate = "key " + named(key) + " appears twice in the " + what;
                     } else {
-                        duplicate = (ordered == Ordered::kRoot && stack[0].key != "__metadata__"
-                                         ? "tensor "
-                                         : "") +
-                                    named(stack[0].key) + ": key " + named(key) +
-                                    " appears twice in its value";
+                        duplicate =
+                            (ordered == Ordered::kRoot && stack[0].key != "__metadata__" ? "tensor "
+                                                                                         : "") +
+                            named(stack[0].key) + ": key " + named(key) +
+                            " appears twice in its value";
                     }
                 }
                 if (wanted) doc.order.push_back(key);
@@ -211,16 +221,25 @@ Document parse_json(const std::string &file, const char *what, const char *text,
 
 const char *type_name(const json &value) {
     switch (value.type()) {
-        case json::value_t::null: return "null";
-        case json::value_t::object: return "an object";
-        case json::value_t::array: return "an array";
-        case json::value_t::string: return "a string";
-        case json::value_t::boolean: return "a boolean";
+        case json::value_t::null:
+            return "null";
+        case json::value_t::object:
+            return "an object";
+        case json::value_t::array:
+            return "an array";
+        case json::value_t::string:
+            return "a string";
+        case json::value_t::boolean:
+            return "a boolean";
         case json::value_t::number_integer:
-        case json::value_t::number_unsigned: return "an integer";
-        case json::value_t::number_float: return "a non-integer number";
-        case json::value_t::binary: return "binary";
-        case json::value_t::discarded: return "discarded";
+        case json::value_t::number_unsigned:
+            return "an integer";
+        case json::value_t::number_float:
+            return "a non-integer number";
+        case json::value_t::binary:
+            return "binary";
+        case json::value_t::discarded:
+            return "discarded";
     }
     return "?";
 }
@@ -235,16 +254,16 @@ std::uint64_t non_negative(const json &value, std::uint64_t limit, const std::st
         return v;
     }
     if (value.is_number_integer()) {  // only negative values parse as signed
-        throw Error(FERRY_ERROR_FILE_FORMAT, where + ": " + what + " " +
-                                                 std::to_string(value.get<std::int64_t>()) +
-                                                 " is negative");
+        throw Error(
+            FERRY_ERROR_FILE_FORMAT,
+            where + ": " + what + " " + std::to_string(value.get<std::int64_t>()) + " is negative");
     }
     if (value.is_number_float()) {
-        throw Error(FERRY_ERROR_FILE_FORMAT, where + ": " + what + " " + value.dump() +
-                                                 " is not an integer");
+        throw Error(FERRY_ERROR_FILE_FORMAT,
+                    where + ": " + what + " " + value.dump() + " is not an integer");
     }
-    throw Error(FERRY_ERROR_FILE_FORMAT, where + ": " + what + " is " + type_name(value) +
-                                             ", not a non-negative integer");
+    throw Error(FERRY_ERROR_FILE_FORMAT,
+                where + ": " + what + " is " + type_name(value) + ", not a non-negative integer");
 }
 
 const json &member(const json &entry, const char *key, const std::string &where) {
@@ -290,8 +309,7 @@ FileTensor parse_entry(const std::string &file, const std::string &name, const j
                   where + ": \"shape\" is " + type_name(shape) + ", not an array");
     FERRY_EXPECTS(shape.size() <= FERRY_MAX_DIMS, FERRY_ERROR_FILE_FORMAT,
                   where + ": the shape has " + std::to_string(shape.size()) +
-                      " dims, more than FERRY_MAX_DIMS (" + std::to_string(FERRY_MAX_DIMS) +
-                      ")");
+                      " dims, more than FERRY_MAX_DIMS (" + std::to_string(FERRY_MAX_DIMS) + ")");
     // The product of the non-zero dims, so that a consumer multiplying them in any order
     // stays in int64, and of the element bits in uint64.
     std::uint64_t elements = 1, nonzero = 1;
@@ -303,9 +321,9 @@ FileTensor parse_entry(const std::string &file, const std::string &name, const j
             elements = 0;
             continue;
         }
-        FERRY_EXPECTS(nonzero <= kMaxDim / d, FERRY_ERROR_FILE_FORMAT,
-                      where + ": the element count of shape " + shape_text(tensor.shape) +
-                          "... overflows");
+        FERRY_EXPECTS(
+            nonzero <= kMaxDim / d, FERRY_ERROR_FILE_FORMAT,
+            where + ": the element count of shape " + shape_text(tensor.shape) + "... overflows");
         nonzero *= d;
     }
     if (elements != 0) elements = nonzero;
@@ -315,27 +333,26 @@ FileTensor parse_entry(const std::string &file, const std::string &name, const j
                       info->name + " overflows");
     const std::uint64_t bits = elements * info->bits;
     FERRY_EXPECTS(bits % 8 == 0, FERRY_ERROR_FILE_FORMAT,
-                  where + ": " + std::to_string(elements) + " elements of " + info->name +
-                      " (" + std::to_string(info->bits) +
-                      " bits each) do not end on a byte boundary");
+                  where + ": " + std::to_string(elements) + " elements of " + info->name + " (" +
+                      std::to_string(info->bits) + " bits each) do not end on a byte boundary");
     tensor.bytes = bits / 8;
 
     const json &offsets = member(entry, "data_offsets", where);
-    FERRY_EXPECTS(offsets.is_array() && offsets.size() == 2, FERRY_ERROR_FILE_FORMAT,
-                  where + ": \"data_offsets\" is " +
-                      (offsets.is_array() ? "an array of " + std::to_string(offsets.size()) +
-                                                " values"
-                                          : std::string(type_name(offsets))) +
-                      ", not [begin, end]");
+    FERRY_EXPECTS(
+        offsets.is_array() && offsets.size() == 2, FERRY_ERROR_FILE_FORMAT,
+        where + ": \"data_offsets\" is " +
+            (offsets.is_array() ? "an array of " + std::to_string(offsets.size()) + " values"
+                                : std::string(type_name(offsets))) +
+            ", not [begin, end]");
     constexpr auto kMaxOffset = std::numeric_limits<std::uint64_t>::max();
     const std::uint64_t begin = non_negative(offsets[0], kMaxOffset, where, "data_offsets begin");
     const std::uint64_t end = non_negative(offsets[1], kMaxOffset, where, "data_offsets end");
     FERRY_EXPECTS(begin <= end, FERRY_ERROR_FILE_FORMAT,
-                  where + ": data_offsets [" + std::to_string(begin) + ", " +
-                      std::to_string(end) + "] begin after they end");
+                  where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      "] begin after they end");
     FERRY_EXPECTS(end - begin == tensor.bytes, FERRY_ERROR_FILE_FORMAT,
-                  where + ": shape " + shape_text(tensor.shape) + " of " + info->name +
-                      " is " + std::to_string(tensor.bytes) + " bytes, but data_offsets [" +
+                  where + ": shape " + shape_text(tensor.shape) + " of " + info->name + " is " +
+                      std::to_string(tensor.bytes) + " bytes, but data_offsets [" +
                       std::to_string(begin) + ", " + std::to_string(end) + "] hold " +
                       std::to_string(end - begin));
     FERRY_EXPECTS(end <= data_bytes, FERRY_ERROR_FILE_TRUNCATED,
@@ -353,8 +370,8 @@ FileTensor parse_entry(const std::string &file, const std::string &name, const j
 void read_exact(const WeightFile &file, std::byte *dst, std::size_t size, std::uint64_t offset) {
     std::size_t done = 0;
     while (done < size) {
-        const ssize_t n = ::pread(file.fd(), dst + done, size - done,
-                                  static_cast<off_t>(offset + done));
+        const ssize_t n =
+            ::pread(file.fd(), dst + done, size - done, static_cast<off_t>(offset + done));
         if (n < 0 && errno == EINTR) continue;
         FERRY_EXPECTS(n >= 0, FERRY_ERROR_IO,
                       file.path() + ": read of " + std::to_string(size) + " bytes at offset " +
@@ -482,9 +499,8 @@ std::uint64_t header_length(const std::string &file, const std::byte *first8,
                       " bytes is over the limit of " + std::to_string(kMaxHeaderBytes) +
                       " (not a safetensors file, or a corrupt one)");
     FERRY_EXPECTS(n <= file_bytes - 8, FERRY_ERROR_FILE_TRUNCATED,
-                  file + ": the header length is " + std::to_string(n) +
-                      " bytes, but only " + std::to_string(file_bytes - 8) +
-                      " follow it (the file is truncated)");
+                  file + ": the header length is " + std::to_string(n) + " bytes, but only " +
+                      std::to_string(file_bytes - 8) + " follow it (the file is truncated)");
     return n;
 }
 
@@ -515,8 +531,7 @@ Header parse_header(const std::string &file, const std::byte *bytes, std::size_t
         const json &entry = doc.root.at(name);
         if (name == "__metadata__") {
             FERRY_EXPECTS(entry.is_object(), FERRY_ERROR_FILE_FORMAT,
-                          file + ": \"__metadata__\" is " + type_name(entry) +
-                              ", not an object");
+                          file + ": \"__metadata__\" is " + type_name(entry) + ", not an object");
             continue;
         }
         std::uint64_t begin = 0;
@@ -539,14 +554,14 @@ Header parse_header(const std::string &file, const std::byte *bytes, std::size_t
             "[" + std::to_string(range.begin) + ", " + std::to_string(range.end) + "]";
         FERRY_EXPECTS(range.begin >= covered, FERRY_ERROR_FILE_FORMAT,
                       file + ": tensor " + named(tensor.name) + ": data_offsets " + span +
-                          " overlap those of tensor " + named(previous->name) +
-                          ", which end at " + std::to_string(covered));
-        FERRY_EXPECTS(range.begin == covered, FERRY_ERROR_FILE_FORMAT,
-                      file + ": tensor " + named(tensor.name) + ": data_offsets " + span +
-                          " leave a hole: bytes [" + std::to_string(covered) + ", " +
-                          std::to_string(range.begin) + ") of the data belong to no tensor" +
-                          (previous ? " (after tensor " + named(previous->name) + ")"
-                                    : std::string()));
+                          " overlap those of tensor " + named(previous->name) + ", which end at " +
+                          std::to_string(covered));
+        FERRY_EXPECTS(
+            range.begin == covered, FERRY_ERROR_FILE_FORMAT,
+            file + ": tensor " + named(tensor.name) + ": data_offsets " + span +
+                " leave a hole: bytes [" + std::to_string(covered) + ", " +
+                std::to_string(range.begin) + ") of the data belong to no tensor" +
+                (previous ? " (after tensor " + named(previous->name) + ")" : std::string()));
         covered = range.end;
         if (range.end > range.begin || previous == nullptr) previous = &tensor;
     }
@@ -581,12 +596,11 @@ Index parse_index(const std::string &file, const std::string &text) {
         FERRY_EXPECTS(value.is_string(), FERRY_ERROR_FILE_FORMAT,
                       where + ": its shard is " + type_name(value) + ", not a file name");
         const auto &shard = value.get_ref<const std::string &>();
-        FERRY_EXPECTS(!shard.empty() && shard != "." && shard != ".." &&
-                          shard.find('/') == std::string::npos &&
-                          shard.find('\0') == std::string::npos,
-                      FERRY_ERROR_FILE_FORMAT,
-                      where + ": shard " + named(shard) +
-                          " is not a plain file name in the index's folder");
+        FERRY_EXPECTS(
+            !shard.empty() && shard != "." && shard != ".." &&
+                shard.find('/') == std::string::npos && shard.find('\0') == std::string::npos,
+            FERRY_ERROR_FILE_FORMAT,
+            where + ": shard " + named(shard) + " is not a plain file name in the index's folder");
         const auto [it, added] =
             shard_of_name.emplace(shard, static_cast<std::uint32_t>(index.shards.size()));
         if (added) index.shards.push_back(shard);
@@ -670,8 +684,8 @@ std::shared_ptr<WeightSet> WeightSet::open(const std::string &path) {
             for (const auto &entry : index.weight_map) mapped.insert(entry.first);
             for (const FileTensor &tensor : set->tensors_) {
                 FERRY_EXPECTS(mapped.count(tensor.name) != 0, FERRY_ERROR_FILE_FORMAT,
-                              set->files_[tensor.file]->path() + ": tensor " +
-                                  named(tensor.name) + " is not in the index " + target);
+                              set->files_[tensor.file]->path() + ": tensor " + named(tensor.name) +
+                                  " is not in the index " + target);
             }
         }
     }

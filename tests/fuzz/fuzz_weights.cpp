@@ -35,8 +35,7 @@ const std::string kFile = "fuzz.safetensors";
 const std::string kIndex = "fuzz.safetensors.index.json";
 
 [[noreturn]] void violated(const char *what, const std::string &detail) {
-    std::fprintf(stderr, "ferry fuzz weights: invariant violated: %s: %s\n", what,
-                 detail.c_str());
+    std::fprintf(stderr, "ferry fuzz weights: invariant violated: %s: %s\n", what, detail.c_str());
     std::abort();
 }
 
@@ -58,7 +57,8 @@ std::uint64_t bits_of(const ferry::load::FileTensor &t) {
 }
 
 void check_header(const ferry::load::Header &h, std::uint64_t size) {
-    if (h.data_start < 8 || h.data_start > size) violated("data_start", std::to_string(h.data_start));
+    if (h.data_start < 8 || h.data_start > size)
+        violated("data_start", std::to_string(h.data_start));
     std::vector<const ferry::load::FileTensor *> sorted;
     std::unordered_set<std::string> names;
     for (const auto &t : h.tensors) {
