@@ -38,7 +38,7 @@ std::vector<std::uint64_t> write_safetensors(const std::string &path,
     std::uint64_t offset = 8 + length;
     for (const FileEntry &e : entries) {
         offsets.push_back(offset);
-        std::fwrite(e.bytes.data(), 1, e.bytes.size(), file);
+        if (!e.bytes.empty()) std::fwrite(e.bytes.data(), 1, e.bytes.size(), file);
         offset += e.bytes.size();
     }
     if (std::fclose(file) != 0) throw std::runtime_error("cannot write " + path);
