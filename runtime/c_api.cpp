@@ -242,6 +242,78 @@ ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group group, int32_t
     });
 }
 
+ferry_status ferry_groups_list(ferry_runtime *runtime, ferry_group *out, size_t capacity,
+                               size_t *count) {
+    return guarded("ferry_groups_list", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(count, "count");
+        FERRY_EXPECTS(out != nullptr || capacity == 0, FERRY_ERROR_INVALID_ARGUMENT,
+                      "out is NULL with a capacity of " + std::to_string(capacity));
+        const std::uint32_t groups = rt.group_count();
+        for (std::uint32_t g = 0; g < groups && g < capacity; ++g) {
+            out[g].id = encode(rt.serial(), kGroupHandle, g);
+        }
+        *count = groups;
+    });
+}
+
+ferry_status ferry_group_tensors(ferry_runtime *runtime, ferry_group group, ferry_tensor *out,
+                                 size_t capacity, size_t *count) {
+    return guarded("ferry_group_tensors", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(count, "count");
+        FERRY_EXPECTS(out != nullptr || capacity == 0, FERRY_ERROR_INVALID_ARGUMENT,
+                      "out is NULL with a capacity of " + std::to_string(capacity));
+        const std::vector<std::uint32_t> tensors =
+            rt.group_tensors(index_of(rt, group.id, kGroupHandle));
+        for (std::size_t i = 0; i < tensors.size() && i < capacity; ++i) {
+            out[i].id = encode(rt.serial(), kTensorHandle, tensors[i]);
+        }
+        *count = tensors.size();
+    });
+}
+
+ferry_status ferry_group_find(ferry_runtime *runtime, const char *name, ferry_group *out) {
+    return guarded("ferry_group_find", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        const std::int64_t g = rt.find_group(name);
+        FERRY_EXPECTS(g >= 0, FERRY_ERROR_INVALID_ARGUMENT,
+                      "no group is named '" + std::string(name) + "'");
+        out->id = encode(rt.serial(), kGroupHandle, static_cast<std::uint32_t>(g));
+    });
+}
+
+ferry_status ferry_tensor_find(ferry_runtime *runtime, ferry_group group, const char *name,
+                               ferry_tensor *out) {
+    return guarded("ferry_tensor_find", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        const std::uint32_t g = index_of(rt, group.id, kGroupHandle);
+        const std::int64_t t = rt.find_tensor(g, name);
+        FERRY_EXPECTS(t >= 0, FERRY_ERROR_INVALID_ARGUMENT,
+                      "group '" + std::string(rt.group_name(g)) + "' has no tensor '" +
+                          std::string(name) + "'");
+        out->id = encode(rt.serial(), kTensorHandle, static_cast<std::uint32_t>(t));
+    });
+}
+
+ferry_status ferry_group_name(ferry_runtime *runtime, ferry_group group, const char **out) {
+    return guarded("ferry_group_name", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        *out = rt.group_name(index_of(rt, group.id, kGroupHandle));
+    });
+}
+
+ferry_status ferry_tensor_name(ferry_runtime *runtime, ferry_tensor tensor, const char **out) {
+    return guarded("ferry_tensor_name", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        *out = rt.tensor_name(index_of(rt, tensor.id, kTensorHandle));
+    });
+}
+
 ferry_status ferry_group_resident_bytes(ferry_runtime *runtime, ferry_group group,
                                         uint64_t *out) {
     return guarded("ferry_group_resident_bytes", [&] {

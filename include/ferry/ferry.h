@@ -396,6 +396,29 @@ FERRY_API ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group grou
 FERRY_API ferry_status ferry_group_resident_bytes(ferry_runtime *runtime, ferry_group group,
                                                   uint64_t *out);
 
+/* Any phase. The groups in definition order: up to `capacity` handles to `out` (NULL
+   when capacity is 0), and how many groups there are to *count. */
+FERRY_API ferry_status ferry_groups_list(ferry_runtime *runtime, ferry_group *out,
+                                         size_t capacity, size_t *count);
+
+/* Any phase. A group's tensors in definition order, the same way. */
+FERRY_API ferry_status ferry_group_tensors(ferry_runtime *runtime, ferry_group group,
+                                           ferry_tensor *out, size_t capacity, size_t *count);
+
+/* Any phase. A group by name, and a tensor of a group by name (for groups and tensors
+   that ferry_weights_define made). FERRY_ERROR_INVALID_ARGUMENT when there is none. */
+FERRY_API ferry_status ferry_group_find(ferry_runtime *runtime, const char *name,
+                                        ferry_group *out);
+FERRY_API ferry_status ferry_tensor_find(ferry_runtime *runtime, ferry_group group,
+                                         const char *name, ferry_tensor *out);
+
+/* Any phase. A group's or a tensor's name: valid until the next define call on the
+   runtime, and for the runtime's life once it is planned. */
+FERRY_API ferry_status ferry_group_name(ferry_runtime *runtime, ferry_group group,
+                                        const char **out);
+FERRY_API ferry_status ferry_tensor_name(ferry_runtime *runtime, ferry_tensor tensor,
+                                         const char **out);
+
 /* ------------------------------------------------------------------------------------ */
 /* Trace                                                                                */
 /* ------------------------------------------------------------------------------------ */

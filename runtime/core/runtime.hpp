@@ -158,6 +158,14 @@ class Runtime {
     void group_info(std::uint32_t group, std::int32_t *resident, std::int32_t *size_class,
                     std::uint64_t *image_bytes, std::uint64_t *resident_bytes);
 
+    // lookup.cpp: groups and tensors by name, and their names (ferry_group_find, ...).
+    std::vector<std::uint32_t> group_tensors(std::uint32_t group);
+    // -1 when there is none.
+    std::int64_t find_group(const char *name);
+    std::int64_t find_tensor(std::uint32_t group, const char *name);
+    const char *group_name(std::uint32_t group);
+    const char *tensor_name(std::uint32_t tensor);
+
     // For handle checks, without the lock: counts only grow.
     std::uint32_t group_count() const { return group_count_.load(std::memory_order_acquire); }
     std::uint32_t tensor_count() const { return tensor_count_.load(std::memory_order_acquire); }
