@@ -396,6 +396,29 @@ FERRY_API ferry_status ferry_group_info(ferry_runtime *runtime, ferry_group grou
 FERRY_API ferry_status ferry_group_resident_bytes(ferry_runtime *runtime, ferry_group group,
                                                   uint64_t *out);
 
+/* Any phase. The groups in definition order: up to `capacity` handles to `out` (NULL
+   when capacity is 0), and how many groups there are to *count. */
+FERRY_API ferry_status ferry_groups_list(ferry_runtime *runtime, ferry_group *out,
+                                         size_t capacity, size_t *count);
+
+/* Any phase. A group's tensors in definition order, the same way. */
+FERRY_API ferry_status ferry_group_tensors(ferry_runtime *runtime, ferry_group group,
+                                           ferry_tensor *out, size_t capacity, size_t *count);
+
+/* Any phase. A group by name, and a tensor of a group by name (for groups and tensors
+   that ferry_weights_define made). FERRY_ERROR_INVALID_ARGUMENT when there is none. */
+FERRY_API ferry_status ferry_group_find(ferry_runtime *runtime, const char *name,
+                                        ferry_group *out);
+FERRY_API ferry_status ferry_tensor_find(ferry_runtime *runtime, ferry_group group,
+                                         const char *name, ferry_tensor *out);
+
+/* Any phase. A group's or a tensor's name: valid until the next define call on the
+   runtime, and for the runtime's life once it is planned. */
+FERRY_API ferry_status ferry_group_name(ferry_runtime *runtime, ferry_group group,
+                                        const char **out);
+FERRY_API ferry_status ferry_tensor_name(ferry_runtime *runtime, ferry_tensor tensor,
+                                         const char **out);
+
 /* ------------------------------------------------------------------------------------ */
 /* Trace                                                                                */
 /* ------------------------------------------------------------------------------------ */
@@ -475,8 +498,11 @@ FERRY_API ferry_status ferry_pin_progress_set(ferry_runtime *runtime,
  * the staging ring. Host RSS then stays near the cap plus the staging ring.
  * stats.host_disk_bytes counts them, stats.bytes_disk_read the bytes read so; the trace
  * shows each read. The files must not change while the runtime lives: a change is found
- * at the next read (FERRY_ERROR_FILE_CHANGED). Verify mode and mutable tensors keep their
- * bytes in memory.
+ * at the next read (FERRY_ERROR_FILE_CHANGED), which fails that onload and leaves the
+ * runtime usable: once the file is put back, onloads work again. Verify mode and mutable
+ * tensors keep their bytes in memory; ferry_tensor_copy_in into a disk-tier tensor moves
+ * it into the host store for good. ferry_weights_define skips zero-byte file tensors, and
+ * ferry_weights_load never counts them as unused.
  */
 typedef struct ferry_weights ferry_weights;
 

@@ -56,7 +56,7 @@ struct FileTensor {
     std::uint32_t file = 0;           // index into WeightSet::files()
     ferry_dtype dtype = FERRY_DTYPE_UNKNOWN;  // UNKNOWN: a safetensors dtype without an enum
     std::string dtype_name;           // as in the header: "BF16"
-    std::uint32_t element_bytes = 0;
+    std::uint32_t element_bytes = 0;  // 0 for the sub-byte F4, F6_E2M3, F6_E3M2
     std::vector<std::int64_t> shape;
     std::uint64_t bytes = 0;
     std::uint64_t offset = 0;         // of its first byte, from the start of the file
