@@ -171,9 +171,7 @@ class Runtime {
     std::uint32_t tensor_count() const { return tensor_count_.load(std::memory_order_acquire); }
 
     Device &device() { return *device_; }
-    // For tests and tools: names by index, and the host store (null before plan).
-    std::string group_name(std::uint32_t group);
-    std::string tensor_name(std::uint32_t tensor);
+    // For tests and tools: the host store (null before plan). Names by index: lookup.cpp.
     const HostStore *host_store() const { return host_.get(); }
 
     // --- trust: verify mode, deferred errors, pinning progress (runtime_verify.cpp) ---
