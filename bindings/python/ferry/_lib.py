@@ -242,6 +242,20 @@ _DECLARATIONS = {
     ),
     "ferry_group_resident_bytes": (_status, [_rt, GroupHandle, ctypes.POINTER(ctypes.c_uint64)]),
     "ferry_group_prefer_resident": (_status, [_rt, GroupHandle]),
+    "ferry_groups_list": (
+        _status, [_rt, ctypes.POINTER(GroupHandle), ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
+    ),
+    "ferry_group_tensors": (
+        _status,
+        [_rt, GroupHandle, ctypes.POINTER(TensorHandle), ctypes.c_size_t,
+         ctypes.POINTER(ctypes.c_size_t)],
+    ),
+    "ferry_group_find": (_status, [_rt, ctypes.c_char_p, ctypes.POINTER(GroupHandle)]),
+    "ferry_tensor_find": (
+        _status, [_rt, GroupHandle, ctypes.c_char_p, ctypes.POINTER(TensorHandle)]
+    ),
+    "ferry_group_name": (_status, [_rt, GroupHandle, ctypes.POINTER(ctypes.c_char_p)]),
+    "ferry_tensor_name": (_status, [_rt, TensorHandle, ctypes.POINTER(ctypes.c_char_p)]),
     "ferry_trace_start": (_status, [_rt, ctypes.c_uint32]),
     "ferry_trace_stop": (_status, [_rt]),
     "ferry_trace_dump": (_status, [_rt, ctypes.c_char_p]),

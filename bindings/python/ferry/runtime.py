@@ -16,12 +16,11 @@ import ctypes
 import enum
 import math
 import os
-import re
 import threading
 
 from . import _lib
 from . import dlpack as _dlpack
-from .errors import ClosedError, DuplicateNameError, EmptyError, InvalidArgumentError, check
+from .errors import ClosedError, InvalidArgumentError, check
 from .units import parse_bytes
 
 __all__ = [
@@ -406,54 +405,59 @@ class Runtime:
     # --- weights files (safetensors) --------------------------------------------------
 
     def define_from(self, weights, block_prefixes, blocks_per_group=1, dtype=None):
-        """DEFINE. Groups and tensors from a ferry.Weights, by the rule of
-        ferry_weights_define: a tensor named "<prefix><N>.<rest>" (N decimal, prefix one
-        of block_prefixes, e.g. "transformer_blocks.") goes to the group "<prefix><N>",
-        or with blocks_per_group > 1 to "<prefix><first>-<last>" of that many
-        consecutive blocks; every other tensor to a group "root", which prefers
-        residency. Blocks N and M share a group when N // blocks_per_group equals
-        M // blocks_per_group. Groups come root first, then by prefix and block number;
-        tensors by name, immutable, of the file's shape and of `dtype` (None: the
-        file's; "float32", "bfloat16" or "float16": float tensors are converted by
-        load()). Tensors of no bytes are left out. Returns the new groups.
-
-        The binding defines them itself (ferry_group_define, ferry_tensor_define) under
-        exactly that rule, so that every Group and Tensor is a handle it can use: the C
-        call gives none back. Nothing is defined when a group name is taken."""
+        """DEFINE. ferry_weights_define: groups and tensors from a ferry.Weights. A tensor
+        named "<prefix><N>.<rest>" (N decimal, prefix one of block_prefixes, e.g.
+        "transformer_blocks.") goes to the group "<prefix><N>", or with
+        blocks_per_group > 1 to "<prefix><first>-<last>" (blocks N and M share a group
+        when N // blocks_per_group equals M // blocks_per_group); every other tensor to a
+        group "root", which prefers residency. Groups come root first, then by prefix and
+        block number; tensors by name, immutable, of the file's shape and of `dtype`
+        (None: the file's; "float32", "bfloat16" or "float16": float tensors are
+        converted by load()). Tensors of no bytes are left out. Nothing is defined when a
+        group name is taken (DuplicateNameError). Returns the new groups, whose handles
+        come from ferry_groups_list and ferry_group_tensors."""
         if isinstance(block_prefixes, str):
             block_prefixes = [block_prefixes]
-        prefixes = [str(p) for p in block_prefixes]
-        if not prefixes or any(not p for p in prefixes):
-            raise InvalidArgumentError("ferry: define_from needs non-empty block prefixes")
+        prefixes = [str(p).encode() for p in block_prefixes]
         if isinstance(blocks_per_group, bool) or not isinstance(blocks_per_group, int) \
                 or blocks_per_group < 1:
             raise InvalidArgumentError(
                 f"ferry: blocks_per_group must be an int >= 1, not {blocks_per_group!r}")
         want = DType.of(dtype)
-        if want != DType.UNKNOWN and want not in _FLOATS:
-            raise InvalidArgumentError(
-                f"ferry: define_from converts to a float dtype (float32, bfloat16, float16) "
-                f"or keeps the files' (None), not {dtype!r}")
-        plan = _group_plan(weights.tensors(), prefixes, blocks_per_group)
-        if not plan:
-            raise EmptyError(f"ferry: the weights in '{weights.path}' hold no tensor with bytes")
-        taken = [name for name, _ in plan if name in self._group_names]
-        if taken:
-            raise DuplicateNameError(
-                "ferry: define_from: group names already defined: " + ", ".join(taken))
+        handle = self._handle()
+        before = len(self._group_handles())
+        array = (ctypes.c_char_p * max(len(prefixes), 1))(*prefixes)
+        check(self._lib.ferry_weights_define(handle, weights._handle(), array, len(prefixes),
+                                             blocks_per_group, int(want)))
         out = []
-        for name, tensors in plan:
-            group = self.define_group(name)
-            if name == _ROOT_GROUP:
-                group.prefer_resident()
-            for t in tensors:
-                dt = t.ferry_dtype
-                if want != DType.UNKNOWN and want in _FLOATS and dt in _FLOATS:
-                    dt = want
-                nbytes = t.nbytes if dt == DType.UNKNOWN else math.prod(t.shape) * dt.itemsize
-                group.define_tensor(t.name, nbytes, dtype=dt, shape=t.shape)
+        for h in self._group_handles()[before:]:
+            group = Group(self, _name_of(self._lib.ferry_group_name, handle, h), h)
+            self.groups.append(group)
+            self._group_names[group.name] = group
+            count = ctypes.c_size_t()
+            check(self._lib.ferry_group_tensors(handle, h, None, 0, ctypes.byref(count)))
+            tensors = (_lib.TensorHandle * max(count.value, 1))()
+            check(self._lib.ferry_group_tensors(handle, h, tensors, count.value,
+                                                ctypes.byref(count)))
+            for th in tensors[:count.value]:
+                name = _name_of(self._lib.ferry_tensor_name, handle, th)
+                t = weights[name]
+                dt = want if want != DType.UNKNOWN and t.ferry_dtype in _FLOATS else t.ferry_dtype
+                nbytes = t.nbytes if dt == t.ferry_dtype else math.prod(t.shape) * dt.itemsize
+                tensor = Tensor(group, name, _lib.TensorHandle(th.id), nbytes, dt, t.shape, False)
+                group.tensors.append(tensor)
+                group._tensor_names[name] = tensor
             out.append(group)
         return out
+
+    def _group_handles(self):
+        """ferry_groups_list: every group's handle, in definition order."""
+        handle = self._handle()
+        count = ctypes.c_size_t()
+        check(self._lib.ferry_groups_list(handle, None, 0, ctypes.byref(count)))
+        out = (_lib.GroupHandle * max(count.value, 1))()
+        check(self._lib.ferry_groups_list(handle, out, count.value, ctypes.byref(count)))
+        return [_lib.GroupHandle(g.id) for g in out[:count.value]]
 
     def load(self, weights, tensors=None, name_prefix="", allow_unused=False,
              convert_dtype=True, threads=0, direct=False, disk_tier=True, progress=None):
@@ -497,37 +501,14 @@ class Runtime:
         check(self._lib.ferry_trace_dump(self._handle(), os.fsencode(path)))
 
 
-_ROOT_GROUP = "root"
 _FLOATS = (DType.F16, DType.BF16, DType.F32)
-_BLOCK = re.compile(r"([0-9]+)\.")
 
 
-def _group_plan(tensors, prefixes, blocks_per_group):
-    """[(group name, [WeightsTensor, ...]), ...] by ferry_weights_define's rule."""
-    root = []
-    blocks = [{} for _ in prefixes]  # per prefix: block // blocks_per_group -> numbers, tensors
-    for t in sorted(tensors, key=lambda t: t.name):
-        if t.nbytes == 0:
-            continue  # nothing to hold: not defined, never read
-        for i, p in enumerate(prefixes):
-            m = _BLOCK.match(t.name, len(p)) if t.name.startswith(p) else None
-            if m and len(m.group(1)) <= 9:
-                n = int(m.group(1))
-                numbers, members = blocks[i].setdefault(n // blocks_per_group, ([], []))
-                numbers.append(n)
-                members.append(t)
-                break
-        else:
-            root.append(t)
-    out = [(_ROOT_GROUP, root)] if root else []
-    for i, p in enumerate(prefixes):
-        for chunk in sorted(blocks[i]):
-            numbers, members = blocks[i][chunk]
-            label = str(min(numbers))
-            if blocks_per_group > 1:
-                label += f"-{max(numbers)}"
-            out.append((p + label, members))
-    return out
+def _name_of(fn, runtime, handle):
+    """A group's or tensor's name through ferry_group_name / ferry_tensor_name."""
+    out = ctypes.c_char_p()
+    check(fn(runtime, handle, ctypes.byref(out)))
+    return out.value.decode()
 
 
 class _PinProgress:

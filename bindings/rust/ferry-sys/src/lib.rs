@@ -346,6 +346,40 @@ extern "C" {
         group: ferry_group,
         out: *mut u64,
     ) -> ferry_status;
+    pub fn ferry_groups_list(
+        runtime: *mut ferry_runtime,
+        out: *mut ferry_group,
+        capacity: usize,
+        count: *mut usize,
+    ) -> ferry_status;
+    pub fn ferry_group_tensors(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        out: *mut ferry_tensor,
+        capacity: usize,
+        count: *mut usize,
+    ) -> ferry_status;
+    pub fn ferry_group_find(
+        runtime: *mut ferry_runtime,
+        name: *const c_char,
+        out: *mut ferry_group,
+    ) -> ferry_status;
+    pub fn ferry_tensor_find(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        name: *const c_char,
+        out: *mut ferry_tensor,
+    ) -> ferry_status;
+    pub fn ferry_group_name(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        out: *mut *const c_char,
+    ) -> ferry_status;
+    pub fn ferry_tensor_name(
+        runtime: *mut ferry_runtime,
+        tensor: ferry_tensor,
+        out: *mut *const c_char,
+    ) -> ferry_status;
 
     pub fn ferry_trace_start(runtime: *mut ferry_runtime, capacity: u32) -> ferry_status;
     pub fn ferry_trace_stop(runtime: *mut ferry_runtime) -> ferry_status;

@@ -21,9 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 
-use crate::{
-    c_name, check, sys, DType, Error, Group, Result, Runtime, Status, Tensor, TensorOptions,
-};
+use crate::{c_name, check, sys, DType, Error, Group, Result, Runtime, Status, Tensor};
 
 /// One tensor of the files (`ferry_weights_tensor`), copied out of the library.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,66 +310,27 @@ pub struct DefinedGroup<'rt> {
     pub tensors: Vec<(String, Tensor<'rt>)>,
 }
 
-const ROOT_GROUP: &str = "root";
-
 fn is_float(d: DType) -> bool {
     matches!(d, DType::F16 | DType::BF16 | DType::F32)
 }
 
-/// The block number of `name` under `prefix`: "<prefix><N>." gives N.
-fn block_of(name: &str, prefix: &str) -> Option<u64> {
-    let rest = name.strip_prefix(prefix)?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 || digits > 9 || rest.as_bytes().get(digits) != Some(&b'.') {
-        return None;
-    }
-    rest[..digits].parse().ok()
+/// Fills a list the C way: the count first, then the items (`fill(out, capacity, count)`).
+fn listed<T: Copy + Default>(
+    mut fill: impl FnMut(*mut T, usize, &mut usize) -> sys::ferry_status,
+) -> Result<Vec<T>> {
+    let mut count = 0usize;
+    check(fill(ptr::null_mut(), 0, &mut count))?;
+    let mut out = vec![T::default(); count];
+    check(fill(out.as_mut_ptr(), out.len(), &mut count))?;
+    out.truncate(count);
+    Ok(out)
 }
 
-/// (group name, tensors) by ferry_weights_define's rule: root first, then by prefix and
-/// block number (blocks N and M share a group when N / blocks_per_group equals
-/// M / blocks_per_group); tensors by name; tensors of no bytes left out.
-fn group_plan<'w>(
-    tensors: &'w [WeightsTensor],
-    prefixes: &[&str],
-    blocks_per_group: u32,
-) -> Vec<(String, Vec<&'w WeightsTensor>)> {
-    let per_group = u64::from(blocks_per_group.max(1));
-    let mut root = Vec::new();
-    // Per prefix: chunk -> (first block, last block, tensors).
-    type Chunk<'w> = (u64, u64, Vec<&'w WeightsTensor>);
-    let mut blocks: Vec<BTreeMap<u64, Chunk<'w>>> = vec![BTreeMap::new(); prefixes.len()];
-    for t in tensors.iter().filter(|t| t.bytes > 0) {
-        // `tensors` is sorted by name, so each list below is too.
-        match prefixes
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| block_of(&t.name, p).map(|n| (i, n)))
-        {
-            Some((i, n)) => {
-                let chunk = blocks[i].entry(n / per_group).or_insert((n, n, Vec::new()));
-                chunk.0 = chunk.0.min(n);
-                chunk.1 = chunk.1.max(n);
-                chunk.2.push(t);
-            }
-            None => root.push(t),
-        }
-    }
-    let mut out = Vec::new();
-    if !root.is_empty() {
-        out.push((ROOT_GROUP.to_string(), root));
-    }
-    for (i, prefix) in prefixes.iter().enumerate() {
-        for (first, last, members) in std::mem::take(&mut blocks[i]).into_values() {
-            let name = if per_group > 1 {
-                format!("{prefix}{first}-{last}")
-            } else {
-                format!("{prefix}{first}")
-            };
-            out.push((name, members));
-        }
-    }
-    out
+/// A name the library owns, copied. Safety: `ptr` is NULL or a NUL-terminated string.
+fn name_of(status: sys::ferry_status, ptr: *const std::ffi::c_char) -> Result<String> {
+    check(status)?;
+    // Safety: on FERRY_OK the library wrote a valid NUL-terminated string (or NULL).
+    Ok(unsafe { owned(ptr) })
 }
 
 /// Carries a Rust closure through `ferry_load_progress_fn`; a panic in it is caught (it
@@ -404,10 +363,8 @@ impl Runtime {
     /// the file's shape and of `dtype` ([`DType::Unknown`]: the file's; F32, BF16 or F16:
     /// float tensors are converted at load). Tensors of no bytes are left out.
     ///
-    /// The crate defines them itself (`ferry_group_define`, `ferry_tensor_define`) under
-    /// exactly that rule, so that it has a handle for each: the C call returns none. A
-    /// name the library refuses (a group of that name exists) fails the call, and the
-    /// groups defined before it stay defined.
+    /// Nothing is defined when a group name is taken ([`Status::DuplicateName`]). The
+    /// handles come from `ferry_groups_list` and `ferry_group_tensors`.
     pub fn define_from(
         &self,
         weights: &Weights,
@@ -415,59 +372,72 @@ impl Runtime {
         blocks_per_group: u32,
         dtype: DType,
     ) -> Result<Vec<DefinedGroup<'_>>> {
-        if block_prefixes.is_empty() || block_prefixes.iter().any(|p| p.is_empty()) {
-            return Err(Error::here(
-                Status::InvalidArgument,
-                "define_from: block prefixes must be given and non-empty",
-            ));
-        }
-        if blocks_per_group == 0 {
-            return Err(Error::here(
-                Status::InvalidArgument,
-                "define_from: blocks_per_group must be >= 1",
-            ));
-        }
-        if dtype != DType::Unknown && !is_float(dtype) {
-            return Err(Error::here(
-                Status::InvalidArgument,
-                format!(
-                    "define_from: {dtype:?} is not a float dtype to convert to (F32, BF16, F16)"
-                ),
-            ));
-        }
-        let plan = group_plan(weights.tensors(), block_prefixes, blocks_per_group);
-        if plan.is_empty() {
-            return Err(Error::here(
-                Status::Empty,
-                format!(
-                    "define_from: the weights in {:?} hold no tensor with bytes",
-                    weights.path()
-                ),
-            ));
-        }
+        let prefixes = block_prefixes
+            .iter()
+            .map(|p| c_name("block prefix", p))
+            .collect::<Result<Vec<CString>>>()?;
+        let pointers: Vec<*const std::ffi::c_char> = prefixes.iter().map(|p| p.as_ptr()).collect();
+        let rt = self.raw.as_ptr();
+        // Safety (each closure): rt is a live runtime; out points to `capacity` writable
+        // handles (or is NULL with capacity 0); count is a valid out pointer.
+        let groups_now = || {
+            listed(|out, capacity, count| unsafe {
+                sys::ferry_groups_list(rt, out, capacity, count)
+            })
+        };
+        let before = groups_now()?.len();
+        // Safety: rt is live, weights open; pointers holds prefix_count NUL-terminated
+        // strings alive for the call (the library copies them).
+        check(unsafe {
+            sys::ferry_weights_define(
+                rt,
+                weights.raw.as_ptr(),
+                pointers.as_ptr(),
+                pointers.len(),
+                blocks_per_group,
+                dtype.to_raw(),
+            )
+        })?;
         let mut out = Vec::new();
-        for (name, members) in plan {
-            let group = self.define_group(&name)?;
-            if name == ROOT_GROUP {
-                self.prefer_resident(group)?;
-            }
-            let mut tensors = Vec::with_capacity(members.len());
-            for t in members {
-                let dt = if dtype != DType::Unknown && is_float(t.dtype) {
-                    dtype
+        for raw in groups_now()?.into_iter().skip(before) {
+            let mut name = ptr::null();
+            // Safety: rt is live; name a valid out pointer; the string is copied at once.
+            let group_name = name_of(unsafe { sys::ferry_group_name(rt, raw, &mut name) }, name)?;
+            let group = Group::from_raw(self, raw);
+            // Safety: as for groups_now.
+            let handles = listed(|out, capacity, count| unsafe {
+                sys::ferry_group_tensors(rt, raw, out, capacity, count)
+            })?;
+            let mut tensors = Vec::with_capacity(handles.len());
+            for handle in handles {
+                let mut name = ptr::null();
+                // Safety: as above.
+                let tensor_name = name_of(
+                    unsafe { sys::ferry_tensor_name(rt, handle, &mut name) },
+                    name,
+                )?;
+                let file = weights.get(&tensor_name).ok_or_else(|| {
+                    Error::here(
+                        Status::Internal,
+                        format!(
+                            "ferry_weights_define made tensor '{tensor_name}', not in the files"
+                        ),
+                    )
+                })?;
+                let bytes = if dtype != DType::Unknown && is_float(file.dtype) {
+                    file.bytes / file.dtype.size().unwrap_or(1) as u64
+                        * dtype.size().unwrap_or(1) as u64
                 } else {
-                    t.dtype
+                    file.bytes
                 };
-                let bytes = match dt.size() {
-                    Some(size) => t.shape.iter().product::<i64>().max(0) as u64 * size as u64,
-                    None => t.bytes,
-                };
-                let options = TensorOptions::new().dtype(dt).shape(&t.shape);
-                let tensor = self.define_tensor_with(group, &t.name, bytes, &options)?;
-                tensors.push((t.name.clone(), tensor));
+                // Safety: the library defined `handle` in `group`, immutable, with `bytes`
+                // bytes: the file's, or its element count times the converted dtype's size
+                // (ferry_weights_define's rule).
+                let tensor = unsafe { Tensor::from_raw(self, handle, group, bytes, false) };
+                tensors.push((tensor_name, tensor));
             }
             out.push(DefinedGroup {
-                name,
+                name: group_name,
                 group,
                 tensors,
             });
