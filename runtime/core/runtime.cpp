@@ -97,16 +97,6 @@ std::string Runtime::describe_group(std::uint32_t group) const {
     return "group '" + groups_[group].name + "'";
 }
 
-std::string Runtime::group_name(std::uint32_t group) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return groups_.at(group).name;
-}
-
-std::string Runtime::tensor_name(std::uint32_t tensor) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return tensors_.at(tensor).name;
-}
-
 std::string Runtime::describe_tensor(std::uint32_t tensor) const {
     return "tensor '" + tensors_[tensor].name + "' of " + describe_group(tensors_[tensor].group);
 }
