@@ -292,7 +292,7 @@ ferry_status ferry_tensor_find(ferry_runtime *runtime, ferry_group group, const 
         const std::uint32_t g = index_of(rt, group.id, kGroupHandle);
         const std::int64_t t = rt.find_tensor(g, name);
         FERRY_EXPECTS(t >= 0, FERRY_ERROR_INVALID_ARGUMENT,
-                      "group '" + std::string(rt.group_name(g)) + "' has no tensor '" +
+                      "group '" + rt.group_name(g) + "' has no tensor '" +
                           std::string(name) + "'");
         out->id = encode(rt.serial(), kTensorHandle, static_cast<std::uint32_t>(t));
     });
@@ -302,7 +302,7 @@ ferry_status ferry_group_name(ferry_runtime *runtime, ferry_group group, const c
     return guarded("ferry_group_name", [&] {
         ferry::Runtime &rt = runtime_of(runtime);
         require_out(out, "out");
-        *out = rt.group_name(index_of(rt, group.id, kGroupHandle));
+        *out = rt.group_name(index_of(rt, group.id, kGroupHandle)).c_str();
     });
 }
 
@@ -310,7 +310,7 @@ ferry_status ferry_tensor_name(ferry_runtime *runtime, ferry_tensor tensor, cons
     return guarded("ferry_tensor_name", [&] {
         ferry::Runtime &rt = runtime_of(runtime);
         require_out(out, "out");
-        *out = rt.tensor_name(index_of(rt, tensor.id, kTensorHandle));
+        *out = rt.tensor_name(index_of(rt, tensor.id, kTensorHandle)).c_str();
     });
 }
 

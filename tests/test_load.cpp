@@ -202,7 +202,7 @@ TEST_CASE("Groups defined from the files follow the block prefixes, root first",
         CHECK(names == std::vector<std::string>{"root", "blocks.0", "blocks.1", "blocks.2",
                                                 "blocks.3", "single.0", "single.1"});
         CHECK(impl.tensor_count() == 10);  // the empty tensor is not defined
-        CHECK(std::string(impl.tensor_name(0)) == "blocks.x.a");  // root's, by name
+        CHECK(impl.tensor_name(0) == "blocks.x.a");  // root's, by name
         REQUIRE(ferry_plan(rt) == FERRY_OK);
         REQUIRE(ferry_weights_load(rt, weights.handle, nullptr, nullptr) == FERRY_OK);
         REQUIRE(ferry_seal(rt) == FERRY_OK);

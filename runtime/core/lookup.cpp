@@ -31,14 +31,14 @@ std::int64_t Runtime::find_tensor(std::uint32_t group, const char *name) {
     return -1;
 }
 
-const char *Runtime::group_name(std::uint32_t group) {
+const std::string &Runtime::group_name(std::uint32_t group) {
     std::lock_guard<std::mutex> lock(mutex_);
-    return groups_[group].name.c_str();
+    return groups_.at(group).name;
 }
 
-const char *Runtime::tensor_name(std::uint32_t tensor) {
+const std::string &Runtime::tensor_name(std::uint32_t tensor) {
     std::lock_guard<std::mutex> lock(mutex_);
-    return tensors_[tensor].name.c_str();
+    return tensors_.at(tensor).name;
 }
 
 }  // namespace ferry

@@ -163,15 +163,16 @@ class Runtime {
     // -1 when there is none.
     std::int64_t find_group(const char *name);
     std::int64_t find_tensor(std::uint32_t group, const char *name);
-    const char *group_name(std::uint32_t group);
-    const char *tensor_name(std::uint32_t tensor);
+    // Valid until the next define call (ferry_group_name's promise).
+    const std::string &group_name(std::uint32_t group);
+    const std::string &tensor_name(std::uint32_t tensor);
 
     // For handle checks, without the lock: counts only grow.
     std::uint32_t group_count() const { return group_count_.load(std::memory_order_acquire); }
     std::uint32_t tensor_count() const { return tensor_count_.load(std::memory_order_acquire); }
 
     Device &device() { return *device_; }
-    // For tests and tools: the host store (null before plan). Names by index: lookup.cpp.
+    // For tests and tools: names by index, and the host store (null before plan).
     const HostStore *host_store() const { return host_.get(); }
 
     // --- trust: verify mode, deferred errors, pinning progress (runtime_verify.cpp) ---

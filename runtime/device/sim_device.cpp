@@ -15,6 +15,7 @@
 // - Faults armed in FaultInjector fail the matching call; a copy failing at completion
 //   leaves its destination poisoned and is reported by the next host wait.
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -234,8 +235,20 @@ class SimDevice final : public Device {
     // and is a place where faults are injected.
     void pin(void *ptr, std::size_t bytes) override {
         inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "pinning host memory");
+        populate(ptr, bytes);
         std::lock_guard<std::mutex> lock(pinned_mutex_);
         pinned_[static_cast<const std::byte *>(ptr)] = bytes;
+    }
+    // cudaHostRegister faults every page in (pinned pages are resident), so the sim
+    // does too: the page faults are paid while pinning, as on cuda, not by the first
+    // write into the store, and RSS counts the pinned bytes at once.
+    static void populate(void *ptr, std::size_t bytes) {
+#ifdef MADV_POPULATE_WRITE
+        if (madvise(ptr, bytes, MADV_POPULATE_WRITE) == 0) return;
+#endif
+        const long page = sysconf(_SC_PAGESIZE);
+        auto *at = static_cast<volatile unsigned char *>(ptr);
+        for (std::size_t i = 0; i < bytes; i += static_cast<std::size_t>(page)) at[i] = at[i];
     }
     void unpin(void *ptr, std::size_t) noexcept override {
         std::lock_guard<std::mutex> lock(pinned_mutex_);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <thread>
 
 namespace ferry_load {
 
@@ -71,6 +72,48 @@ double time_cat(const std::vector<std::string> &files) {
     const std::uint64_t start = now_ns();
     if (std::system(command.c_str()) != 0) return -1;
     return seconds_since(start);
+}
+
+double time_read_into_memory(const std::vector<std::string> &files, unsigned threads) {
+    std::uint64_t total = 0;
+    std::vector<std::pair<int, std::uint64_t>> open_files;
+    for (const std::string &f : files) {
+        const int fd = open(f.c_str(), O_RDONLY | O_CLOEXEC);
+        struct stat st {};
+        if (fd < 0 || fstat(fd, &st) != 0) return -1;
+        open_files.emplace_back(fd, static_cast<std::uint64_t>(st.st_size));
+        total += static_cast<std::uint64_t>(st.st_size);
+    }
+    void *map = mmap(nullptr, total, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (map == MAP_FAILED) return -1;
+    auto *buffer = static_cast<char *>(map);
+    const std::uint64_t start = now_ns();
+    threads = std::max(1u, threads);
+    std::vector<std::thread> workers;
+    for (unsigned k = 0; k < threads; ++k) {
+        workers.emplace_back([&, k] {  // thread k reads the k-th share of every file
+            std::uint64_t base = 0;
+            for (const auto &[fd, size] : open_files) {
+                const std::uint64_t share = size / threads;
+                std::uint64_t at = k * share;
+                const std::uint64_t end = k + 1 == threads ? size : at + share;
+                while (at < end) {
+                    const ssize_t n = pread(fd, buffer + base + at,
+                                            std::min<std::uint64_t>(end - at, 64u << 20),
+                                            static_cast<off_t>(at));
+                    if (n <= 0) break;
+                    at += static_cast<std::uint64_t>(n);
+                }
+                base += size;
+            }
+        });
+    }
+    for (std::thread &w : workers) w.join();
+    const double seconds = seconds_since(start);
+    munmap(map, total);
+    for (const auto &f : open_files) close(f.first);
+    return seconds;
 }
 
 std::uint64_t evict(const std::vector<std::string> &files) {

@@ -12,6 +12,11 @@ namespace ferry_load {
 // Seconds `cat FILES > /dev/null` takes; negative when cat fails.
 double time_cat(const std::vector<std::string> &files);
 
+// Seconds to pread the files, in 64 MiB requests on `threads` threads, into one buffer
+// of their size faulted in beforehand: the memory-bound ceiling of any loader that puts
+// the bytes in RAM (cat's 128 KiB buffer stays in the CPU's cache, and is faster).
+double time_read_into_memory(const std::vector<std::string> &files, unsigned threads);
+
 // Drops the files' pages from the page cache (posix_fadvise DONTNEED after fdatasync):
 // a cold read without root. Returns the bytes still cached after it (mincore), so that a
 // "cold" figure that was not cold can be told.
