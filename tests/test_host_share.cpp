@@ -499,3 +499,31 @@ TEST_CASE("The wait for a loader times out with what it was waiting for") {
     const auto info = ferry::hostshm::read_segment("ferry-host." + share);
     REQUIRE(info.members.size() == 1);  // the child left
 }
+
+TEST_CASE("The fuzz seed of a valid segment is one the reader accepts, and broken ones are not") {
+    const std::string folder =
+        std::string(__FILE__).substr(0, std::string(__FILE__).rfind('/')) + "/fuzz/corpus-host-segment/";
+    auto check = [&](const char *seed) {
+        const int fd = open((folder + seed).c_str(), O_RDONLY);
+        if (fd < 0) return ferry::hostshm::Check::kUnsettled;
+        std::vector<std::uint64_t> data(1 << 14);
+        const ssize_t n = read(fd, data.data(), data.size() * 8);
+        close(fd);
+        std::string why;
+        return ferry::hostshm::check_segment(data.data(), static_cast<std::size_t>(n), &why);
+    };
+    if (check("seed-valid.bin") == ferry::hostshm::Check::kUnsettled) {
+        WARN("the seeds are not at " << folder);
+        return;
+    }
+    REQUIRE(check("seed-valid.bin") == ferry::hostshm::Check::kOk);
+    REQUIRE(check("seed-loading.bin") == ferry::hostshm::Check::kOk);
+    for (const char *seed : {"seed-truncated.bin", "seed-header-only.bin", "seed-bad-magic.bin",
+                             "seed-version-2.bin", "seed-bad-hash.bin", "seed-bad-state.bin",
+                             "seed-too-many-members.bin", "seed-odd-page.bin",
+                             "seed-data-offset-overflow.bin"}) {
+        INFO(seed);
+        REQUIRE(check(seed) == ferry::hostshm::Check::kCorrupt);
+    }
+    REQUIRE(check("seed-unsettled.bin") == ferry::hostshm::Check::kUnsettled);
+}
