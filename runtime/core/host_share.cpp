@@ -19,10 +19,7 @@ std::string Runtime::host_layout_text() const {
     std::uint64_t bytes = 0;
     for (const GroupDef &group : groups_) bytes = group.host_offset + align_up(group.image_bytes, page);
     std::string text = "ferry host store layout 1: page " + std::to_string(page) +
-                       ", alignment " + std::to_string(kImageAlignment) + ", " +
-                       std::to_string(groups_.size()) + " groups, " +
-                       std::to_string(tensors_.size()) + " tensors, " + std::to_string(bytes) +
-                       " bytes\n";
+                       ", alignment " + std::to_string(kImageAlignment) + "\n";
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
         const GroupDef &group = groups_[g];
         text += "group " + std::to_string(g) + " '" + group.name + "', " +
@@ -44,7 +41,9 @@ std::string Runtime::host_layout_text() const {
                 std::to_string(group.mutable_offset) + ", head " +
                 std::to_string(group.head_bytes) + "\n";
     }
-    return text;
+    // The totals last: a first difference names the group or tensor where it starts.
+    return text + "total: " + std::to_string(groups_.size()) + " groups, " +
+           std::to_string(tensors_.size()) + " tensors, " + std::to_string(bytes) + " bytes\n";
 }
 
 void Runtime::open_host_store() {
