@@ -409,6 +409,7 @@ class OffloadHandle:
         self._owned = []  # id() of each tensor registered in _owners
         self.load_report = None  # weights=: the ferry.LoadReport of the files' read
         self.host_share_role = "none"  # share=: "loader" or "attached"
+        self.timings = {}  # plan_s, load_s of offload()
         self._group_of_tensor = {}
         for g in groups:
             for e in g.entries:
@@ -1086,7 +1087,9 @@ def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progres
     if config.get("host_share") is not None:
         deadline = time.monotonic() + float(config.get("host_share_timeout") or 1800)
     while True:
+        planning = time.perf_counter()
         rt = _plan_runtime(groups, root, vram_budget, progress, config)
+        plan_s = time.perf_counter() - planning
         role = rt.host_share_role if deadline is not None else "none"
         if role != "loader" or can_load:
             break
@@ -1103,6 +1106,7 @@ def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progres
     else:
         device = torch.device("cpu")
 
+    loading = time.perf_counter()
     if role == "attached" and files is None:
         _attach(groups, rt, device)  # the bytes are another process's: nothing to copy
         report = None
@@ -1118,6 +1122,9 @@ def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progres
     handle = OffloadHandle(model, rt, groups, all_entries, device)
     handle.load_report = report
     handle.host_share_role = role
+    # plan_s: ferry_plan (with share=: joining, and for an attached one its wait and
+    # mapping); load_s: copying or reading the bytes, and sealing.
+    handle.timings = {"plan_s": plan_s, "load_s": time.perf_counter() - loading}
     for e in all_entries:
         _owners[id(e.tensor)] = handle
         handle._owned.append(id(e.tensor))
