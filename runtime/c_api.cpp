@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "c_api_common.hpp"
 #include "dlpack.hpp"
 #include "error_state.hpp"
 #include "ferry/ferry.h"
@@ -19,90 +20,7 @@
 #define FERRY_STRINGIFY_(x) #x
 #define FERRY_STRINGIFY(x) FERRY_STRINGIFY_(x)
 
-namespace {
-
-constexpr std::uint64_t kRuntimeMagic = 0x79727265662d7274ULL;  // "rt-ferry"
-
-enum HandleKind : std::uint32_t { kGroupHandle = 1, kTensorHandle = 2 };
-
-std::uint64_t encode(std::uint32_t serial, HandleKind kind, std::uint32_t index) {
-    return (static_cast<std::uint64_t>(serial) << 32) | (static_cast<std::uint64_t>(kind) << 24) |
-           (index + 1);
-}
-
-}  // namespace
-
-struct ferry_runtime {
-    std::uint64_t magic = kRuntimeMagic;
-    ferry::Runtime impl;
-    // DLPack views made for this runtime and not freed yet (ferry_dlpack_live).
-    ferry::ViewCount views = std::make_shared<std::atomic<std::uint64_t>>(0);
-    explicit ferry_runtime(ferry::RuntimeOptions options) : impl(std::move(options)) {}
-};
-
-namespace {
-
-ferry::Runtime &runtime_of(ferry_runtime *runtime) {
-    FERRY_EXPECTS(runtime != nullptr, FERRY_ERROR_INVALID_HANDLE, "runtime is NULL");
-    FERRY_EXPECTS(runtime->magic == kRuntimeMagic, FERRY_ERROR_INVALID_HANDLE,
-                   "runtime is not a live ferry runtime");
-    return runtime->impl;
-}
-
-
-// Checks a handle's runtime, kind and range; returns its index.
-std::uint32_t index_of(ferry::Runtime &runtime, std::uint64_t id, HandleKind kind) {
-    const char *what = kind == kGroupHandle ? "group" : "tensor";
-    const auto serial = static_cast<std::uint32_t>(id >> 32);
-    const auto handle_kind = static_cast<std::uint32_t>((id >> 24) & 0xff);
-    const auto index_plus_one = static_cast<std::uint32_t>(id & 0xffffff);
-    FERRY_EXPECTS(id != 0, FERRY_ERROR_INVALID_HANDLE, std::string(what) + " handle is zero");
-    if (serial != runtime.serial() && serial != 0 && serial <= ferry::last_runtime_serial() &&
-        handle_kind == kind) {
-        if (ferry::runtime_serial_live(serial)) {
-            throw ferry::Error(FERRY_ERROR_FOREIGN_HANDLE,
-                               std::string(what) + " handle belongs to another runtime");
-        }
-        throw ferry::Error(FERRY_ERROR_STALE_HANDLE,
-                           std::string(what) + " handle belongs to a destroyed runtime");
-    }
-    const std::uint32_t count =
-        kind == kGroupHandle ? runtime.group_count() : runtime.tensor_count();
-    FERRY_EXPECTS(serial == runtime.serial() && handle_kind == kind && index_plus_one >= 1 &&
-                      index_plus_one <= count,
-                  FERRY_ERROR_INVALID_HANDLE,
-                  std::string(what) + " handle " + ferry::hex(id) + " is not a " + what +
-                      " of this runtime");
-    return index_plus_one - 1;
-}
-
-// Runs body; maps exceptions to a status and "call: cause" as the last error.
-template <typename Body>
-ferry_status guarded(const char *call, Body &&body) noexcept {
-    try {
-        body();
-        ferry::clear_last_error();
-        return FERRY_OK;
-    } catch (const ferry::Error &error) {
-        ferry::set_last_error(std::string(call) + ": " + error.what());
-        return error.status();
-    } catch (const std::bad_alloc &) {
-        ferry::set_last_error(std::string(call) + ": out of host memory");
-        return FERRY_ERROR_OUT_OF_HOST_MEMORY;
-    } catch (const std::exception &error) {
-        ferry::set_last_error(std::string(call) + ": internal error: " + error.what());
-        return FERRY_ERROR_INTERNAL;
-    } catch (...) {
-        ferry::set_last_error(std::string(call) + ": internal error: unknown exception");
-        return FERRY_ERROR_INTERNAL;
-    }
-}
-
-void require_out(const void *out, const char *name) {
-    FERRY_EXPECTS(out != nullptr, FERRY_ERROR_INVALID_ARGUMENT, std::string(name) + " is NULL");
-}
-
-}  // namespace
+using namespace ferry::api;  // NOLINT: the C API's own helpers
 
 ferry::Runtime &ferry_runtime_impl(ferry_runtime *runtime) { return runtime_of(runtime); }
 
@@ -139,6 +57,12 @@ const char *ferry_status_string(ferry_status status) {
         case FERRY_ERROR_INTERNAL: return "internal error";
         case FERRY_ERROR_VERIFY_FAILED: return "verify failed: frozen bytes changed";
         case FERRY_ERROR_STREAM_CAPTURING: return "stream is capturing a CUDA graph";
+        case FERRY_ERROR_IO: return "weights file could not be opened or read";
+        case FERRY_ERROR_FILE_TRUNCATED: return "weights file truncated";
+        case FERRY_ERROR_FILE_FORMAT: return "malformed weights file";
+        case FERRY_ERROR_WEIGHTS_MISMATCH: return "defined tensors and weights files disagree";
+        case FERRY_ERROR_FILE_CHANGED: return "weights file changed after it was opened";
+        case FERRY_ERROR_NOT_IN_MEMORY: return "tensor is on the disk tier, not in host memory";
     }
     return "unknown status";
 }

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/runtime.hpp"
+#include "safetensors_file.hpp"
 
 namespace ferry_test {
 namespace {
@@ -207,7 +208,10 @@ SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
             for (std::size_t t = 0; t < spec.groups[g].size(); ++t) {
                 const TensorSpec &ts = spec.groups[g][t];
                 ferry_tensor tensor;
-                check(ferry_tensor_define(runtime_, group, ("t" + std::to_string(t)).c_str(),
+                const std::string name = spec.weights_path.empty()
+                                             ? "t" + std::to_string(t)
+                                             : "g" + std::to_string(g) + ".t" + std::to_string(t);
+                check(ferry_tensor_define(runtime_, group, name.c_str(),
                                           ts.bytes, FERRY_DTYPE_U8, 1,
                                           reinterpret_cast<const int64_t *>(&ts.bytes),
                                           ts.is_mutable ? FERRY_TENSOR_MUTABLE : 0, &tensor),
@@ -222,7 +226,8 @@ SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
                   "ferry_schedule_declare");
         }
         check(ferry_plan(runtime_), "ferry_plan");
-        for (std::size_t g = 0; g < groups_.size(); ++g) {
+        if (!spec.weights_path.empty()) load_weights();
+        for (std::size_t g = 0; g < groups_.size() && spec.weights_path.empty(); ++g) {
             for (std::size_t t = 0; t < tensors_[g].size(); ++t) {
                 void *host = nullptr;
                 check(ferry_tensor_host_ptr(runtime_, tensors_[g][t], &host),
@@ -244,6 +249,36 @@ SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
         split_.push_back(resident != 0 && resident != image);
     }
     scratch_ = std::make_unique<ScratchPool>(ferry_runtime_impl(runtime_).device());
+}
+
+std::vector<unsigned char> pattern_bytes(std::uint32_t group, std::uint32_t tensor,
+                                         std::uint64_t bytes) {
+    std::vector<unsigned char> out(bytes);
+    fill_pattern(out.data(), bytes, group, tensor, 0);
+    return out;
+}
+
+void SimModel::load_weights() {
+    std::vector<FileEntry> entries;
+    for (std::size_t g = 0; g < spec_.groups.size(); ++g) {
+        for (std::size_t t = 0; t < spec_.groups[g].size(); ++t) {
+            const std::uint64_t bytes = spec_.groups[g][t].bytes;
+            entries.push_back({"g" + std::to_string(g) + ".t" + std::to_string(t), "U8",
+                               {static_cast<std::int64_t>(bytes)},
+                               pattern_bytes(static_cast<std::uint32_t>(g),
+                                             static_cast<std::uint32_t>(t), bytes)});
+        }
+    }
+    write_safetensors(spec_.weights_path, entries);
+    ferry_weights *weights = nullptr;
+    check(ferry_weights_open(spec_.weights_path.c_str(), &weights), "ferry_weights_open");
+    ferry_load_options options;
+    ferry_load_options_init(&options);
+    options.disk_tier = spec_.disk_tier ? 1 : 0;
+    options.direct = spec_.direct ? 1 : 0;
+    const ferry_status status = ferry_weights_load(runtime_, weights, &options, nullptr);
+    ferry_weights_close(weights);  // the runtime keeps the files it reads at onload
+    check(status, "ferry_weights_load");
 }
 
 SimModel::~SimModel() {

@@ -44,7 +44,17 @@ struct ModelSpec {
     bool verify = false;                 // trust: verify mode
     std::uint64_t pinned_cap = 0;        // trust: 0 = default cap
     bool pageable_fallback = false;
+    // Weights: when set, the model's bytes are written to this safetensors file (tensor
+    // "g<G>.t<T>" for tensor T of group G) and loaded with ferry_weights_load, disk tier
+    // as asked; else they are written through host pointers.
+    std::string weights_path;
+    bool disk_tier = true;
+    bool direct = false;
 };
+
+// The bytes of tensor t of group g at version 0, as SimModel writes them.
+std::vector<unsigned char> pattern_bytes(std::uint32_t group, std::uint32_t tensor,
+                                         std::uint64_t bytes);
 
 // The expected 64-bit word at word index i of a tensor; mutable tensors add `version`.
 std::uint64_t pattern_word(std::uint32_t group, std::uint32_t tensor, std::uint64_t i,
@@ -106,6 +116,7 @@ class SimModel {
     ferry_stats stats() const;
 
    private:
+    void load_weights();
     ModelSpec spec_;
     ferry_runtime *runtime_ = nullptr;
     std::vector<ferry_group> groups_;

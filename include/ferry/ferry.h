@@ -475,8 +475,11 @@ FERRY_API ferry_status ferry_pin_progress_set(ferry_runtime *runtime,
  * the staging ring. Host RSS then stays near the cap plus the staging ring.
  * stats.host_disk_bytes counts them, stats.bytes_disk_read the bytes read so; the trace
  * shows each read. The files must not change while the runtime lives: a change is found
- * at the next read (FERRY_ERROR_FILE_CHANGED). Verify mode and mutable tensors keep their
- * bytes in memory.
+ * at the next read (FERRY_ERROR_FILE_CHANGED), which fails that onload and leaves the
+ * runtime usable: once the file is put back, onloads work again. Verify mode and mutable
+ * tensors keep their bytes in memory; ferry_tensor_copy_in into a disk-tier tensor moves
+ * it into the host store for good. ferry_weights_define skips zero-byte file tensors, and
+ * ferry_weights_load never counts them as unused.
  */
 typedef struct ferry_weights ferry_weights;
 

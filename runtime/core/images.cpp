@@ -87,13 +87,14 @@ std::byte *Runtime::device_address(const TensorDef &tensor) const {
 }
 
 // copy_image_part() for an image past the pinned prefix (each image is wholly pinned or
-// wholly pageable). The CPU reads the host bytes now, so a writeback still in flight to
+// wholly pageable); one with disk-tier tensors is read from its files (disk_tier.cpp). The CPU reads the host bytes now, so a writeback still in flight to
 // them must land first.
 void Runtime::copy_image_staged(std::uint32_t group, std::byte *dst, std::uint64_t begin,
                                 std::uint64_t end, Stream stream) {
     const GroupDef &def = groups_[group];
     const Event host_current = state_[group].host_current;
     if (host_current != nullptr) device_->event_synchronize(host_current);
+    if (def.disk_tensors > 0) return copy_image_from_disk(group, dst, begin, end, stream);
     staging_->copy_h2d(dst, host_->base() + def.host_offset + begin, end - begin, stream);
 }
 

@@ -6,31 +6,12 @@
 #include <cstring>
 #include <exception>
 
+#include "base/dtype.hpp"
 #include "base/error.hpp"
 #include "base/names.hpp"
 #include "core/serials.hpp"
 
 namespace ferry {
-namespace {
-
-std::uint64_t dtype_bytes(ferry_dtype dtype) {
-    switch (dtype) {
-        case FERRY_DTYPE_U8:
-        case FERRY_DTYPE_I8:
-        case FERRY_DTYPE_BOOL: return 1;
-        case FERRY_DTYPE_I16:
-        case FERRY_DTYPE_F16:
-        case FERRY_DTYPE_BF16: return 2;
-        case FERRY_DTYPE_I32:
-        case FERRY_DTYPE_F32: return 4;
-        case FERRY_DTYPE_I64:
-        case FERRY_DTYPE_F64: return 8;
-        case FERRY_DTYPE_UNKNOWN: return 0;
-    }
-    return 0;
-}
-
-}  // namespace
 
 Runtime::Runtime(RuntimeOptions options)
     : serial_(register_serial()), options_(std::move(options)) {
@@ -116,8 +97,26 @@ std::string Runtime::describe_group(std::uint32_t group) const {
     return "group '" + groups_[group].name + "'";
 }
 
+std::string Runtime::group_name(std::uint32_t group) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return groups_.at(group).name;
+}
+
+std::string Runtime::tensor_name(std::uint32_t tensor) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return tensors_.at(tensor).name;
+}
+
+std::string Runtime::describe_tensor(std::uint32_t tensor) const {
+    return "tensor '" + tensors_[tensor].name + "' of " + describe_group(tensors_[tensor].group);
+}
+
 std::uint32_t Runtime::define_group(const char *name) {
     std::lock_guard<std::mutex> lock(mutex_);
+    return define_group_locked(name);
+}
+
+std::uint32_t Runtime::define_group_locked(const char *name) {
     require_phase(FERRY_PHASE_DEFINE, "defining a group");
     check_name(name, "group");
     for (const GroupDef &group : groups_) {
@@ -142,6 +141,13 @@ std::uint32_t Runtime::define_tensor(std::uint32_t group, const char *name, std:
                                      std::int32_t dtype_value, std::uint32_t ndim,
                                      const std::int64_t *shape, std::uint32_t flags) {
     std::lock_guard<std::mutex> lock(mutex_);
+    return define_tensor_locked(group, name, bytes, dtype_value, ndim, shape, flags);
+}
+
+std::uint32_t Runtime::define_tensor_locked(std::uint32_t group, const char *name,
+                                            std::uint64_t bytes, std::int32_t dtype_value,
+                                            std::uint32_t ndim, const std::int64_t *shape,
+                                            std::uint32_t flags) {
     require_phase(FERRY_PHASE_DEFINE, "defining a tensor");
     GroupDef &owner = groups_[group];
     check_name(name, "tensor");
@@ -318,6 +324,14 @@ void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
             "host bytes exist after ferry_plan; runtime '" + options_.name +
                 "' is in phase DEFINE");
     const TensorDef &def = tensors_[tensor];
+    if (!disk_.empty() && disk_[tensor].set != nullptr) {
+        const DiskSource &source = disk_[tensor];
+        throw Error(FERRY_ERROR_NOT_IN_MEMORY,
+                    describe_tensor(tensor) + " is on the disk tier: its bytes stay in '" +
+                        source.set->file(source.file_tensor->file).path() + "' (tensor '" +
+                        source.file_tensor->name + "'), not in host memory; read them with "
+                        "ferry_tensor_copy_out");
+    }
     return host_->base() + groups_[def.group].host_offset + def.offset;
 }
 
@@ -325,6 +339,7 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
                       std::uint64_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_PLANNED, "copying bytes in");
+    require_not_loading("copying bytes in");
     const TensorDef &def = tensors_[tensor];
     FERRY_EXPECTS(src != nullptr || bytes == 0, FERRY_ERROR_INVALID_ARGUMENT, "src is NULL");
     FERRY_EXPECTS(offset <= def.bytes && bytes <= def.bytes - offset, FERRY_ERROR_OUT_OF_RANGE,
@@ -332,6 +347,7 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
                 " bytes; cannot copy " + std::to_string(bytes) + " bytes at offset " +
                 std::to_string(offset));
     if (bytes == 0) return;
+    drop_disk_source(tensor);  // copied in: its bytes are the store's from now on
     std::memcpy(host_->base() + groups_[def.group].host_offset + def.offset + offset, src,
                 bytes);
 }
@@ -339,6 +355,11 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
 void Runtime::seal() {
     std::lock_guard<std::mutex> lock(mutex_);
     require_phase(FERRY_PHASE_PLANNED, "sealing");
+    require_not_loading("sealing");
+    FERRY_EXPECTS(failed_load_.empty(), FERRY_ERROR_WRONG_PHASE,
+                  "a load of weights from '" + failed_load_ + "' failed part-way, so tensors "
+                  "it was reading may be incomplete: call ferry_weights_load again (a load "
+                  "that succeeds allows sealing)");
     // Onload first, protect last: a failure anywhere leaves the runtime PLANNED as it was,
     // with every host byte writable, no slot filled and no copy counted.
     const std::uint64_t onloads = stats_.onloads;

@@ -2,13 +2,16 @@
 // ferry::Runtime: the state behind one ferry_runtime. Definition, plan and seal live in
 // runtime.cpp; group images in images.cpp; the pipeline (acquire, release, prefetch,
 // writeback) in scheduler.cpp; verify mode and recovery in runtime_verify.cpp; the
-// trace and stats entry points in runtime_observe.cpp.
+// trace and stats entry points in runtime_observe.cpp; groups and tensors defined from
+// weights files and the load of their bytes in runtime_load.cpp; the disk tier (bytes
+// read from the files at onload, copy_out) in disk_tier.cpp.
 // Every public member takes the runtime's one lock; the C API (c_api.cpp) only
 // translates handles and errors.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,6 +21,7 @@
 #include "base/error.hpp"
 #include "ferry/ferry.h"
 #include "host/host_store.hpp"
+#include "load/weights.hpp"
 #include "observe/observer.hpp"
 #include "core/options.hpp"
 #include "core/planner.hpp"
@@ -55,6 +59,27 @@ struct GroupDef {
     std::uint64_t head_bytes = 0;      // split groups: the image's resident prefix
     std::uint64_t mutable_offset = 0;  // == image_bytes when the group has none
     std::uint64_t host_offset = 0;     // page-aligned offset in the host store
+    std::uint32_t disk_tensors = 0;    // of its tensors, on the disk tier (set at load)
+};
+
+// A tensor on the disk tier: its bytes stay in a weights file, read at every onload.
+struct DiskSource {
+    std::shared_ptr<load::WeightSet> set;  // keeps the files open; null: in the host store
+    const load::FileTensor *file_tensor = nullptr;
+    bool direct = false;                   // O_DIRECT reads (load_options.direct)
+};
+
+// What ferry_weights_load asks for, its C struct read (c_api_weights.cpp).
+struct LoadRequest {
+    std::string name_prefix;
+    bool all_tensors = true;              // else `tensors`
+    std::vector<std::uint32_t> tensors;
+    bool allow_unused = false;
+    bool convert_dtype = true;
+    std::uint32_t threads = 0;
+    bool direct = false;
+    bool disk_tier = true;
+    std::function<void(std::uint64_t, std::uint64_t)> progress;
 };
 
 // Where each group is and who holds it, while SEALED.
@@ -108,6 +133,15 @@ class Runtime {
                  std::uint64_t bytes);
     void seal();
 
+    // runtime_load.cpp: groups and tensors from weights files, and their bytes read into
+    // the host store (ferry.h "Weights files").
+    void define_from_weights(const load::WeightSet &set, const std::vector<std::string> &prefixes,
+                             std::uint32_t blocks_per_group, std::int32_t dtype);
+    ferry_load_report load_weights(const std::shared_ptr<load::WeightSet> &set,
+                                   const LoadRequest &request);
+    // disk_tier.cpp: a tensor's host bytes, from the store or from its file.
+    void copy_out(std::uint32_t tensor, std::uint64_t offset, void *dst, std::uint64_t bytes);
+
     // scheduler.cpp
     void acquire(std::uint32_t group, Stream stream);
     void release(std::uint32_t group, Stream stream);
@@ -129,6 +163,10 @@ class Runtime {
     std::uint32_t tensor_count() const { return tensor_count_.load(std::memory_order_acquire); }
 
     Device &device() { return *device_; }
+    // For tests and tools: names by index, and the host store (null before plan).
+    std::string group_name(std::uint32_t group);
+    std::string tensor_name(std::uint32_t tensor);
+    const HostStore *host_store() const { return host_.get(); }
 
     // --- trust: verify mode, deferred errors, pinning progress (runtime_verify.cpp) ---
     void set_pin_progress(ferry_pin_progress_fn fn, void *user);
@@ -145,6 +183,12 @@ class Runtime {
         return state_[group].resident() ? groups_[group].image_bytes : groups_[group].head_bytes;
     }
     void release_plan_resources() noexcept;
+    std::uint32_t define_group_locked(const char *name);
+    std::uint32_t define_tensor_locked(std::uint32_t group, const char *name, std::uint64_t bytes,
+                                       std::int32_t dtype, std::uint32_t ndim,
+                                       const std::int64_t *shape, std::uint32_t flags);
+    std::string describe_tensor(std::uint32_t tensor) const;
+    void require_not_loading(const char *what) const;
     void observe_plan();  // runtime_observe.cpp
 
     // scheduler.cpp, all under mutex_.
@@ -179,6 +223,16 @@ class Runtime {
     void copy_image_staged(std::uint32_t group, std::byte *dst, std::uint64_t begin,
                            std::uint64_t end, Stream stream);
     std::byte *device_address(const TensorDef &tensor) const;
+
+    // disk_tier.cpp, under mutex_.
+    void commit_disk_tier(const std::shared_ptr<load::WeightSet> &set,
+                          const std::vector<std::pair<std::uint32_t, const load::FileTensor *>> &on_disk,
+                          const std::vector<std::uint32_t> &in_memory, bool direct);
+    void drop_disk_source(std::uint32_t tensor);
+    void copy_image_from_disk(std::uint32_t group, std::byte *dst, std::uint64_t begin,
+                              std::uint64_t end, Stream stream);
+    void fill_from_disk(std::uint32_t group, std::uint64_t begin, std::byte *buffer,
+                        std::size_t offset, std::size_t n);
 
     const std::uint32_t serial_;
     RuntimeOptions options_;
@@ -231,6 +285,16 @@ class Runtime {
     std::vector<std::uint32_t> check_tensor_;   // scratch for verify_release, sized at seal
     std::vector<const std::byte *> check_device_;
     std::vector<std::uint64_t> check_bytes_;
+
+    // Weights files (runtime_load.cpp, disk_tier.cpp). While loading_, the store is being
+    // written outside mutex_: seal, copy-in and another load are refused. failed_load_
+    // names the files of a load that failed part-way: seal refuses until one succeeds.
+    bool loading_ = false;
+    std::string failed_load_;
+    std::vector<DiskSource> disk_;             // per tensor, sized at load
+    std::vector<std::vector<std::uint32_t>> disk_order_;  // per disk group: tensors by offset
+    std::unique_ptr<std::byte, void (*)(void *)> disk_scratch_{nullptr, nullptr};
+    std::uint64_t disk_fill_bytes_ = 0;        // scratch: file bytes of one staged buffer
 };
 
 }  // namespace ferry

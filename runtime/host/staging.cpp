@@ -35,11 +35,21 @@ void StagingRing::release() noexcept {
 
 void StagingRing::copy_h2d(std::byte *dst, const std::byte *src, std::size_t bytes,
                            Stream stream) {
+    fill_h2d(
+        dst, bytes, stream,
+        [](void *user, std::byte *buffer, std::size_t offset, std::size_t n) {
+            std::memcpy(buffer, static_cast<const std::byte *>(user) + offset, n);
+        },
+        const_cast<std::byte *>(src));
+}
+
+void StagingRing::fill_h2d(std::byte *dst, std::size_t bytes, Stream stream, Fill fill,
+                           void *user) {
     for (std::size_t done = 0; done < bytes;) {
         Buffer &buffer = buffers_[next_++ % buffers_.size()];
         device_.event_synchronize(buffer.free);
         const std::size_t n = std::min(bytes - done, kBufferBytes);
-        std::memcpy(buffer.data, src + done, n);
+        fill(user, buffer.data, done, n);
         device_.copy_h2d(dst + done, buffer.data, n, stream);
         device_.record(buffer.free, stream);
         done += n;

@@ -3,6 +3,7 @@
 // are copied to the device through a few small pinned buffers, so that the DMA itself
 // always reads pinned memory. Each buffer is refilled once its previous copy has read it;
 // that host wait, and the CPU copy into the buffer, are the price of pageable bytes.
+// A buffer may also be filled by a function (fill_h2d), for bytes read from files.
 #pragma once
 
 #include <cstddef>
@@ -25,6 +26,13 @@ class StagingRing {
     // Copies `bytes` of pageable host memory at `src` to `dst` on `stream`, through the
     // ring. The host bytes must be current when this is called.
     void copy_h2d(std::byte *dst, const std::byte *src, std::size_t bytes, Stream stream);
+
+    // Writes bytes [offset, offset + n) of a source into `buffer` (n <= kBufferBytes).
+    // May throw: the copy stops there, having issued the buffers filled before.
+    using Fill = void (*)(void *user, std::byte *buffer, std::size_t offset, std::size_t n);
+    // copy_h2d() for a source that is not in memory (the disk tier): each buffer of the
+    // ring is filled by `fill`, then copied to `dst` on `stream`.
+    void fill_h2d(std::byte *dst, std::size_t bytes, Stream stream, Fill fill, void *user);
 
    private:
     void release() noexcept;

@@ -139,6 +139,13 @@ void Observer::copy_d2h(std::uint32_t group, void *dst, const void *src, std::si
     copy(kCopyD2H, group, dst, src, bytes, stream);
 }
 
+void Observer::disk_read(std::uint32_t group, std::uint64_t bytes, std::uint64_t begin_ns,
+                         std::uint64_t end_ns) {
+    if (!trace_.recording()) return;
+    trace_.add({TraceEvent::kDiskRead, group, 0, begin_ns, end_ns > begin_ns ? end_ns - begin_ns : 0,
+                bytes, begin_ns});
+}
+
 Observer::Token Observer::acquired(std::uint32_t group, Stream stream, bool waits,
                                    ferry_stats &stats, ferry_phase phase) {
     collect(stats);

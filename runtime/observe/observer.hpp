@@ -61,6 +61,11 @@ class Observer {
     void copy_d2h(std::uint32_t group, void *dst, const void *src, std::size_t bytes,
                   Stream stream);
 
+    // A disk-tier read of `bytes` file bytes for the group's onload, timed on the host
+    // ([begin_ns, end_ns), steady clock): a span on the copy stream's track.
+    void disk_read(std::uint32_t group, std::uint64_t bytes, std::uint64_t begin_ns,
+                   std::uint64_t end_ns);
+
     // End of acquire, under the lock: folds in completed spans, traces, publishes.
     Token acquired(std::uint32_t group, Stream stream, bool waits, ferry_stats &stats,
                    ferry_phase phase);

@@ -30,6 +30,7 @@ const char *kind_name(TraceEvent::Kind kind) {
         case TraceEvent::kHold: return "compute";
         case TraceEvent::kAcquire: return "acquire";
         case TraceEvent::kRelease: return "release";
+        case TraceEvent::kDiskRead: return "disk read";
     }
     return "?";
 }
@@ -71,7 +72,7 @@ void Trace::dump(const std::string &path, long pid, const std::string &process,
     }
     for (const TraceEvent &e : events) {
         const std::string group = e.group < groups.size() ? groups[e.group] : "?";
-        const bool span = e.kind <= TraceEvent::kHold;
+        const bool span = e.kind <= TraceEvent::kHold || e.kind == TraceEvent::kDiskRead;
         out << ",\n{\"name\":" << json_string(std::string(kind_name(e.kind)) + " " + group)
             << ",\"cat\":\"" << kind_name(e.kind) << "\",\"ph\":\"" << (span ? "X" : "i") << "\","
             << ids << e.track << ",\"ts\":"

@@ -21,6 +21,8 @@ struct TraceEvent {
         kHold,       // span, compute track: from the group's acquire to its release
         kAcquire,    // instant: the host called acquire
         kRelease,    // instant: the host called release
+        kDiskRead,   // span, copy track: the host read a disk-tier image's bytes from its
+                     // files into the staging ring, before their host-to-device copy
     };
     Kind kind = kAcquire;
     std::uint32_t group = 0;

@@ -130,7 +130,12 @@ std::string render_detail(const std::vector<Shown> &shown) {
             << bytes_text(static_cast<double>(st.slab_used_peak_bytes)) << "\n";
         out << "  host             pinned " << bytes_text(static_cast<double>(st.host_pinned_bytes))
             << " (peak " << bytes_text(static_cast<double>(st.host_pinned_peak_bytes))
-            << "), pageable " << bytes_text(static_cast<double>(st.host_pageable_bytes)) << "\n";
+            << "), pageable " << bytes_text(static_cast<double>(st.host_pageable_bytes));
+        if (st.host_disk_bytes > 0) {
+            out << ", of which disk tier " << bytes_text(static_cast<double>(st.host_disk_bytes))
+                << " (" << bytes_text(static_cast<double>(st.bytes_disk_read)) << " read)";
+        }
+        out << "\n";
         const auto split = std::count_if(
             snap.groups.begin(), snap.groups.end(),
             [](const ferry::GroupSnapshot &g) { return !g.resident && g.resident_bytes > 0; });
