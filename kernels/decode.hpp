@@ -9,15 +9,16 @@
 
 namespace ferry::kernels {
 
-// One piece of an image: `src_bytes` bytes at `src` become `dst_bytes` bytes at `dst`.
-// Coded pieces hold one container (decode_core.hpp); raw pieces are copied as they are
-// (src_bytes == dst_bytes). Both pointers are device memory; dst is 2-byte aligned.
+// One piece of an image: `src_bytes` bytes at src_offset of the compressed image become
+// `dst_bytes` bytes at dst_offset of the slot. Coded pieces hold one container
+// (decode_core.hpp); raw pieces are copied as they are (src_bytes == dst_bytes). Offsets,
+// so that one table serves every slot a group streams into; dst_offset is even.
 struct DecodeJob {
-    const std::uint8_t *src;
+    std::uint64_t src_offset;
     std::uint64_t src_bytes;
-    std::uint8_t *dst;
+    std::uint64_t dst_offset;
     std::uint64_t dst_bytes;
-    std::uint64_t first_block;  // set by launch_decode
+    std::uint64_t first_block;  // the kernel's first block for it: see decode_blocks
     std::uint32_t coded;        // 1: a container; 0: a raw copy
     std::uint32_t reserved;
 };
@@ -41,12 +42,26 @@ inline std::uint64_t decode_blocks(const DecodeJob &job) {
     return (chunks + kDecodeChunksPerBlock - 1) / kDecodeChunksPerBlock;
 }
 
+// Sets each job's first_block and returns the blocks of all `count` jobs.
+inline std::uint64_t assign_blocks(DecodeJob *jobs, std::uint32_t count) {
+    std::uint64_t blocks = 0;
+    for (std::uint32_t i = 0; i < count; ++i) {
+        jobs[i].first_block = blocks;
+        blocks += decode_blocks(jobs[i]);
+    }
+    return blocks;
+}
+
 // Enqueues on `stream` (a cudaStream_t) the decode of the `count` jobs whose table is at
-// `jobs_device` (device memory, first_block filled in, total_blocks their sum) into their destinations, and writes what it found into *result. A
-// corrupt container never makes the kernel read or write outside its job's ranges: the
-// chunks it cannot trust are left unwritten and *result names the job. Returns without
-// waiting; throws ferry::Error(FERRY_ERROR_DEVICE) when a launch fails.
+// `jobs_device` (device memory, from assign_blocks, total_blocks its result), from the
+// image at `src` into the slot at `dst` (both device memory), and writes what it found
+// into *result (device memory). The caller has checked that every job lies inside the
+// image and the slot; a corrupt container then never makes the kernel read or write
+// outside its job's ranges: the chunks it cannot trust are left unwritten and *result
+// names the job. Returns without waiting; throws ferry::Error(FERRY_ERROR_DEVICE) when a
+// launch fails.
 void launch_decode(const DecodeJob *jobs_device, std::uint32_t count,
-                   std::uint64_t total_blocks, DecodeResult *result, void *stream);
+                   std::uint64_t total_blocks, const std::uint8_t *src, std::uint8_t *dst,
+                   DecodeResult *result, void *stream);
 
 }  // namespace ferry::kernels

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "kernels/checksum_ref.hpp"
+#include "kernels/decode_ref.hpp"
 
 namespace ferry::codec {
 namespace {
@@ -277,14 +278,9 @@ Status decode(const void *src_bytes_ptr, std::uint64_t src_bytes, void *dst,
               std::uint64_t dst_bytes, unsigned threads, bool check) {
     const auto *src = static_cast<const std::uint8_t *>(src_bytes_ptr);
     k::Layout l;
-    Status status = k::parse_layout(src, src_bytes, &l);
-    if (status != k::kOk) return status;
-    if (l.elements * 2 != dst_bytes) return k::kSizeMismatch;
-    k::CodeBook book;
-    status = k::build_codebook(src + k::kAtLengths, &book);
-    if (status != k::kOk) return status;
     std::vector<std::uint16_t> table(k::kTableSize);
-    for (std::uint32_t i = 0; i < k::kTableSize; ++i) table[i] = k::table_entry(book, i);
+    Status status = k::prepare(src, src_bytes, dst_bytes, &l, table.data());
+    if (status != k::kOk) return status;
 
     // The core writes 16-bit elements: an odd destination gets them through a bounce buffer.
     std::vector<std::uint16_t> bounce;
@@ -298,31 +294,9 @@ Status decode(const void *src_bytes_ptr, std::uint64_t src_bytes, void *dst,
     std::atomic<std::uint32_t> first_error{k::kOk};
     threads = dst_bytes < (1u << 20) ? 1 : thread_count(threads);
     parallel_for(l.chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
-        for (std::uint64_t c = begin; c < end; ++c) {
-            std::uint64_t start = 0, stop = 0;
-            std::uint32_t s = k::chunk_record(src, l, c, &start, &stop);
-            std::uint64_t at = start + k::kLanes;
-            if (s == k::kOk) {
-                std::uint64_t total = 0;
-                for (std::uint32_t lane = 0; lane < k::kLanes; ++lane) {
-                    if (src[start + lane] > k::kMaxLaneBytes) s = k::kBadChunkTable;
-                    total += src[start + lane];
-                }
-                if (k::kLanes + total != stop - start) s = k::kBadChunkTable;
-            }
-            for (std::uint32_t lane = 0; s == k::kOk && lane < k::kLanes; ++lane) {
-                const std::uint64_t e = c * k::kChunkElems + lane;
-                const std::uint32_t len = src[start + lane];
-                s = k::decode_lane(src + at, len, table.data(), src + l.raw_at + e, out + e,
-                                   k::lane_elements(l, c, lane), l.dtype);
-                at += len;
-            }
-            if (s != k::kOk) {
-                std::uint32_t none = k::kOk;
-                first_error.compare_exchange_strong(none, s);
-                return;
-            }
-        }
+        const std::uint32_t s = k::decode_chunks_ref(src, l, table.data(), out, begin, end);
+        std::uint32_t none = k::kOk;
+        if (s != k::kOk) first_error.compare_exchange_strong(none, s);
     });
     status = static_cast<Status>(first_error.load());
     if (status != k::kOk) return status;
