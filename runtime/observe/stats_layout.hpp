@@ -21,7 +21,7 @@
 namespace ferry::shm {
 
 constexpr std::uint64_t kMagic = 0x3174617473797266ULL;  // "frystat1", little-endian
-constexpr std::uint32_t kLayoutVersion = 2;
+constexpr std::uint32_t kLayoutVersion = 3;
 constexpr const char *kPrefix = "ferry.";  // segment names: ferry.<pid>.<name>
 constexpr std::size_t kNameBytes = 256;
 constexpr std::size_t kDeviceNameBytes = 128;
@@ -69,6 +69,8 @@ inline constexpr StatField kStatFields[] = {
     FERRY_STAT(verify_checks, true),
     FERRY_STAT(verify_failures, true),
     FERRY_STAT(host_pageable_bytes, false),
+    FERRY_STAT(host_disk_bytes, false),
+    FERRY_STAT(bytes_disk_read, true),
 };
 #undef FERRY_STAT
 constexpr std::size_t kStatWords = sizeof kStatFields / sizeof kStatFields[0];
