@@ -246,6 +246,7 @@ void Runtime::replan() {
         }
     }
     device_->stream_synchronize(stream);
+    ++replans_;
     want_left_.assign(class_slots_.size(), 0);
     observe_plan();
     prefetch();

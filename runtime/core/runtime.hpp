@@ -135,6 +135,11 @@ class Runtime {
     // replan.cpp, for tools and tests: the installed plan as the pass-time model's input
     // (planner.hpp), its compute_s left to the caller. Phase SEALED.
     PassModelInput pass_model();
+    // How many re-plans changed the placement (replan.cpp); for tests.
+    std::uint32_t replans() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return replans_;
+    }
 
     // --- trust: verify mode, deferred errors, pinning progress (runtime_verify.cpp) ---
     void set_pin_progress(ferry_pin_progress_fn fn, void *user);
@@ -235,6 +240,7 @@ class Runtime {
     // Compute-aware planning (replan.cpp). clock_ runs from seal until the re-plan.
     std::vector<double> declared_compute_s_;  // per group once any is declared; < 0: not
     std::unique_ptr<ComputeClock> clock_;
+    std::uint32_t replans_ = 0;
 
     // Trust. staging_ exists only when part of the host store is pageable (host/staging);
     // verifier_ only in verify mode (runtime_verify.cpp).
