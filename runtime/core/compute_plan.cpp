@@ -14,7 +14,8 @@
 // each: more slots let the link run further ahead through short computes. Every such
 // plan, and the byte plan (or the current one, for a re-plan), is scored by the pass-time
 // model (pass_model.cpp); the shortest modeled pass wins, fewer streamed bytes breaking
-// ties.
+// ties. A coordinate descent over each group's head (a prefix of its pieces) and class,
+// and each class's slot count, then polishes the winner.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -208,6 +209,89 @@ bool better(const Plan &a, const Plan &b) {
     return a.streamed_bytes_per_pass < b.streamed_bytes_per_pass;
 }
 
+// Recomputes a plan's totals and slot sizes from its groups' heads and classes; false
+// when it no longer fits the budget or a class is left empty.
+bool retotal(const PlanInput &in, const std::vector<std::uint64_t> &uses, Plan &plan) {
+    std::fill(plan.class_slot_bytes.begin(), plan.class_slot_bytes.end(), 0);
+    plan.resident_bytes = plan.streaming_bytes = plan.streamed_bytes_per_pass = 0;
+    for (std::size_t g = 0; g < in.group_bytes.size(); ++g) {
+        if (plan.resident[g]) {
+            plan.resident_bytes += in.group_bytes[g];
+            continue;
+        }
+        const std::uint64_t tail = in.group_bytes[g] - plan.head_bytes[g];
+        std::uint64_t &slot = plan.class_slot_bytes[plan.size_class[g]];
+        slot = std::max(slot, tail);
+        plan.resident_bytes += plan.head_bytes[g];
+        plan.streamed_bytes_per_pass += tail * uses[g];
+    }
+    for (std::size_t c = 0; c < plan.class_slot_bytes.size(); ++c) {
+        if (plan.class_slot_bytes[c] == 0) return false;
+        plan.streaming_bytes += plan.class_slots[c] * plan.class_slot_bytes[c];
+    }
+    if (plan.class_slot_bytes.size() == 2 && plan.class_slot_bytes[0] < plan.class_slot_bytes[1]) {
+        return false;  // classes stay in order of slot size
+    }
+    return plan.resident_bytes + plan.streaming_bytes <= in.budget;
+}
+
+// Coordinate descent from the best plan found: each group in turn tries every head that
+// is a prefix of its pieces (none, all, each cut), in each class; each class tries one
+// slot more or fewer. A change is kept when the model finds it faster.
+void improve(const PlanInput &in, const std::vector<std::uint64_t> &uses, Plan &best) {
+    if (best.class_slot_bytes.empty()) return;
+    if (best.class_slots.empty()) best.class_slots.assign(best.class_slot_bytes.size(), in.slots_per_class);
+    const std::size_t n = in.group_bytes.size();
+    auto preferred = [&](std::size_t g) {
+        return g < in.prefer_resident.size() && in.prefer_resident[g];
+    };
+    auto consider = [&](Plan &candidate) {
+        if (!retotal(in, uses, candidate)) return false;
+        candidate.modeled_pass_s = modeled_seconds(in, candidate);
+        if (!better(candidate, best)) return false;
+        best = candidate;
+        return true;
+    };
+    for (int sweep = 0; sweep < 2; ++sweep) {
+        bool changed = false;
+        for (std::size_t g = 0; g < n; ++g) {
+            if (preferred(g)) continue;
+            const std::vector<std::uint64_t> none;
+            const std::vector<std::uint64_t> &pieces = g < in.pieces.size() ? in.pieces[g] : none;
+            const std::size_t cuts = pieces.size() > 1 ? pieces.size() : 0;
+            for (std::size_t cut = 0; cut <= cuts + 1; ++cut) {  // cuts + 1: resident
+                for (std::size_t c = 0; c < best.class_slot_bytes.size(); ++c) {
+                    Plan candidate = best;
+                    std::uint64_t head = 0;
+                    for (std::size_t k = 0; k < cut && k < cuts; ++k) head += pieces[k];
+                    const bool resident = cut == cuts + 1;
+                    if (!resident && head == in.group_bytes[g]) continue;
+                    if (resident && c > 0) continue;
+                    candidate.resident[g] = resident;
+                    candidate.size_class[g] = resident ? -1 : static_cast<int>(c);
+                    candidate.head_bytes[g] = resident ? 0 : head;
+                    candidate.in_head[g].clear();
+                    if (!resident && head > 0) {
+                        candidate.in_head[g].assign(pieces.size(), false);
+                        for (std::size_t k = 0; k < cut; ++k) candidate.in_head[g][k] = true;
+                    }
+                    changed = consider(candidate) || changed;
+                }
+            }
+        }
+        for (std::size_t c = 0; c < best.class_slots.size(); ++c) {
+            for (int step : {1, -1}) {
+                Plan candidate = best;
+                const std::int64_t slots = static_cast<std::int64_t>(candidate.class_slots[c]) + step;
+                if (slots < 2 || slots > static_cast<std::int64_t>(in.max_slots_per_class)) continue;
+                candidate.class_slots[c] = static_cast<std::uint32_t>(slots);
+                changed = consider(candidate) || changed;
+            }
+        }
+        if (!changed) return;
+    }
+}
+
 }  // namespace
 
 double modeled_seconds(const PlanInput &input, const Plan &plan) {
@@ -234,8 +318,15 @@ Plan make_compute_plan(const PlanInput &input, const Plan *current) {
     Plan best;
     if (current != nullptr) {
         best = *current;
+    } else if (input.pieces_in_order) {
+        // The byte planner picks heads in any order: only its whole-group plan applies.
+        PlanInput whole = input;
+        whole.pieces.clear();
+        best = make_plan(whole);  // throws when no plan fits
     } else {
-        best = make_plan(input);  // throws when no plan fits
+        best = make_plan(input);
+    }
+    if (current == nullptr) {
         std::vector<std::uint64_t> uses = input.uses_per_pass;
         if (uses.empty()) uses.assign(n, 1);
         spread_residents(best, input.group_bytes, uses,
@@ -271,6 +362,7 @@ Plan make_compute_plan(const PlanInput &input, const Plan *current) {
             }
         }
     }
+    improve(input, uses, best);
     return best;
 }
 
