@@ -22,6 +22,9 @@ namespace ferry {
 namespace {
 
 constexpr double kMinGain = 0.01;
+// Passes after which a clock that has not timed every group stops, re-planning nothing: a
+// group of the schedule that is never acquired, or a pass never learned.
+constexpr std::uint64_t kMaxTimedPasses = 16;
 constexpr double kNominalLinkBytesPerS = 25e9;  // PCIe Gen4 pinned H2D, until timed
 
 }  // namespace
@@ -181,7 +184,9 @@ Plan Runtime::current_plan() const {
 }
 
 void Runtime::replan_if_due() {
-    if (clock_ == nullptr || !clock_->running() || learning_) return;
+    if (clock_ == nullptr || !clock_->running()) return;
+    if (stats_.passes > kMaxTimedPasses) return clock_->stop();
+    if (learning_) return;
     for (const GroupState &state : state_) {
         if (state.pins > 0) return;
     }
