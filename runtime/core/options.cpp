@@ -129,6 +129,8 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.pin.chunk_bytes = static_cast<std::uint64_t>(env_double(
         "FERRY_PIN_CHUNK", static_cast<double>(options.pin.chunk_bytes), 4096, 9.0e15));
     options.pin.pageable_fallback = config.pageable_fallback != 0;
+    // Compute-aware planning (core/replan.cpp): on unless FERRY_COMPUTE_PLAN=0.
+    options.compute_plan = env_double("FERRY_COMPUTE_PLAN", 1, 0, 1) != 0;
     return options;
 }
 
