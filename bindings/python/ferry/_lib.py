@@ -247,6 +247,7 @@ _DECLARATIONS = {
     ),
     "ferry_group_resident_bytes": (_status, [_rt, GroupHandle, ctypes.POINTER(ctypes.c_uint64)]),
     "ferry_group_prefer_resident": (_status, [_rt, GroupHandle]),
+    "ferry_group_compute_declare": (_status, [_rt, GroupHandle, ctypes.c_uint64]),
     "ferry_groups_list": (
         _status, [_rt, ctypes.POINTER(GroupHandle), ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
     ),

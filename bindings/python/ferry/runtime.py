@@ -605,6 +605,16 @@ class Group:
         rt = self.runtime
         check(rt._lib.ferry_group_prefer_resident(rt._handle(), self._h))
 
+    def declare_compute(self, nanoseconds):
+        """DEFINE or PLANNED. The device time one acquire of this group computes for, for
+        the compute-aware planner (declared for every group before plan, it is used at
+        once; otherwise ferry times the first pass and re-plans once)."""
+        if isinstance(nanoseconds, bool) or not isinstance(nanoseconds, int) or nanoseconds < 0:
+            raise InvalidArgumentError(
+                f"declare_compute: nanoseconds must be an int >= 0, not {nanoseconds!r}")
+        rt = self.runtime
+        check(rt._lib.ferry_group_compute_declare(rt._handle(), self._h, nanoseconds))
+
     def define_tensor(self, name, nbytes=None, *, dtype=None, shape=None, mutable=False):
         """DEFINE. A tensor of this group. Give nbytes, or dtype and shape (or all three:
         the library checks they agree). mutable: may change on the device; written back

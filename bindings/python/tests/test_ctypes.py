@@ -597,3 +597,18 @@ def test_a_tensor_made_from_a_view_outlives_its_collected_runtime():
     assert dlpack.live_capsules() == before
     ferry.Runtime("1MiB", backend="sim").close()  # destroys the runtime no view needs
     assert ferry.runtime._orphans == []
+
+
+def test_declared_compute_is_taken_in_define_and_planned_and_refused_when_bad():
+    with make_runtime(1 << 20) as rt:
+        groups = [rt.define_group(f"g{i}") for i in range(4)]
+        for g in groups:
+            g.define_tensor("w", 64 * 1024)
+        groups[0].declare_compute(2_000_000)  # DEFINE
+        with pytest.raises(ferry.InvalidArgumentError):
+            groups[1].declare_compute(-1)
+        rt.plan()
+        groups[1].declare_compute(1_000_000)  # PLANNED
+        rt.seal()
+        with pytest.raises(ferry.WrongPhaseError):
+            groups[2].declare_compute(1_000_000)

@@ -357,6 +357,11 @@ extern "C" {
         runtime: *mut ferry_runtime,
         group: ferry_group,
     ) -> ferry_status;
+    pub fn ferry_group_compute_declare(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        nanoseconds: u64,
+    ) -> ferry_status;
     pub fn ferry_group_resident_bytes(
         runtime: *mut ferry_runtime,
         group: ferry_group,

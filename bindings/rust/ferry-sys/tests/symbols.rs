@@ -427,6 +427,7 @@ fn every_declared_function_links() {
         ferry_group_info,
         ferry_group_resident_bytes,
         ferry_group_prefer_resident,
+        ferry_group_compute_declare,
         ferry_groups_list,
         ferry_group_tensors,
         ferry_group_find,

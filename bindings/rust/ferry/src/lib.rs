@@ -412,7 +412,11 @@ impl RuntimeBuilder {
             sys::ferry_config_init(config.as_mut_ptr());
             config.assume_init()
         };
-        RuntimeBuilder { config, name: None, host_share: None }
+        RuntimeBuilder {
+            config,
+            name: None,
+            host_share: None,
+        }
     }
 
     /// Bytes of VRAM ferry may hold (required, > 0).
@@ -957,6 +961,16 @@ impl Runtime {
     pub fn prefer_resident(&self, group: Group<'_>) -> Result<()> {
         // Safety: self.raw is a live runtime; the handle is checked by the library.
         check(unsafe { sys::ferry_group_prefer_resident(self.raw.as_ptr(), group.raw) })
+    }
+
+    /// DEFINE or PLANNED. The device time one acquire of `group` computes for, for the
+    /// compute-aware planner: declared for every group before `plan`, it is used at once;
+    /// otherwise ferry times the first pass and re-plans once.
+    pub fn declare_compute(&self, group: Group<'_>, nanoseconds: u64) -> Result<()> {
+        // Safety: self.raw is a live runtime; the handle is checked by the library.
+        check(unsafe {
+            sys::ferry_group_compute_declare(self.raw.as_ptr(), group.raw, nanoseconds)
+        })
     }
 
     /// DEFINE. An immutable tensor of raw bytes.
