@@ -6,7 +6,9 @@
              weights=FOLDER): the files are read straight into ferry's host store, no
              weight in torch memory on the way
   diffusers  from_pretrained(FOLDER), then, where CUDA is present,
-             enable_group_offload(block_level, use_stream=True), which pins a second copy
+             enable_group_offload(block_level, use_stream=True), which pins a second copy;
+             without CUDA, every weight read once instead (the files are mapped, so a
+             weight costs RSS only once it is read)
 
 Each runs in a fresh process of its own, which reports its VmHWM (peak RSS) less its RSS
 after the imports. The model is a diffusers FluxTransformer2DModel with random weights,
@@ -113,8 +115,14 @@ def child_diffusers(folder):
                                    offload_type="block_level", num_blocks_per_group=1,
                                    use_stream=True)
     else:
-        note = ("no CUDA: stopped after from_pretrained; enable_group_offload(use_stream="
-                "True) pins a second copy, about 2 x the model by diffusers' docs")
+        # from_pretrained maps the files: a weight costs RSS once it is read. Reading each
+        # page once is what the first forward does; group offloading would then copy each
+        # group to pinned memory, which needs CUDA.
+        with torch.no_grad():
+            for p in model.parameters():
+                p.detach().view(-1).view(torch.uint8)[::4096].sum()
+        note = ("no CUDA: from_pretrained, then every weight read once; enable_group_offload("
+                "use_stream=True) adds a pinned copy: about 2 x the model by diffusers' docs")
     return dict(peak=status_bytes("VmHWM") - base, seconds=time.monotonic() - start, slab=0,
                 pinned=0, note=note)
 

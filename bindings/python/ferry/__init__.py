@@ -2,8 +2,9 @@
 
 Pure ctypes over libferry.so. The library is found through FERRY_LIBRARY, then next to
 this package, then the build tree of the repository it sits in (build/libferry.so), then
-the system's search path. ``ferry.torch`` (imported on first use) offloads an
-``nn.Module`` block by block.
+the system's search path. ``ferry.Weights`` opens safetensors files for
+``Runtime.define_from`` and ``Runtime.load``. ``ferry.torch`` (imported on first use)
+offloads an ``nn.Module`` block by block, from its own tensors or from weights files.
 """
 
 from ._lib import LibraryNotFoundError, library_path, search_locations
@@ -23,6 +24,7 @@ from .runtime import (
     version_number,
 )
 from .units import format_bytes, parse_bytes
+from .weights import LoadReport, Weights, WeightsTensor
 
 __version__ = "0.1.0"  # of these bindings; version() is the loaded library's
 
@@ -39,6 +41,9 @@ __all__ = [
     "Phase",
     "Runtime",
     "Tensor",
+    "Weights",
+    "WeightsTensor",
+    "LoadReport",
     "version",
     "version_number",
     "format_bytes",

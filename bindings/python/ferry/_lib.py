@@ -16,9 +16,13 @@ __all__ = [
     "ConfigStruct",
     "GroupHandle",
     "LibraryNotFoundError",
+    "LoadOptionsStruct",
+    "LoadProgressFn",
+    "LoadReportStruct",
     "PinProgressFn",
     "StatsStruct",
     "TensorHandle",
+    "WeightsTensorStruct",
     "lib",
     "library_path",
     "search_locations",
@@ -115,6 +119,64 @@ class StatsStruct(ctypes.Structure):
         ("verify_checks", ctypes.c_uint64),
         ("verify_failures", ctypes.c_uint64),
         ("host_pageable_bytes", ctypes.c_uint64),
+        ("host_disk_bytes", ctypes.c_uint64),
+        ("bytes_disk_read", ctypes.c_uint64),
+    ]
+
+
+MAX_DIMS = 8  # FERRY_MAX_DIMS
+
+# ferry_load_progress_fn(user, bytes_done, bytes_total)
+LoadProgressFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
+
+
+class WeightsTensorStruct(ctypes.Structure):
+    """ferry_weights_tensor: one tensor of a set of weights files. Its strings belong to
+    the weights and are valid until ferry_weights_close."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("file", ctypes.c_char_p),
+        ("dtype", ctypes.c_int),
+        ("file_dtype", ctypes.c_char_p),
+        ("ndim", ctypes.c_uint32),
+        ("shape", ctypes.c_int64 * MAX_DIMS),
+        ("bytes", ctypes.c_uint64),
+        ("file_offset", ctypes.c_uint64),
+    ]
+
+
+class LoadOptionsStruct(ctypes.Structure):
+    """ferry_load_options. Always filled by ferry_load_options_init() before use."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("name_prefix", ctypes.c_char_p),
+        ("tensors", ctypes.POINTER(TensorHandle)),
+        ("tensor_count", ctypes.c_size_t),
+        ("allow_unused", ctypes.c_int32),
+        ("convert_dtype", ctypes.c_int32),
+        ("threads", ctypes.c_uint32),
+        ("direct", ctypes.c_int32),
+        ("disk_tier", ctypes.c_int32),
+        ("progress", LoadProgressFn),
+        ("progress_user", ctypes.c_void_p),
+    ]
+
+
+class LoadReportStruct(ctypes.Structure):
+    """ferry_load_report. struct_size must be set to its sizeof before use."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("tensors_read", ctypes.c_uint64),
+        ("tensors_converted", ctypes.c_uint64),
+        ("tensors_on_disk", ctypes.c_uint64),
+        ("bytes_read", ctypes.c_uint64),
+        ("bytes_on_disk", ctypes.c_uint64),
+        ("direct_bytes", ctypes.c_uint64),
+        ("elapsed_ns", ctypes.c_uint64),
+        ("threads", ctypes.c_uint32),
     ]
 
 
@@ -180,10 +242,40 @@ _DECLARATIONS = {
     ),
     "ferry_group_resident_bytes": (_status, [_rt, GroupHandle, ctypes.POINTER(ctypes.c_uint64)]),
     "ferry_group_prefer_resident": (_status, [_rt, GroupHandle]),
+    "ferry_groups_list": (
+        _status, [_rt, ctypes.POINTER(GroupHandle), ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
+    ),
+    "ferry_group_tensors": (
+        _status,
+        [_rt, GroupHandle, ctypes.POINTER(TensorHandle), ctypes.c_size_t,
+         ctypes.POINTER(ctypes.c_size_t)],
+    ),
+    "ferry_group_find": (_status, [_rt, ctypes.c_char_p, ctypes.POINTER(GroupHandle)]),
+    "ferry_tensor_find": (
+        _status, [_rt, GroupHandle, ctypes.c_char_p, ctypes.POINTER(TensorHandle)]
+    ),
+    "ferry_group_name": (_status, [_rt, GroupHandle, ctypes.POINTER(ctypes.c_char_p)]),
+    "ferry_tensor_name": (_status, [_rt, TensorHandle, ctypes.POINTER(ctypes.c_char_p)]),
     "ferry_trace_start": (_status, [_rt, ctypes.c_uint32]),
     "ferry_trace_stop": (_status, [_rt]),
     "ferry_trace_dump": (_status, [_rt, ctypes.c_char_p]),
     "ferry_pin_progress_set": (_status, [_rt, PinProgressFn, _vp]),
+    "ferry_weights_open": (_status, [ctypes.c_char_p, ctypes.POINTER(_vp)]),
+    "ferry_weights_close": (_status, [_vp]),
+    "ferry_weights_count": (_status, [_vp, ctypes.POINTER(_u64)]),
+    "ferry_weights_tensor_at": (_status, [_vp, _u64, ctypes.POINTER(WeightsTensorStruct)]),
+    "ferry_weights_find": (_status, [_vp, ctypes.c_char_p, ctypes.POINTER(_u64)]),
+    "ferry_weights_define": (
+        _status,
+        [_rt, _vp, ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t, ctypes.c_uint32,
+         ctypes.c_int],
+    ),
+    "ferry_load_options_init": (None, [ctypes.POINTER(LoadOptionsStruct)]),
+    "ferry_weights_load": (
+        _status,
+        [_rt, _vp, ctypes.POINTER(LoadOptionsStruct), ctypes.POINTER(LoadReportStruct)],
+    ),
+    "ferry_tensor_copy_out": (_status, [_rt, TensorHandle, _u64, _vp, _u64]),
     "ferry_dlpack_wrap": (
         _status,
         [_rt, _vp, ctypes.c_int32, ctypes.c_int32, ctypes.c_uint8, ctypes.c_uint8,

@@ -33,6 +33,12 @@ __all__ = [
     "InternalError",
     "VerifyFailedError",
     "StreamCapturingError",
+    "WeightsIOError",
+    "FileTruncatedError",
+    "FileFormatError",
+    "WeightsMismatchError",
+    "FileChangedError",
+    "NotInMemoryError",
     "ClosedError",
     "AlreadyOffloadedError",
     "ModelChangedError",
@@ -67,6 +73,12 @@ class Status(enum.IntEnum):
     INTERNAL = 19
     VERIFY_FAILED = 20
     STREAM_CAPTURING = 21
+    IO = 22
+    FILE_TRUNCATED = 23
+    FILE_FORMAT = 24
+    WEIGHTS_MISMATCH = 25
+    FILE_CHANGED = 26
+    NOT_IN_MEMORY = 27
 
 
 def status_string(status):
@@ -179,6 +191,51 @@ class StreamCapturingError(FerryError):
     status = Status.STREAM_CAPTURING
 
 
+# Weights files (ferry.Weights, Runtime.load, ferry.torch.offload(weights=...)): the
+# message names the file, and the tensor where there is one.
+
+
+class WeightsIOError(FerryError, OSError):
+    """A weights file (or a shard its index names) could not be opened or read; the
+    message has the file and errno's text."""
+
+    status = Status.IO
+
+
+class FileTruncatedError(FerryError):
+    """A weights file is shorter than its header says."""
+
+    status = Status.FILE_TRUNCATED
+
+
+class FileFormatError(FerryError, ValueError):
+    """A malformed weights file: header not JSON, offsets out of range or overlapping,
+    shape and dtype not the byte range, an unknown dtype, a name twice, ..."""
+
+    status = Status.FILE_FORMAT
+
+
+class WeightsMismatchError(FerryError, ValueError):
+    """The tensors to load and the files disagree. One error lists them all: tensors
+    missing from the files, of another shape or dtype, and tensors of the files that
+    nothing reads (unless allowed)."""
+
+    status = Status.WEIGHTS_MISMATCH
+
+
+class FileChangedError(FerryError):
+    """A weights file was modified or replaced after it was opened."""
+
+    status = Status.FILE_CHANGED
+
+
+class NotInMemoryError(FerryError):
+    """The tensor's bytes are on the disk tier, not in the host store: read them with
+    Tensor.copy_out() / Tensor.read()."""
+
+    status = Status.NOT_IN_MEMORY
+
+
 # Raised by the Python side, not by the library.
 
 
@@ -231,6 +288,12 @@ _BY_STATUS = {
         InternalError,
         VerifyFailedError,
         StreamCapturingError,
+        WeightsIOError,
+        FileTruncatedError,
+        FileFormatError,
+        WeightsMismatchError,
+        FileChangedError,
+        NotInMemoryError,
     )
 }
 

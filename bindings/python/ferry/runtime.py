@@ -198,8 +198,9 @@ class Runtime:
 
     vram_budget: bytes, or a string such as "8GiB". The other keywords are the fields of
     ferry_config (backend: "auto", "cuda", "sim" or a Backend; pinned_cap: bytes or a
-    string, for pinned_cap_bytes); unset ones keep the library's defaults, and the
-    FERRY_* environment variables still override them."""
+    string, for pinned_cap_bytes, which is also accepted under its C name); unset ones
+    keep the library's defaults, and the FERRY_* environment variables still override
+    them."""
 
     def __init__(
         self,
@@ -218,6 +219,7 @@ class Runtime:
         verify=None,
         pinned_cap=None,
         pageable_fallback=None,
+        pinned_cap_bytes=None,
     ):
         self._ptr = None
         self._pin_progress = None  # the _PinProgress the library may call, kept alive
@@ -255,6 +257,10 @@ class Runtime:
             cfg.sim_seed = int(sim_seed)
         if verify is not None:
             cfg.verify = int(bool(verify))
+        if pinned_cap is not None and pinned_cap_bytes is not None:
+            raise InvalidArgumentError("ferry: give pinned_cap or pinned_cap_bytes, not both")
+        if pinned_cap_bytes is not None:
+            pinned_cap = pinned_cap_bytes
         if pinned_cap is not None:
             cfg.pinned_cap_bytes = parse_bytes(pinned_cap)
         if pageable_fallback is not None:
@@ -396,6 +402,88 @@ class Runtime:
         check(self._lib.ferry_stats_get(self._handle(), ctypes.byref(s)))
         return {key: int(getattr(s, key)) for key in STATS_KEYS}
 
+    # --- weights files (safetensors) --------------------------------------------------
+
+    def define_from(self, weights, block_prefixes, blocks_per_group=1, dtype=None):
+        """DEFINE. ferry_weights_define: groups and tensors from a ferry.Weights. A tensor
+        named "<prefix><N>.<rest>" (N decimal, prefix one of block_prefixes, e.g.
+        "transformer_blocks.") goes to the group "<prefix><N>", or with
+        blocks_per_group > 1 to "<prefix><first>-<last>" (blocks N and M share a group
+        when N // blocks_per_group equals M // blocks_per_group); every other tensor to a
+        group "root", which prefers residency. Groups come root first, then by prefix and
+        block number; tensors by name, immutable, of the file's shape and of `dtype`
+        (None: the file's; "float32", "bfloat16" or "float16": float tensors are
+        converted by load()). Tensors of no bytes are left out. Nothing is defined when a
+        group name is taken (DuplicateNameError). Returns the new groups, whose handles
+        come from ferry_groups_list and ferry_group_tensors."""
+        if isinstance(block_prefixes, str):
+            block_prefixes = [block_prefixes]
+        prefixes = [str(p).encode() for p in block_prefixes]
+        if isinstance(blocks_per_group, bool) or not isinstance(blocks_per_group, int) \
+                or blocks_per_group < 1:
+            raise InvalidArgumentError(
+                f"ferry: blocks_per_group must be an int >= 1, not {blocks_per_group!r}")
+        want = DType.of(dtype)
+        handle = self._handle()
+        before = len(self._group_handles())
+        array = (ctypes.c_char_p * max(len(prefixes), 1))(*prefixes)
+        check(self._lib.ferry_weights_define(handle, weights._handle(), array, len(prefixes),
+                                             blocks_per_group, int(want)))
+        out = []
+        for h in self._group_handles()[before:]:
+            group = Group(self, _name_of(self._lib.ferry_group_name, handle, h), h)
+            self.groups.append(group)
+            self._group_names[group.name] = group
+            count = ctypes.c_size_t()
+            check(self._lib.ferry_group_tensors(handle, h, None, 0, ctypes.byref(count)))
+            tensors = (_lib.TensorHandle * max(count.value, 1))()
+            check(self._lib.ferry_group_tensors(handle, h, tensors, count.value,
+                                                ctypes.byref(count)))
+            for th in tensors[:count.value]:
+                name = _name_of(self._lib.ferry_tensor_name, handle, th)
+                t = weights[name]
+                dt = want if want != DType.UNKNOWN and t.ferry_dtype in _FLOATS else t.ferry_dtype
+                nbytes = t.nbytes if dt == t.ferry_dtype else math.prod(t.shape) * dt.itemsize
+                tensor = Tensor(group, name, _lib.TensorHandle(th.id), nbytes, dt, t.shape, False)
+                group.tensors.append(tensor)
+                group._tensor_names[name] = tensor
+            out.append(group)
+        return out
+
+    def _group_handles(self):
+        """ferry_groups_list: every group's handle, in definition order."""
+        handle = self._handle()
+        count = ctypes.c_size_t()
+        check(self._lib.ferry_groups_list(handle, None, 0, ctypes.byref(count)))
+        out = (_lib.GroupHandle * max(count.value, 1))()
+        check(self._lib.ferry_groups_list(handle, out, count.value, ctypes.byref(count)))
+        return [_lib.GroupHandle(g.id) for g in out[:count.value]]
+
+    def load(self, weights, tensors=None, name_prefix="", allow_unused=False,
+             convert_dtype=True, threads=0, direct=False, disk_tier=True, progress=None):
+        """PLANNED. ferry_weights_load: reads the tensors (None: every defined one) from
+        a ferry.Weights into the host store, each from the file tensor of its name with
+        name_prefix prepended. Returns a LoadReport.
+
+        Before a byte is read every tensor is matched: one WeightsMismatchError lists
+        each one missing from the files, of another shape or dtype, and (without
+        allow_unused) each tensor of the files left unread. convert_dtype: float tensors
+        (F32, BF16, F16) defined with another float dtype are converted while read.
+        threads: parallel readers (0: up to 4). direct: O_DIRECT where possible.
+        disk_tier: with pageable_fallback and a pinned cap below the model, immutable
+        tensors past the pinned part stay in the files and are read at each onload.
+        progress: None (a tqdm bar when stderr is a terminal), True, False, or a callable
+        f(bytes_done, bytes_total) called on this thread.
+
+        A failed read (WeightsIOError, FileChangedError) leaves the runtime PLANNED; seal()
+        refuses it until a load succeeds."""
+        from . import weights as _weights
+
+        return _weights.load(self, weights, tensors=tensors, name_prefix=name_prefix,
+                             allow_unused=allow_unused, convert_dtype=convert_dtype,
+                             threads=threads, direct=direct, disk_tier=disk_tier,
+                             progress=progress)
+
     # --- trace (Chrome trace-event JSON: Perfetto, chrome://tracing) --------------------
 
     def trace_start(self, capacity=0):
@@ -411,6 +499,16 @@ class Runtime:
         """ferry_trace_dump: writes the events recorded so far to `path` as JSON. Call
         synchronize() (and let compute finish) first to include work in flight."""
         check(self._lib.ferry_trace_dump(self._handle(), os.fsencode(path)))
+
+
+_FLOATS = (DType.F16, DType.BF16, DType.F32)
+
+
+def _name_of(fn, runtime, handle):
+    """A group's or tensor's name through ferry_group_name / ferry_tensor_name."""
+    out = ctypes.c_char_p()
+    check(fn(runtime, handle, ctypes.byref(out)))
+    return out.value.decode()
 
 
 class _PinProgress:
@@ -616,6 +714,37 @@ class Tensor:
                 rt._handle(), self._h, int(offset), int(address) or None, int(nbytes)
             )
         )
+
+    def copy_out(self, dst, offset=0):
+        """PLANNED or SEALED. Fills the writable bytes-like dst (bytearray, memoryview,
+        a numpy array, ...) with the tensor's bytes from offset: from the host store, or
+        for a tensor on the disk tier from its file. A mutable tensor's bytes are current
+        after Runtime.synchronize()."""
+        view = memoryview(dst).cast("B")
+        if view.readonly:
+            raise InvalidArgumentError("ferry: copy_out needs a writable buffer")
+        buf = (ctypes.c_char * view.nbytes).from_buffer(view)
+        self.copy_out_address(ctypes.addressof(buf), view.nbytes, offset)
+        return dst
+
+    def copy_out_address(self, address, nbytes, offset=0):
+        """PLANNED or SEALED. ferry_tensor_copy_out: nbytes from offset to a raw address."""
+        rt = self.runtime
+        check(
+            rt._lib.ferry_tensor_copy_out(
+                rt._handle(), self._h, int(offset), int(address) or None, int(nbytes)
+            )
+        )
+
+    def read(self, offset=0, nbytes=None):
+        """The tensor's bytes (from offset, nbytes of them, default to the end) as a bytes
+        object, through copy_out: from the host store or the disk tier."""
+        if nbytes is None:
+            nbytes = self.nbytes - int(offset)
+        buf = bytearray(max(int(nbytes), 0))
+        if nbytes:
+            self.copy_out(buf, offset)
+        return bytes(buf)
 
     def read_host(self):
         """The host bytes, copied into a bytes object (PLANNED or SEALED; a mutable

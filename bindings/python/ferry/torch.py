@@ -12,7 +12,10 @@ blocks) forms one more group, "root", held for the whole forward of the model, w
 planner keeps resident when the budget allows.
 
 Loading copies each group's tensors into ferry's host store and then frees the module's
-own copy, so host memory stays near one copy of the model. During forward a pre-hook
+own copy, so host memory stays near one copy of the model. With ``weights=`` (safetensors
+files, see offload) ferry reads the tensors of the model's state dict straight from the
+files into the store instead, and the model may be built on the meta device: no weight
+is ever held in torch memory. During forward a pre-hook
 acquires the group and points each parameter's ``.data`` (and each buffer) at a view of
 the group's slot; a post-hook releases it and points them back at empty placeholders.
 
@@ -21,10 +24,11 @@ This is the only module of the package that imports torch.
 
 import collections
 import contextlib
-import ctypes
 import inspect
 import itertools
+import json
 import operator
+import os
 
 import torch
 import torch.utils.dlpack
@@ -37,11 +41,14 @@ from .errors import (
     FerryError,
     InvalidArgumentError,
     ModelChangedError,
+    Status,
+    WeightsMismatchError,
 )
 from .runtime import Backend, DType
+from .weights import Weights
 from .units import format_bytes, parse_bytes
 
-__all__ = ["offload", "OffloadHandle", "handle_of", "parse_budget"]
+__all__ = ["offload", "OffloadHandle", "handle_of", "parse_budget", "resolve_weights"]
 
 ROOT_GROUP = "root"
 
@@ -92,20 +99,61 @@ class _Entry:
     """One tensor ferry holds: a parameter (its .data is swapped) or a buffer (swapped
     in every module that registers it)."""
 
-    __slots__ = ("name", "tensor", "param", "locations", "dtype", "shape", "nbytes",
-                 "mutable", "ferry", "placeholder")
+    __slots__ = ("name", "tensor", "param", "locations", "slots", "dtype", "shape", "nbytes",
+                 "mutable", "ferry", "placeholder", "key", "original")
 
     def __init__(self, name, tensor, param):
         self.name = name
         self.tensor = tensor  # the Parameter, or the buffer as first registered
         self.param = param
         self.locations = []  # buffers: (module, attribute) pairs
+        self.slots = []  # parameters: (module, attribute) pairs (weights= on meta)
         self.dtype = tensor.dtype
         self.shape = tuple(tensor.shape)
         self.nbytes = tensor.numel() * tensor.element_size()
         self.mutable = False
         self.ferry = None  # ferry.Tensor
         self.placeholder = None
+        self.key = None  # weights=: its name in the files (None: copied from the module)
+        self.original = None  # weights=: (tensor, data) as offload() found them
+
+    @property
+    def on_meta(self):
+        return self.tensor.device.type == "meta"
+
+    def release_to(self, placeholder):
+        """Points the entry at its empty placeholder once its bytes are in the store. A
+        parameter on meta cannot take another device's data (set_data refuses it), so it
+        is replaced, in every module holding it, by a Parameter of the placeholder."""
+        self.placeholder = placeholder
+        if self.param and self.on_meta:
+            new = torch.nn.Parameter(placeholder, requires_grad=self.tensor.requires_grad)
+            new.__dict__.update(self.tensor.__dict__)
+            self.swap_param(new)
+            return
+        self.point_at(placeholder)
+        if not self.param and not self.on_meta:
+            # The entry keeps the buffer object for its identity, not its bytes.
+            self.tensor.data = placeholder
+
+    def swap_param(self, new):
+        for module, attr in self.slots:
+            module._parameters[attr] = new
+        self.tensor = new
+
+    def put_back(self):
+        """weights=: the model's own tensors again, exactly as offload() found them."""
+        tensor, data = self.original
+        if self.param:
+            if self.tensor is not tensor:
+                self.swap_param(tensor)
+            elif data is not None:
+                tensor.data = data
+        else:
+            if data is not None:
+                tensor.data = data
+            self.tensor = tensor
+            self.point_at(tensor)
 
     def point_at(self, value):
         if self.param:
@@ -120,14 +168,18 @@ class _Entry:
         emptied that object (.data), and it may be aliased elsewhere (a rotary
         embedding's original_inv_freq, the caller's own reference)."""
         value = self.read_back()
-        self.tensor.data = value
+        if not self.param and self.on_meta:
+            self.tensor = value  # a buffer built on meta: the bytes are its own now
+        else:
+            self.tensor.data = value
         if not self.param:
             self.point_at(self.tensor)
 
     def read_back(self):
-        """A CPU tensor with the bytes of ferry's host store (PLANNED or SEALED)."""
+        """A CPU tensor with the tensor's bytes, from ferry's host store or, for a tensor
+        on the disk tier, from its file (PLANNED or SEALED)."""
         out = torch.empty(self.shape, dtype=self.dtype)
-        ctypes.memmove(out.data_ptr(), self.ferry.host_ptr(), self.nbytes)
+        self.ferry.copy_out_address(out.data_ptr(), self.nbytes)
         return out
 
 
@@ -352,6 +404,8 @@ class OffloadHandle:
         self._closed = False
         self._watches = {}  # group -> _Watch (_watch_model)
         self._checked = set()  # groups whose watch passed in this forward
+        self._owned = []  # id() of each tensor registered in _owners
+        self.load_report = None  # weights=: the ferry.LoadReport of the files' read
         self._group_of_tensor = {}
         for g in groups:
             for e in g.entries:
@@ -461,8 +515,8 @@ class OffloadHandle:
     def _finish(self):
         for g in self._groups:
             g.views.clear()
-        for e in self._entries:
-            _owners.pop(id(e.tensor), None)
+        for key in self._owned:
+            _owners.pop(key, None)
         self._closed = True
         try:
             self._rt.close()
@@ -727,7 +781,126 @@ def _to_device(value, device):
     return value
 
 
+_PIPELINE_INDEX = "model_index.json"
+
+
+def resolve_weights(path, model):
+    """The weights path offload(weights=path) opens for model: path itself, unless it is a
+    diffusers pipeline folder (it holds model_index.json); then the subfolder whose
+    config.json names the model's class: diffusers' ``_class_name``, or transformers'
+    ``architectures``. InvalidArgumentError, listing the subfolders, when none or more
+    than one does."""
+    path = os.fspath(path)
+    if not os.path.isfile(os.path.join(path, _PIPELINE_INDEX)):
+        return path
+    want = type(model).__name__
+    candidates = []  # (subfolder, [class names])
+    for sub in sorted(os.listdir(path)):
+        config = os.path.join(path, sub, "config.json")
+        if not os.path.isfile(config):
+            continue
+        try:
+            with open(config, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(cfg, dict):
+            continue
+        names = []
+        if isinstance(cfg.get("_class_name"), str):
+            names.append(cfg["_class_name"])
+        if isinstance(cfg.get("architectures"), list):
+            names += [a for a in cfg["architectures"] if isinstance(a, str)]
+        candidates.append((sub, names))
+    hits = [sub for sub, names in candidates if want in names]
+    if len(hits) == 1:
+        return os.path.join(path, hits[0])
+    listed = ", ".join(f"{sub} ({'/'.join(names) or '?'})" for sub, names in candidates) or "none"
+    why = "no subfolder" if not hits else f"{len(hits)} subfolders ({', '.join(hits)})"
+    raise InvalidArgumentError(
+        f"ferry.torch.offload: weights={path!r} is a diffusers pipeline folder, and {why} "
+        f"holds a {want} (by config.json's _class_name or architectures); give the "
+        f"component's folder instead; subfolders: {listed}")
+
+
+def _file_plan(model, all_entries, weights, prefix):
+    """weights=: sets each entry's key (its name in the files, or None when the module's
+    own bytes are copied in) and returns the problems only this side can see, each a
+    line for the one mismatch error.
+
+    The files hold the model's state dict: an entry is read from them when one of its
+    names is a state_dict key (parameters and persistent buffers; a tensor tied under
+    several names is read from whichever of them the files hold, its own name first).
+    Other entries (non-persistent buffers: rotary tables and the like) are copied in from
+    the module, which needs their data: one on meta is a problem."""
+    names = {}  # id(tensor) -> its state_dict keys
+    for key, value in model.state_dict(keep_vars=True).items():
+        if isinstance(value, torch.Tensor):
+            names.setdefault(id(value), []).append(key)
+    ties = getattr(model, "_tied_weights_keys", None)  # transformers: {target: source}
+    ties = ties if isinstance(ties, dict) else {}
+    problems = []
+    for e in all_entries:
+        keys = names.get(id(e.tensor))
+        if not keys:
+            if e.on_meta:
+                problems.append(
+                    f"{e.name}: on meta and not in the state dict (a non-persistent buffer), so "
+                    "neither the files nor the module hold its data")
+            continue
+        in_files = [k for k in keys if prefix + k in weights]
+        if e.name in in_files:
+            e.key = e.name
+        elif in_files:
+            e.key = in_files[0]
+        else:
+            e.key = e.name if e.name in keys else keys[0]  # missing: the library says so
+            source = next((ties[k] for k in keys if isinstance(ties.get(k), str)), None)
+            if source is not None and prefix + source in weights:
+                problems.append(
+                    f"{e.key}: tied to {source} by {type(model).__name__}._tied_weights_keys, "
+                    f"and only {source} is in the files: tie them first "
+                    "(model.tie_weights(); accelerate's init_empty_weights loses the tie)")
+    return problems
+
+
+def _files_agree(all_entries, weights, prefix, allow_unused):
+    """A quick look, without the library, at whether the files hold every keyed entry in
+    its shape and a dtype it can be read as (and nothing more, without allow_unused)."""
+    floats = (torch.float32, torch.bfloat16, torch.float16)
+    file_dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    read = set()
+    for e in all_entries:
+        if e.key is None:
+            continue
+        name = prefix + e.key
+        if name not in weights:
+            return False
+        t = weights[name]
+        file_dtype = file_dtypes.get(t.dtype)
+        if tuple(t.shape) != e.shape or t.nbytes == 0:
+            return False
+        if file_dtype != e.dtype and not (file_dtype in floats and e.dtype in floats):
+            if file_dtype is not None or _dtype_of(e.tensor).name != t.dtype:
+                return False
+        read.add(name)
+    return allow_unused or len(read) == len(weights)
+
+
+def _mismatch(model, weights, problems, library_message=None):
+    """The one error: the library's list of problems (when it found any) and this side's."""
+    lines = "".join(f"\n  {p}" for p in problems)
+    name = type(model).__name__
+    if library_message:
+        message = f"{library_message}\nand {len(problems)} problem(s) in {name} itself:{lines}"
+    else:
+        message = (f"ferry.torch.offload: {len(problems)} problem(s) matching {name} to the "
+                   f"weights in '{weights.path}':{lines}")
+    return WeightsMismatchError(message, Status.WEIGHTS_MISMATCH)
+
+
 def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progress=None,
+            weights=None, weights_prefix="", allow_unused=False, load_options=None,
             **config):
     """Streams model's parameters and buffers through a ferry runtime. Returns an
     OffloadHandle; the model is then used as before.
@@ -740,13 +913,42 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     blocks: the qualified name of the ModuleList / Sequential whose children are the
     blocks ("encoder.block"), or a list of names; None (the default) finds the
     containers of repeated blocks at any depth; [] splits nothing (one group).
-    progress: bars for pinning and copying on stderr; None: tqdm bars when tqdm is
-    installed and stderr is a terminal, True: always (plain lines without tqdm),
+    progress: bars for pinning, copying and loading on stderr; None: tqdm bars when tqdm
+    is installed and stderr is a terminal, True: always (plain lines without tqdm),
     False: never. config: ferry.Runtime keywords (backend="sim", device=0,
-    slots_per_class=2, synchronous=False, name=..., sim_chaos=1, ...).
+    slots_per_class=2, synchronous=False, name=..., sim_chaos=1, pinned_cap_bytes=...,
+    pageable_fallback=True, ...).
 
-    Errors leave the model as it was: FerryError subclasses (BudgetTooSmallError,
-    AlreadyOffloadedError, ...) with the library's message."""
+    weights: safetensors files to read the model's tensors from, straight into ferry's
+    host store: a .safetensors file, a *.safetensors.index.json, a transformers or
+    diffusers model folder (model.safetensors[.index.json],
+    diffusion_pytorch_model.safetensors[.index.json]), a diffusers pipeline folder
+    (model_index.json: the subfolder whose config.json names type(model).__name__), or
+    an open ferry.Weights. Every tensor whose name is a state_dict key (parameters and
+    persistent buffers) is read from the file tensor of that name (weights_prefix
+    prepended); a tied tensor is read once, from whichever of its names the files hold.
+    Other tensors (non-persistent buffers) are copied from the module. The model may be
+    built on the meta device (``with torch.device("meta")``, or accelerate's
+    ``init_empty_weights()``): nothing of it is ever held in torch memory; a real model's
+    tensors are replaced by the files' bytes (they are freed once offload() succeeds, so
+    a real model briefly has two copies: build it on meta for one). The module's dtype
+    wins: float tensors of another float dtype in the files are converted while read.
+    Any disagreement (a tensor missing from the files, of another shape or dtype, a file
+    tensor nothing reads unless allow_unused=True, a non-persistent buffer on meta) is
+    one WeightsMismatchError listing all of it, raised before any tensor byte is read.
+    load_options: more keywords of ferry.Runtime.load (threads=, direct=, disk_tier=,
+    convert_dtype=). With pinned_cap_bytes below the model and pageable_fallback=True,
+    the tensors past the cap stay in the files (disk tier) and are read at each onload.
+
+        with accelerate.init_empty_weights():
+            transformer = FluxTransformer2DModel.from_config(
+                FluxTransformer2DModel.load_config("FLUX.1-dev", subfolder="transformer"))
+        transformer = transformer.to(torch.bfloat16)
+        handle = ferry.torch.offload(transformer, "8GiB", weights="FLUX.1-dev")
+
+    Errors leave the model as it was (a meta model stays on meta): FerryError subclasses
+    (BudgetTooSmallError, AlreadyOffloadedError, WeightsMismatchError, FileFormatError,
+    ...) with the library's message."""
     if not isinstance(model, torch.nn.Module):
         raise InvalidArgumentError("ferry.torch.offload: model must be a torch.nn.Module")
     if isinstance(blocks_per_group, bool) or not isinstance(blocks_per_group, int) \
@@ -758,6 +960,14 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
         raise InvalidArgumentError(
             f"ferry.torch.offload: progress must be None, True or False, not {progress!r}"
         )
+    load_options = dict(load_options or {})
+    unknown = set(load_options) - {"threads", "direct", "disk_tier", "convert_dtype"}
+    if unknown:
+        raise InvalidArgumentError(
+            "ferry.torch.offload: load_options takes threads, direct, disk_tier and "
+            f"convert_dtype, not {', '.join(sorted(unknown))}")
+    if load_options and weights is None:
+        raise InvalidArgumentError("ferry.torch.offload: load_options needs weights=")
     owner = handle_of(model)
     if owner is not None:
         raise AlreadyOffloadedError(
@@ -796,14 +1006,19 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
         target = groups[next(iter(where))] if len(where) == 1 else root
         target.entries.append(e)
     for e in entries.values():
-        if e.tensor.is_sparse or e.tensor.device.type == "meta":
+        if e.tensor.is_sparse:
+            raise InvalidArgumentError(f"ferry.torch.offload: {e.name} is sparse")
+        if e.on_meta and weights is None:
             raise InvalidArgumentError(
-                f"ferry.torch.offload: {e.name} is {'sparse' if e.tensor.is_sparse else 'on meta'}"
-            )
+                f"ferry.torch.offload: {e.name} is on meta; give weights= (safetensors "
+                "files) to read a model built on meta from them")
     for module in model.modules():
         for attr, b in module._buffers.items():
             if b is not None and id(b) in entries:
                 entries[id(b)].locations.append((module, attr))
+        for attr, p in module._parameters.items():
+            if p is not None and id(p) in entries:
+                entries[id(p)].slots.append((module, attr))
     groups = [g for g in groups if g.entries]
     if root.entries:
         groups.insert(0, root)
@@ -816,6 +1031,34 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     model_bytes = sum(e.nbytes for e in all_entries)
     vram_budget = parse_budget(budget, model_bytes)
 
+    # --- the files: opened, matched here as far as only this side can -------------
+    files = None
+    own_files = False
+    if weights is not None:
+        if isinstance(weights, Weights):
+            files = weights
+        else:
+            files = Weights(resolve_weights(weights, model))
+            own_files = True
+    try:
+        if files is not None:
+            problems = _file_plan(model, all_entries, files, weights_prefix)
+            if problems and _files_agree(all_entries, files, weights_prefix, allow_unused):
+                raise _mismatch(model, files, problems)
+        else:
+            problems = []
+        handle = _offload(model, groups, root, all_entries, model_bytes, vram_budget,
+                          progress, config, files, problems,
+                          dict(load_options, name_prefix=weights_prefix,
+                               allow_unused=allow_unused))
+    finally:
+        if own_files:
+            files.close()  # a runtime reading from them at onload keeps them open itself
+    return handle
+
+
+def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progress, config,
+             files, problems, load_kwargs):
     # --- runtime: define, plan (nothing of the model is touched before this works) ---
     config.setdefault("name", type(model).__name__)
     rt = _runtime.Runtime(vram_budget, **config)
@@ -831,7 +1074,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
             for e in g.entries:
                 dt = _dtype_of(e.tensor)
                 e.ferry = g.ferry.define_tensor(
-                    e.name, e.nbytes, dtype=dt,
+                    e.key or e.name, e.nbytes, dtype=dt,
                     shape=e.shape if dt != DType.UNKNOWN else None, mutable=e.mutable,
                 )
         pinning = _progress.PinBar(progress, "ferry: pinning")
@@ -848,7 +1091,28 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
         rt.close()
         raise
 
-    # --- load group by group, freeing the module's copy as we go -------------------
+    if files is None:
+        _load_from_module(groups, rt, model_bytes, progress, device)
+        report = None
+    else:
+        report = _load_from_files(model, groups, rt, all_entries, progress, device, files,
+                                  problems, load_kwargs)
+    _heap.trim()
+
+    handle = OffloadHandle(model, rt, groups, all_entries, device)
+    handle.load_report = report
+    for e in all_entries:
+        _owners[id(e.tensor)] = handle
+        handle._owned.append(id(e.tensor))
+    model.__dict__["_ferry_handle"] = handle
+    handle._install_hooks(model)
+    handle._watch_model()
+    return handle
+
+
+def _load_from_module(groups, rt, model_bytes, progress, device):
+    """Copies group by group into the host store, freeing the module's copy as it goes;
+    seals. On failure the model gets its bytes back and the runtime is closed."""
     released = []
     placeholders = {}
     untrimmed = 0  # bytes released since the last trim
@@ -868,12 +1132,8 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
             for e in g.entries:
                 if e.dtype not in placeholders:
                     placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
-                e.placeholder = placeholders[e.dtype]
                 released.append(e)  # its bytes are in the store: restore() can undo
-                e.point_at(e.placeholder)
-                if not e.param:
-                    # The entry keeps the buffer object for its identity, not its bytes.
-                    e.tensor.data = e.placeholder
+                e.release_to(placeholders[e.dtype])
                 untrimmed += e.nbytes
             if untrimmed >= _TRIM_EVERY:
                 _heap.trim()
@@ -889,12 +1149,48 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     finally:
         if copying is not None:
             copying.close()
-    _heap.trim()
 
-    handle = OffloadHandle(model, rt, groups, all_entries, device)
-    for e in all_entries:
-        _owners[id(e.tensor)] = handle
-    model.__dict__["_ferry_handle"] = handle
-    handle._install_hooks(model)
-    handle._watch_model()
-    return handle
+
+def _load_from_files(model, groups, rt, all_entries, progress, device, files, problems,
+                     load_kwargs):
+    """Reads the keyed entries from the files and copies the others from the module,
+    then releases the module's tensors and seals. Returns the LoadReport. On failure the
+    model gets its own tensors back (a meta model stays on meta) and the runtime is
+    closed."""
+    released = []
+    try:
+        for e in all_entries:
+            if e.key is None and not e.on_meta:  # not in the state dict: the module's bytes
+                src = e.tensor.detach()
+                if src.device.type != "cpu":
+                    src = src.cpu()
+                src = src.contiguous()
+                e.ferry.copy_in_address(src.data_ptr(), e.nbytes)
+                del src
+        keyed = [e.ferry for e in all_entries if e.key is not None]
+        try:
+            report = rt.load(files, tensors=keyed, progress=progress, **load_kwargs)
+        except WeightsMismatchError as exc:
+            if problems:
+                raise _mismatch(model, files, problems, exc.message) from None
+            raise
+        if problems:
+            raise _mismatch(model, files, problems)
+        placeholders = {}
+        for g in groups:
+            for e in g.entries:
+                if e.dtype not in placeholders:
+                    placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
+                e.original = (e.tensor, None if e.on_meta else e.tensor.data)
+                released.append(e)
+                e.release_to(placeholders[e.dtype])
+        rt.seal()
+    except BaseException:
+        for e in released:
+            e.put_back()
+            e.original = None
+        rt.close()
+        raise
+    for e in released:
+        e.original = None  # a real model's own bytes are freed here
+    return report

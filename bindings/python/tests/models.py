@@ -126,6 +126,23 @@ class Nested(nn.Module):
         return self.net[2](self.net[1](x))
 
 
+class Stack(nn.Module):
+    """Blocks of two float32 Linear layers and a LayerNorm: a model of one float dtype,
+    buildable on meta (device="meta")."""
+
+    def __init__(self, d=64, n=6, device=None):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, 2 * d, device=device), nn.GELU(),
+                          nn.Linear(2 * d, d, device=device), nn.LayerNorm(d, device=device))
+            for _ in range(n))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
 def model_bytes(model):
     seen = {}
     for t in list(model.parameters()) + list(model.buffers()):

@@ -53,6 +53,12 @@ pub const FERRY_ERROR_DEVICE: ferry_status = 18;
 pub const FERRY_ERROR_INTERNAL: ferry_status = 19;
 pub const FERRY_ERROR_VERIFY_FAILED: ferry_status = 20;
 pub const FERRY_ERROR_STREAM_CAPTURING: ferry_status = 21;
+pub const FERRY_ERROR_IO: ferry_status = 22;
+pub const FERRY_ERROR_FILE_TRUNCATED: ferry_status = 23;
+pub const FERRY_ERROR_FILE_FORMAT: ferry_status = 24;
+pub const FERRY_ERROR_WEIGHTS_MISMATCH: ferry_status = 25;
+pub const FERRY_ERROR_FILE_CHANGED: ferry_status = 26;
+pub const FERRY_ERROR_NOT_IN_MEMORY: ferry_status = 27;
 
 // ----------------------------------------------------------------------------------------
 // Configuration
@@ -176,6 +182,8 @@ pub struct ferry_stats {
     pub verify_checks: u64,
     pub verify_failures: u64,
     pub host_pageable_bytes: u64,
+    pub host_disk_bytes: u64,
+    pub bytes_disk_read: u64,
 }
 
 /// Pinning progress: `(user, pinned_bytes, pageable_bytes, total_bytes)`; `None` is NULL.
@@ -188,6 +196,67 @@ pub type ferry_pin_progress_fn =
 
 /// Ring capacity of `ferry_trace_start(runtime, 0)`.
 pub const FERRY_TRACE_DEFAULT_EVENTS: u32 = 65536;
+
+// ----------------------------------------------------------------------------------------
+// Weights files
+// ----------------------------------------------------------------------------------------
+
+/// Opaque set of opened safetensors files. Only ever used behind a pointer.
+#[repr(C)]
+pub struct ferry_weights {
+    _unused: [u8; 0],
+    _marker: PhantomData<(*mut u8, PhantomPinned)>,
+}
+
+/// One tensor of the files. Strings are owned by the weights and valid until close.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ferry_weights_tensor {
+    pub name: *const c_char,
+    pub file: *const c_char,
+    pub dtype: ferry_dtype,
+    pub file_dtype: *const c_char,
+    pub ndim: u32,
+    pub shape: [i64; FERRY_MAX_DIMS as usize],
+    pub bytes: u64,
+    pub file_offset: u64,
+}
+
+/// Load progress: `(user, bytes_done, bytes_total)`; `None` is NULL.
+pub type ferry_load_progress_fn =
+    Option<unsafe extern "C" fn(user: *mut c_void, bytes_done: u64, bytes_total: u64)>;
+
+/// Options of `ferry_weights_load`. Always fill it with `ferry_load_options_init` first.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ferry_load_options {
+    pub struct_size: usize,
+    pub name_prefix: *const c_char,
+    pub tensors: *const ferry_tensor,
+    pub tensor_count: usize,
+    pub allow_unused: i32,
+    pub convert_dtype: i32,
+    pub threads: u32,
+    pub direct: i32,
+    pub disk_tier: i32,
+    pub progress: ferry_load_progress_fn,
+    pub progress_user: *mut c_void,
+}
+
+/// What a load did. Set `struct_size` to `size_of::<ferry_load_report>()` before the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ferry_load_report {
+    pub struct_size: usize,
+    pub tensors_read: u64,
+    pub tensors_converted: u64,
+    pub tensors_on_disk: u64,
+    pub bytes_read: u64,
+    pub bytes_on_disk: u64,
+    pub direct_bytes: u64,
+    pub elapsed_ns: u64,
+    pub threads: u32,
+}
 
 // ----------------------------------------------------------------------------------------
 // Functions, in the header's order
@@ -277,6 +346,40 @@ extern "C" {
         group: ferry_group,
         out: *mut u64,
     ) -> ferry_status;
+    pub fn ferry_groups_list(
+        runtime: *mut ferry_runtime,
+        out: *mut ferry_group,
+        capacity: usize,
+        count: *mut usize,
+    ) -> ferry_status;
+    pub fn ferry_group_tensors(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        out: *mut ferry_tensor,
+        capacity: usize,
+        count: *mut usize,
+    ) -> ferry_status;
+    pub fn ferry_group_find(
+        runtime: *mut ferry_runtime,
+        name: *const c_char,
+        out: *mut ferry_group,
+    ) -> ferry_status;
+    pub fn ferry_tensor_find(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        name: *const c_char,
+        out: *mut ferry_tensor,
+    ) -> ferry_status;
+    pub fn ferry_group_name(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        out: *mut *const c_char,
+    ) -> ferry_status;
+    pub fn ferry_tensor_name(
+        runtime: *mut ferry_runtime,
+        tensor: ferry_tensor,
+        out: *mut *const c_char,
+    ) -> ferry_status;
 
     pub fn ferry_trace_start(runtime: *mut ferry_runtime, capacity: u32) -> ferry_status;
     pub fn ferry_trace_stop(runtime: *mut ferry_runtime) -> ferry_status;
@@ -285,6 +388,42 @@ extern "C" {
         runtime: *mut ferry_runtime,
         callback: ferry_pin_progress_fn,
         user: *mut c_void,
+    ) -> ferry_status;
+
+    pub fn ferry_weights_open(path: *const c_char, out: *mut *mut ferry_weights) -> ferry_status;
+    pub fn ferry_weights_close(weights: *mut ferry_weights) -> ferry_status;
+    pub fn ferry_weights_count(weights: *const ferry_weights, out: *mut u64) -> ferry_status;
+    pub fn ferry_weights_tensor_at(
+        weights: *const ferry_weights,
+        index: u64,
+        out: *mut ferry_weights_tensor,
+    ) -> ferry_status;
+    pub fn ferry_weights_find(
+        weights: *const ferry_weights,
+        name: *const c_char,
+        out_index: *mut u64,
+    ) -> ferry_status;
+    pub fn ferry_weights_define(
+        runtime: *mut ferry_runtime,
+        weights: *const ferry_weights,
+        block_prefixes: *const *const c_char,
+        prefix_count: usize,
+        blocks_per_group: u32,
+        dtype: ferry_dtype,
+    ) -> ferry_status;
+    pub fn ferry_load_options_init(options: *mut ferry_load_options);
+    pub fn ferry_weights_load(
+        runtime: *mut ferry_runtime,
+        weights: *const ferry_weights,
+        options: *const ferry_load_options,
+        report: *mut ferry_load_report,
+    ) -> ferry_status;
+    pub fn ferry_tensor_copy_out(
+        runtime: *mut ferry_runtime,
+        tensor: ferry_tensor,
+        offset: u64,
+        dst: *mut c_void,
+        bytes: u64,
     ) -> ferry_status;
 
     /// Returns, in `out_managed`, a `DLManagedTensor *` (dlpack.h) whose deleter is

@@ -337,7 +337,13 @@ fn struct_layouts_match_c() {
                       slab_streaming_bytes, slab_used_bytes, slab_used_peak_bytes,
                       host_pinned_bytes, host_pinned_peak_bytes, stall_ns,
                       writebacks_skipped, verify_checks, verify_failures,
-                      host_pageable_bytes }
+                      host_pageable_bytes, host_disk_bytes, bytes_disk_read }
+        ferry_weights_tensor { name, file, dtype, file_dtype, ndim, shape, bytes, file_offset }
+        ferry_load_options { struct_size, name_prefix, tensors, tensor_count, allow_unused,
+                             convert_dtype, threads, direct, disk_tier, progress,
+                             progress_user }
+        ferry_load_report { struct_size, tensors_read, tensors_converted, tensors_on_disk,
+                            bytes_read, bytes_on_disk, direct_bytes, elapsed_ns, threads }
         ferry_group { id }
         ferry_tensor { id }
         ferry_status { }
@@ -421,10 +427,25 @@ fn every_declared_function_links() {
         ferry_group_info,
         ferry_group_resident_bytes,
         ferry_group_prefer_resident,
+        ferry_groups_list,
+        ferry_group_tensors,
+        ferry_group_find,
+        ferry_tensor_find,
+        ferry_group_name,
+        ferry_tensor_name,
         ferry_trace_start,
         ferry_trace_stop,
         ferry_trace_dump,
         ferry_pin_progress_set,
+        ferry_weights_open,
+        ferry_weights_close,
+        ferry_weights_count,
+        ferry_weights_tensor_at,
+        ferry_weights_find,
+        ferry_weights_define,
+        ferry_load_options_init,
+        ferry_weights_load,
+        ferry_tensor_copy_out,
         ferry_dlpack_wrap,
         ferry_dlpack_live,
     ];

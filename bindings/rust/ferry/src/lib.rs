@@ -35,6 +35,9 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use ferry_sys as sys;
 
+mod weights;
+pub use weights::{DefinedGroup, LoadOptions, LoadReport, Weights, WeightsTensor};
+
 // ----------------------------------------------------------------------------------------
 // Status and errors
 // ----------------------------------------------------------------------------------------
@@ -67,6 +70,18 @@ pub enum Status {
     VerifyFailed,
     /// acquire or release on a stream that is capturing a CUDA graph.
     StreamCapturing,
+    /// A weights file (or a shard its index names) could not be opened or read.
+    Io,
+    /// A weights file is shorter than its header says.
+    FileTruncated,
+    /// A malformed weights file (header, offsets, shapes, dtypes, names).
+    FileFormat,
+    /// Defined tensors and the files disagree; the message lists every difference.
+    WeightsMismatch,
+    /// A weights file was modified or replaced after it was opened.
+    FileChanged,
+    /// The tensor's bytes are on the disk tier: use [`Runtime::copy_out`].
+    NotInMemory,
     /// A code this crate does not know (a newer library).
     Unknown(u32),
 }
@@ -96,6 +111,12 @@ impl Status {
             sys::FERRY_ERROR_INTERNAL => Status::Internal,
             sys::FERRY_ERROR_VERIFY_FAILED => Status::VerifyFailed,
             sys::FERRY_ERROR_STREAM_CAPTURING => Status::StreamCapturing,
+            sys::FERRY_ERROR_IO => Status::Io,
+            sys::FERRY_ERROR_FILE_TRUNCATED => Status::FileTruncated,
+            sys::FERRY_ERROR_FILE_FORMAT => Status::FileFormat,
+            sys::FERRY_ERROR_WEIGHTS_MISMATCH => Status::WeightsMismatch,
+            sys::FERRY_ERROR_FILE_CHANGED => Status::FileChanged,
+            sys::FERRY_ERROR_NOT_IN_MEMORY => Status::NotInMemory,
             other => Status::Unknown(other),
         }
     }
@@ -124,6 +145,12 @@ impl Status {
             Status::Internal => sys::FERRY_ERROR_INTERNAL,
             Status::VerifyFailed => sys::FERRY_ERROR_VERIFY_FAILED,
             Status::StreamCapturing => sys::FERRY_ERROR_STREAM_CAPTURING,
+            Status::Io => sys::FERRY_ERROR_IO,
+            Status::FileTruncated => sys::FERRY_ERROR_FILE_TRUNCATED,
+            Status::FileFormat => sys::FERRY_ERROR_FILE_FORMAT,
+            Status::WeightsMismatch => sys::FERRY_ERROR_WEIGHTS_MISMATCH,
+            Status::FileChanged => sys::FERRY_ERROR_FILE_CHANGED,
+            Status::NotInMemory => sys::FERRY_ERROR_NOT_IN_MEMORY,
             Status::Unknown(raw) => raw,
         }
     }
@@ -305,6 +332,24 @@ impl DType {
         }
     }
 
+    /// The dtype of a raw value; `None` for a value this crate does not know.
+    pub fn from_raw(raw: sys::ferry_dtype) -> Option<DType> {
+        Some(match raw {
+            sys::FERRY_DTYPE_UNKNOWN => DType::Unknown,
+            sys::FERRY_DTYPE_U8 => DType::U8,
+            sys::FERRY_DTYPE_I8 => DType::I8,
+            sys::FERRY_DTYPE_I16 => DType::I16,
+            sys::FERRY_DTYPE_I32 => DType::I32,
+            sys::FERRY_DTYPE_I64 => DType::I64,
+            sys::FERRY_DTYPE_F16 => DType::F16,
+            sys::FERRY_DTYPE_BF16 => DType::BF16,
+            sys::FERRY_DTYPE_F32 => DType::F32,
+            sys::FERRY_DTYPE_F64 => DType::F64,
+            sys::FERRY_DTYPE_BOOL => DType::Bool,
+            _ => return None,
+        })
+    }
+
     /// Bytes per element; `None` for [`DType::Unknown`].
     pub fn size(self) -> Option<usize> {
         match self {
@@ -423,6 +468,19 @@ impl RuntimeBuilder {
     /// sim: seed of the chaos generator.
     pub fn sim_seed(mut self, seed: u64) -> Self {
         self.config.sim_seed = seed;
+        self
+    }
+
+    /// Most host bytes ferry may pin (0: a safe share of RAM).
+    pub fn pinned_cap_bytes(mut self, bytes: u64) -> Self {
+        self.config.pinned_cap_bytes = bytes;
+        self
+    }
+
+    /// Past the pinned cap, keep the rest pageable (or, loaded from weights files, on the
+    /// disk tier) instead of failing plan.
+    pub fn pageable_fallback(mut self, fallback: bool) -> Self {
+        self.config.pageable_fallback = i32::from(fallback);
         self
     }
 
@@ -659,7 +717,12 @@ pub struct Stats {
     pub writebacks_skipped: u64,
     pub verify_checks: u64,
     pub verify_failures: u64,
+    /// Host store bytes left pageable past the pinned cap.
     pub host_pageable_bytes: u64,
+    /// ... of which on the disk tier: read from the weights files at each onload.
+    pub host_disk_bytes: u64,
+    /// Bytes read from weights files at onload (disk tier).
+    pub bytes_disk_read: u64,
 }
 
 impl Stats {
@@ -702,6 +765,8 @@ impl Stats {
             verify_checks,
             verify_failures,
             host_pageable_bytes,
+            host_disk_bytes,
+            bytes_disk_read,
         } = *s;
         let backend = Backend::from_raw(backend).ok_or_else(|| {
             Error::here(
@@ -750,6 +815,8 @@ impl Stats {
             verify_checks,
             verify_failures,
             host_pageable_bytes,
+            host_disk_bytes,
+            bytes_disk_read,
         })
     }
 }
