@@ -528,9 +528,10 @@ class OffloadHandle:
         """Bytes of the LoRA adapter tensors (lora_A, lora_B, ...) in the model now: they
         live on the device beside ferry's slab and count against the budget."""
         seen = {}
-        for name, p in self._model.named_parameters(remove_duplicate=False):
-            if _is_adapter(name):
-                seen[id(p)] = p.numel() * p.element_size()
+        for mname, m in self._model.named_modules():
+            for attr, p in m._parameters.items():
+                if p is not None and _is_adapter(_qualify(mname, attr)):
+                    seen[id(p)] = p.numel() * p.element_size()
         return sum(seen.values())
 
     @contextlib.contextmanager
