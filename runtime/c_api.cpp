@@ -136,6 +136,14 @@ ferry_status ferry_group_prefer_resident(ferry_runtime *runtime, ferry_group gro
     });
 }
 
+ferry_status ferry_group_compute_declare(ferry_runtime *runtime, ferry_group group,
+                                         uint64_t nanoseconds) {
+    return guarded("ferry_group_compute_declare", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        rt.declare_compute(index_of(rt, group.id, kGroupHandle), nanoseconds);
+    });
+}
+
 ferry_status ferry_tensor_define(ferry_runtime *runtime, ferry_group group, const char *name,
                                  uint64_t bytes, ferry_dtype dtype, uint32_t ndim,
                                  const int64_t *shape, uint32_t flags, ferry_tensor *out) {

@@ -236,17 +236,14 @@ SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
                              static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(t), 0);
             }
         }
+        for (std::size_t g = 0; g < spec.declared_compute_ns.size(); ++g) {
+            check(ferry_group_compute_declare(runtime_, groups_[g], spec.declared_compute_ns[g]),
+                  "ferry_group_compute_declare");
+        }
         check(ferry_seal(runtime_), "ferry_seal");
     } catch (...) {
         ferry_destroy(runtime_);
         throw;
-    }
-    for (ferry_group group : groups_) {
-        std::uint64_t image = 0, resident = 0;
-        check(ferry_group_info(runtime_, group, nullptr, nullptr, &image), "ferry_group_info");
-        check(ferry_group_resident_bytes(runtime_, group, &resident),
-              "ferry_group_resident_bytes");
-        split_.push_back(resident != 0 && resident != image);
     }
     scratch_ = std::make_unique<ScratchPool>(ferry_runtime_impl(runtime_).device());
 }
@@ -345,7 +342,7 @@ ferry_status SimModel::run_group(std::size_t g, void *stream, Failures &failures
         const std::uint64_t bytes = specs[t].bytes;
         const bool packed =
             !spans.empty() &&
-            (!split_[g] || device == spans.back().device + round_up(spans.back().bytes, 256));
+            device == spans.back().device + round_up(spans.back().bytes, 256);
         if (!packed) spans.push_back({device, used, 0});
         Span &span = spans.back();
         const std::size_t offset = static_cast<std::size_t>(device - span.device);

@@ -42,6 +42,9 @@ struct ModelSpec {
     double d2h_gbps = 0.0;
     double latency_us = 0.0;
     std::vector<std::uint32_t> declared_schedule;  // empty: learned
+    // Per group, declared in PLANNED (ferry_group_compute_declare): the re-plan after the
+    // first pass follows them. Empty: none.
+    std::vector<std::uint64_t> declared_compute_ns;
     bool verify = false;                 // trust: verify mode
     std::uint64_t pinned_cap = 0;        // trust: 0 = default cap
     bool pageable_fallback = false;
@@ -130,7 +133,6 @@ class SimModel {
     std::vector<ferry_group> groups_;
     std::vector<std::vector<ferry_tensor>> tensors_;
     std::vector<std::vector<std::uint64_t>> versions_;  // expected next version per tensor
-    std::vector<bool> split_;  // per group: the planner split it (head resident, tail streamed)
     std::vector<void *> streams_;
     std::unique_ptr<ScratchPool> scratch_;
 };

@@ -9,6 +9,7 @@
  *     ferry_create                 -> DEFINE
  *     ferry_group_define           DEFINE
  *     ferry_group_prefer_resident  DEFINE (optional)
+ *     ferry_group_compute_declare  DEFINE or PLANNED (optional; else timed on pass 1)
  *     ferry_tensor_define          DEFINE
  *     ferry_schedule_declare       DEFINE or PLANNED (optional; else learned on pass 1)
  *     ferry_plan                   DEFINE -> PLANNED  (layout, residency, pinned arena, slab)
@@ -272,6 +273,17 @@ FERRY_API ferry_status ferry_group_define(ferry_runtime *runtime, const char *na
    forward): streamed, it would keep a slot from prefetch. When the budget cannot hold the
    preferred groups and the streaming slots, they are planned like the others. */
 FERRY_API ferry_status ferry_group_prefer_resident(ferry_runtime *runtime, ferry_group group);
+
+/* DEFINE or PLANNED (optional). The device time one acquire of `group` computes for, in
+   nanoseconds (of modeled time on sim), for the compute-aware planner: it places
+   residency, split heads, size classes and slot counts so that each streamed copy hides
+   behind the compute before it. Declared for every group before ferry_plan, the plan uses
+   them at once; otherwise ferry times each group's compute over the first pass (events
+   on cuda, the stream's clock on sim) and re-plans once, at the first ferry_synchronize
+   or pass start after it where no group is held, keeping the host store as it is. A
+   declared time wins over a timed one. FERRY_COMPUTE_PLAN=0 plans by bytes only. */
+FERRY_API ferry_status ferry_group_compute_declare(ferry_runtime *runtime, ferry_group group,
+                                                   uint64_t nanoseconds);
 
 /* DEFINE. Tensor names are unique within their group. shape may be NULL when ndim is 0.
    When dtype is not FERRY_DTYPE_UNKNOWN and ndim > 0, the product of shape times the

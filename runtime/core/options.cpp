@@ -104,6 +104,8 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.sim.pageable_h2d_gbps = env_double("FERRY_SIM_PAGEABLE_H2D_GBPS", 0, 0, 1e6);
     options.sim.pageable_d2h_gbps = env_double("FERRY_SIM_PAGEABLE_D2H_GBPS", 0, 0, 1e6);
     options.sim.time_scale = env_double("FERRY_SIM_TIME_SCALE", 1, 1e-3, 1e6);
+    options.sim.decode_gbps =
+        env_double("FERRY_SIM_DECODE_GBPS", kDefaultSimDecodeGbps, 0, 1e6);
     options.sim.chaos = env_double("FERRY_SIM_CHAOS", config.sim_chaos != 0 ? 1 : 0, 0, 1) != 0;
     options.sim.seed = config.sim_seed;
     if (const char *seed = std::getenv("FERRY_SIM_SEED"); seed != nullptr && *seed != '\0') {
@@ -127,6 +129,8 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.pin.chunk_bytes = static_cast<std::uint64_t>(env_double(
         "FERRY_PIN_CHUNK", static_cast<double>(options.pin.chunk_bytes), 4096, 9.0e15));
     options.pin.pageable_fallback = config.pageable_fallback != 0;
+    // Compute-aware planning (core/replan.cpp): on unless FERRY_COMPUTE_PLAN=0.
+    options.compute_plan = env_double("FERRY_COMPUTE_PLAN", 1, 0, 1) != 0;
     return options;
 }
 

@@ -21,6 +21,8 @@ struct RuntimeOptions {
     std::uint64_t vram_budget = 0;
     std::uint32_t slots_per_class = 2;
     bool synchronous = false;
+    // FERRY_COMPUTE_PLAN: time the first pass and re-plan by compute (core/replan.cpp).
+    bool compute_plan = true;
     std::string name = "ferry";
     SimOptions sim;
     bool publish_stats = false;      // FERRY_STATS

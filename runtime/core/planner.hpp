@@ -23,6 +23,17 @@ struct PlanInput {
     // Per group (or empty): keep it resident before any other, when the budget holds
     // all of them and the rest's smallest plan; else plan them like the others.
     std::vector<bool> prefer_resident;
+
+    // Compute-aware planning (compute_plan.cpp). Per group, the seconds of compute one
+    // acquire holds it for; empty: plan by bytes only, as above.
+    std::vector<double> compute_s;
+    double link_bytes_per_s = 0.0;     // H2D rate of one streamed copy (> 0 with compute_s)
+    double copy_latency_s = 0.0;       // fixed cost of each copy call
+    std::vector<std::uint32_t> pass_order;  // the acquires of one pass; empty: 0..n-1
+    // Heads must be prefixes of each group's pieces, in the order given: the host
+    // images are laid out already (a re-plan), so a tail can only be a suffix.
+    bool pieces_in_order = false;
+    std::uint32_t max_slots_per_class = 6;  // the most slots the planner gives a class
 };
 
 struct Plan {
@@ -33,9 +44,13 @@ struct Plan {
     std::vector<std::vector<bool>> in_head;
     std::vector<std::uint64_t> head_bytes;
     std::vector<std::uint64_t> class_slot_bytes;  // per class: bytes of each of its slots
+    // Per class: how many slots it has (its prefetch depth + 1); empty: slots_per_class
+    // each. Only the compute-aware planner sets it.
+    std::vector<std::uint32_t> class_slots;
     std::uint64_t resident_bytes = 0;          // resident groups' bytes plus all heads
-    std::uint64_t streaming_bytes = 0;         // slots_per_class * sum(class_slot_bytes)
+    std::uint64_t streaming_bytes = 0;         // sum over classes of slots * slot bytes
     std::uint64_t streamed_bytes_per_pass = 0;  // sum over streamed groups of tail * uses
+    double modeled_pass_s = 0.0;  // compute-aware plans: the pass time the model predicts
 };
 
 // The cheapest VRAM footprint any plan can have: the largest group must fit into slots
@@ -45,6 +60,40 @@ std::uint64_t minimum_budget(const PlanInput &input);
 // Returns a plan with resident_bytes + streaming_bytes <= budget. Throws
 // Error(FERRY_ERROR_BUDGET_TOO_SMALL) naming minimum_budget() when none exists.
 Plan make_plan(const PlanInput &input);
+
+// Compute-aware planning (compute_plan.cpp): the plan whose modeled pass time is the
+// shortest among the byte plan above (spread as spread_residents() spreads it) and plans
+// that split streamed bytes over the pass in proportion to compute, in one or two size
+// classes of 2..max_slots_per_class slots each. With `current` (a re-plan), that plan
+// stands in for the byte plan. Requires input.compute_s (one entry per group) and
+// input.link_bytes_per_s > 0; throws as make_plan() does. Sets modeled_pass_s.
+Plan make_compute_plan(const PlanInput &input, const Plan *current = nullptr);
+
+// The pass-time model (pass_model.cpp): the scheduler's prefetch replayed on a link that
+// copies one image at a time, in issue order, each copy after its slot's last release,
+// and a compute stream that runs each acquire's compute once its bytes are in place.
+// Starts with empty slots and a prefetch as after seal; returns the seconds per pass
+// over `passes` passes, that is, the steady state plus the first copy spread over them.
+struct PassModelInput {
+    std::vector<std::uint32_t> order;          // the acquires of one pass
+    std::vector<double> compute_s;             // per group
+    std::vector<std::uint64_t> streamed_bytes;  // per group: its tail; 0 when resident
+    std::vector<int> size_class;               // per group; -1 when resident
+    std::vector<std::uint32_t> class_slots;    // per class: its slot count
+    double link_bytes_per_s = 0.0;
+    double copy_latency_s = 0.0;
+};
+struct PassModelResult {
+    double seconds_per_pass = 0.0;
+    double stall_s = 0.0;   // per pass: time compute waited for copies
+    std::uint64_t misses = 0;  // per pass: acquires that found their group not copied
+};
+PassModelResult model_pass(const PassModelInput &input, int passes);
+
+// The model's input for `plan` (slot counts: plan.class_slots, or slots_per_class).
+PassModelInput pass_model_input(const PlanInput &input, const Plan &plan);
+// model_pass() of that input over the passes the planner scores plans with.
+double modeled_seconds(const PlanInput &input, const Plan &plan);
 
 // Among groups of equal bytes and uses, moves residency so that the resident ones are
 // spread evenly over `pass_order` (spread_residents.cpp). Preferred and split groups

@@ -222,28 +222,19 @@ void Runtime::plan() {
     }
     lay_out_images();
 
-    PlanInput input;
-    for (const GroupDef &group : groups_) input.group_bytes.push_back(group.image_bytes);
-    input.uses_per_pass = uses_per_pass();
-    input.budget = options_.vram_budget;
-    input.slots_per_class = options_.slots_per_class;
-    // Groups of frozen tensors may be split at tensor boundaries (planner.hpp). Groups
-    // with mutable tensors move whole, so that their writeback is one slot's business.
-    for (const GroupDef &group : groups_) {
-        std::vector<std::uint64_t> pieces;
-        if (!group.has_mutable) {
-            for (std::uint32_t t : group.tensors) {
-                pieces.push_back(align_up(tensors_[t].bytes, kImageAlignment));
-            }
-        }
-        input.pieces.push_back(std::move(pieces));
+    PlanInput input = plan_input();  // replan.cpp
+    Plan plan;
+    if (compute_known() && options_.compute_plan && !options_.synchronous) {
+        input.compute_s = declared_compute_s_;  // every group's, declared in DEFINE
+        input.link_bytes_per_s = link_estimate();
+        plan = make_compute_plan(input);  // spread already, when it is the byte plan
+    } else {
+        plan = make_plan(input);
+        std::vector<std::uint32_t> pass_order = declared_schedule_;
+        for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
+        spread_residents(plan, input.group_bytes, input.uses_per_pass, input.prefer_resident,
+                         pass_order);
     }
-    for (const GroupDef &group : groups_) input.prefer_resident.push_back(group.prefer_resident);
-    Plan plan = make_plan(input);
-    std::vector<std::uint32_t> pass_order = declared_schedule_;
-    for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
-    spread_residents(plan, input.group_bytes, input.uses_per_pass, input.prefer_resident,
-                     pass_order);
     lay_out_heads(plan);
 
     try {
@@ -257,50 +248,17 @@ void Runtime::plan() {
         if (!options_.synchronous) copy_stream_ = device_->create_stream();
 
         state_.assign(groups_.size(), GroupState{});
-        const SlabLayout &layout = slab_->layout();
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-            GroupState &state = state_[g];
-            state.size_class = plan.size_class[g];
-            if (groups_[g].has_mutable) state.host_current = device_->create_event();
-            if (plan.head_bytes[g] > 0) {
-                FERRY_EXPECTS(layout.resident_offset[g] >= 0, FERRY_ERROR_INTERNAL,
-                              describe_group(g) + ": a split group without a head in the slab");
-                state.head = slab_->at(static_cast<std::uint64_t>(layout.resident_offset[g]));
-            }
-            if (!state.resident()) continue;
-            SlotState slot;
-            slot.device = slab_->at(static_cast<std::uint64_t>(layout.resident_offset[g]));
-            slot.bytes = groups_[g].image_bytes;
-            slots_.push_back(slot);
-            state.slot = static_cast<int>(slots_.size() - 1);
+            if (groups_[g].has_mutable) state_[g].host_current = device_->create_event();
         }
-        class_slots_.assign(plan.class_slot_bytes.size(), {});
-        for (const StreamingSlot &streaming : layout.streaming) {
-            SlotState slot;
-            slot.device = slab_->at(streaming.offset);
-            slot.bytes = streaming.bytes;
-            slot.size_class = streaming.size_class;
-            slots_.push_back(slot);
-            class_slots_[streaming.size_class].push_back(static_cast<int>(slots_.size() - 1));
-        }
-        for (SlotState &slot : slots_) {
-            slot.ready = device_->create_event();
-            slot.released = device_->create_event();
-        }
+        install_plan(plan);  // replan.cpp
     } catch (...) {
         release_plan_resources();
         throw;
     }
 
     stats_.groups = groups_.size();
-    stats_.resident_groups = static_cast<std::uint64_t>(
-        std::count(plan.resident.begin(), plan.resident.end(), true));
-    stats_.size_classes = plan.class_slot_bytes.size();
-    stats_.streaming_slots = slab_->layout().streaming.size();
-    stats_.streamed_bytes_per_pass = plan.streamed_bytes_per_pass;
-    stats_.slab_bytes = slab_->layout().total_bytes();
-    stats_.slab_resident_bytes = slab_->layout().resident_bytes;
-    stats_.slab_streaming_bytes = slab_->layout().streaming_bytes;
+    stats_.slab_bytes = slab_->reserved_bytes();
     stats_.host_pinned_bytes = host_->pinned_bytes();
     stats_.host_pinned_peak_bytes = stats_.host_pinned_bytes;  // pinned once, for good
     stats_.host_pageable_bytes = host_->pageable_bytes();
@@ -388,6 +346,7 @@ void Runtime::seal() {
     wanted_.reserve(schedule_.size() + groups_.size());
     learned_.reserve(4 * groups_.size() + 16);  // a pass may use a group more than once
     want_left_.assign(class_slots_.size(), 0);
+    start_compute_clock();  // replan.cpp
     phase_ = FERRY_PHASE_SEALED;
     observer_->publish(stats_, phase_);
 }

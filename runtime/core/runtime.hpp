@@ -24,6 +24,7 @@
 #include "host/host_store.hpp"
 #include "load/weights.hpp"
 #include "observe/observer.hpp"
+#include "core/compute_clock.hpp"
 #include "core/options.hpp"
 #include "core/planner.hpp"
 #include "core/slab.hpp"
@@ -130,6 +131,8 @@ class Runtime {
                                 std::int32_t dtype, std::uint32_t ndim,
                                 const std::int64_t *shape, std::uint32_t flags);
     void declare_schedule(const std::vector<std::uint32_t> &order);
+    // replan.cpp: a group's compute per acquire, for the compute-aware planner.
+    void declare_compute(std::uint32_t group, std::uint64_t nanoseconds);
     void plan();
     void *tensor_host_ptr(std::uint32_t tensor);
     void copy_in(std::uint32_t tensor, std::uint64_t offset, const void *src,
@@ -179,8 +182,16 @@ class Runtime {
     std::uint32_t tensor_count() const { return tensor_count_.load(std::memory_order_acquire); }
 
     Device &device() { return *device_; }
-    // For tests and tools: names by index, and the host store (null before plan).
+    // For tests and tools: the host store (null before plan).
     const HostStore *host_store() const { return host_.get(); }
+    // replan.cpp, for tools and tests: the installed plan as the pass-time model's input
+    // (planner.hpp), its compute_s left to the caller. Phase SEALED.
+    PassModelInput pass_model();
+    // How many re-plans changed the placement (replan.cpp); for tests.
+    std::uint32_t replans() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return replans_;
+    }
 
     // --- trust: verify mode, deferred errors, pinning progress (runtime_verify.cpp) ---
     void set_pin_progress(ferry_pin_progress_fn fn, void *user);
@@ -205,6 +216,16 @@ class Runtime {
     void require_not_loading(const char *what) const;
     void observe_plan();  // runtime_observe.cpp
 
+    // replan.cpp: the compute-aware plan (planner.hpp) and the re-plan after the first
+    // pass, when the compute clock has timed every group.
+    PlanInput plan_input() const;
+    bool compute_known() const;  // every group's compute declared
+    double link_estimate() const;  // bytes/s before any copy is timed
+    void install_plan(const Plan &plan);  // state_, slots_, class_slots_ and their stats
+    void start_compute_clock();
+    void replan_if_due();  // under mutex_; only when no group is held
+    void replan();
+    Plan current_plan() const;
     // scheduler.cpp, all under mutex_.
     Stream copy_stream_for(Stream caller) const;
     void onload(std::uint32_t group, int slot, Stream stream);
@@ -287,6 +308,11 @@ class Runtime {
     std::vector<std::uint32_t> want_left_;  // per class, scratch
 
     ferry_stats stats_{};
+
+    // Compute-aware planning (replan.cpp). clock_ runs from seal until the re-plan.
+    std::vector<double> declared_compute_s_;  // per group once any is declared; < 0: not
+    std::unique_ptr<ComputeClock> clock_;
+    std::uint32_t replans_ = 0;
 
     // Trust. staging_ exists only when part of the host store is pageable (host/staging);
     // verifier_ only in verify mode (runtime_verify.cpp).

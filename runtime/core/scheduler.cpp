@@ -68,7 +68,9 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
+    if (clock_ != nullptr) clock_->copy_begin(*device_, def.image_bytes - def.head_bytes, stream);
     copy_image_part(group, slot.device, def.head_bytes, def.image_bytes, stream);
+    if (clock_ != nullptr) clock_->copy_end(*device_, stream);
     device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;
@@ -183,6 +185,7 @@ void Runtime::prefetch() {
 void Runtime::acquire(std::uint32_t group, Stream stream) {
     Event ready = nullptr;
     Observer::Token observed;
+    std::atomic<std::uint64_t> *timed = nullptr;  // the compute clock's stamp, while it runs
     std::uint64_t *counter = nullptr;  // the hit/miss count this acquire added to
     bool used_prefetch = false;
     {
@@ -190,6 +193,8 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         require_phase(FERRY_PHASE_SEALED, "acquiring a group");
         check_deferred();
         require_not_capturing(group, stream, "acquire");
+        // A pass starts: the re-plan after the first pass may be due (replan.cpp).
+        if (clock_ != nullptr && static_cast<std::int64_t>(group) == first_group_) replan_if_due();
         GroupState &state = state_[group];
         bool missed = false;
         if (!state.resident() && state.slot < 0) {
@@ -218,6 +223,7 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         if (used_prefetch) ++stats_.prefetches_used;
         if (!state.resident() || state.refreshed) ready = slots_[state.slot].ready;
         state.prefetched_unused = false;
+        if (clock_ != nullptr && state.pins == 0) timed = clock_->acquired(group);
         ++state.pins;
         state.dirty = state.dirty || groups_[group].has_mutable;
         ++stats_.acquires;
@@ -234,6 +240,7 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
     // outside the lock is safe, and on sim's calling-thread stream it blocks only us.
     try {
         observer_->wait(observed, stream, ready);
+        if (timed != nullptr) ComputeClock::stamp(*device_, stream, timed);
     } catch (...) {
         std::lock_guard<std::mutex> lock(mutex_);  // not acquired after all
         --state_[group].pins;
@@ -259,6 +266,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     // Verify checks the bytes on the caller's stream before `released` is recorded, so the
     // slot cannot be refilled under the check.
     if (verifier_ != nullptr) verify_release(group, stream);  // runtime_verify.cpp
+    if (clock_ != nullptr && state.pins == 1) clock_->released(*device_, group, stream);
     // A resident group without mutable tensors is never overwritten nor written back:
     // nothing waits for its release, until an update may rewrite it (update.cpp).
     if (!state.resident() || groups_[group].has_mutable || track_resident_releases_) {
@@ -322,6 +330,7 @@ void Runtime::synchronize() {
         throw;
     }
     if (verifier_ != nullptr) stats_.verify_failures = verifier_->failures();
+    if (clock_ != nullptr) replan_if_due();  // replan.cpp
     observer_->publish(stats_, phase_);
 }
 

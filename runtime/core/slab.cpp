@@ -18,7 +18,9 @@ SlabLayout carve_slab(const Plan &plan, const std::vector<std::uint64_t> &group_
     }
     layout.resident_bytes = offset;
     for (std::size_t c = 0; c < plan.class_slot_bytes.size(); ++c) {
-        for (std::uint32_t k = 0; k < slots_per_class; ++k) {
+        const std::uint32_t slots =
+            c < plan.class_slots.size() ? plan.class_slots[c] : slots_per_class;
+        for (std::uint32_t k = 0; k < slots; ++k) {
             layout.streaming.push_back({offset, plan.class_slot_bytes[c], static_cast<int>(c)});
             offset += plan.class_slot_bytes[c];
         }
@@ -27,10 +29,17 @@ SlabLayout carve_slab(const Plan &plan, const std::vector<std::uint64_t> &group_
     return layout;
 }
 
-Slab::Slab(Device &device, SlabLayout layout) : device_(device), layout_(std::move(layout)) {
-    if (layout_.total_bytes() > 0) {
+Slab::Slab(Device &device, SlabLayout layout)
+    : device_(device), layout_(std::move(layout)), reserved_(layout_.total_bytes()) {
+    if (reserved_ > 0) {
         base_ = static_cast<std::byte *>(device_.reserve(layout_.total_bytes()));
     }
+}
+
+bool Slab::relayout(SlabLayout layout) {
+    if (layout.total_bytes() > reserved_) return false;
+    layout_ = std::move(layout);
+    return true;
 }
 
 Slab::~Slab() {

@@ -1,7 +1,7 @@
 // core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
 // The slab: the VRAM budget, reserved once (one allocation) and carved into one resident
-// slot per resident group and the heads of split groups, followed by slots_per_class
-// streaming slots per size class.
+// slot per resident group and the heads of split groups, followed by the streaming slots
+// of each size class (Plan::class_slots of them, or slots_per_class).
 #pragma once
 
 #include <cstddef>
@@ -39,12 +39,18 @@ class Slab {
     Slab &operator=(const Slab &) = delete;
 
     const SlabLayout &layout() const { return layout_; }
+    // The bytes reserved: the first layout's total, which later layouts never exceed.
+    std::uint64_t reserved_bytes() const { return reserved_; }
+    // Carves the same reservation anew (a re-plan, with nothing on the device in use).
+    // False, and nothing changed, when the layout needs more than is reserved.
+    bool relayout(SlabLayout layout);
     std::byte *base() const { return base_; }
     std::byte *at(std::uint64_t offset) const { return base_ + offset; }
 
    private:
     Device &device_;
     SlabLayout layout_;
+    std::uint64_t reserved_ = 0;
     std::byte *base_ = nullptr;
 };
 

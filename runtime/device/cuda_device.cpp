@@ -6,6 +6,7 @@
 #include <cuda.h>  // driver API types only: its entry points come from the runtime
 #include <nvtx3/nvToolsExt.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "kernels/checksum.hpp"
+#include "kernels/decode.hpp"
 #include "kernels/cuda_check.hpp"
 #include "base/clock.hpp"
 #include "device/device.hpp"
@@ -377,6 +379,81 @@ class CudaDevice final : public Device {
                                        to_cuda(stream)));
     }
 
+    struct DecodeTable {
+        kernels::DecodeJob *jobs = nullptr;  // device memory
+        std::uint32_t count = 0;
+        std::uint64_t blocks = 0;
+    };
+
+    void *create_decode_table(const kernels::DecodeJob *jobs, std::uint32_t count) override {
+        DeviceGuard guard(ordinal_);
+        auto table = std::make_unique<DecodeTable>();
+        table->count = count;
+        for (std::uint32_t i = 0; i < count; ++i)
+            table->blocks = std::max(table->blocks, jobs[i].first_block + kernels::decode_blocks(jobs[i]));
+        if (count != 0) {
+            const std::size_t bytes = count * sizeof *jobs;
+            FERRY_CUDA_TRY_AS(FERRY_ERROR_OUT_OF_DEVICE_MEMORY,
+                              cudaMalloc(reinterpret_cast<void **>(&table->jobs), bytes));
+            const cudaError_t err = cudaMemcpy(table->jobs, jobs, bytes, cudaMemcpyHostToDevice);
+            if (err != cudaSuccess) {
+                ignore_error(cudaFree(table->jobs));
+                throw_cuda_error(FERRY_ERROR_DEVICE, "cudaMemcpy", err, __FILE__, __LINE__,
+                                 ": decode table");
+            }
+        }
+        return table.release();
+    }
+    void destroy_decode_table(void *table) noexcept override {
+        auto *t = static_cast<DecodeTable *>(table);
+        if (t == nullptr) return;
+        DeviceGuard guard(ordinal_, std::nothrow);
+        if (t->jobs != nullptr) ignore_error(cudaFree(t->jobs));
+        delete t;
+    }
+    // As alloc_checksum_results: pinned host words, a device word each, copied back.
+    kernels::DecodeResult *alloc_decode_results(std::size_t count) override {
+        DeviceGuard guard(ordinal_);
+        void *host = nullptr;
+        void *scratch = nullptr;
+        FERRY_CUDA_TRY_AS(FERRY_ERROR_OUT_OF_HOST_MEMORY,
+                          cudaMallocHost(&host, count * sizeof(kernels::DecodeResult)));
+        const cudaError_t err = cudaMalloc(&scratch, count * sizeof(kernels::DecodeResult));
+        if (err != cudaSuccess) {
+            ignore_error(cudaFreeHost(host));
+            throw_cuda_error(FERRY_ERROR_OUT_OF_DEVICE_MEMORY, "cudaMalloc", err, __FILE__,
+                             __LINE__, ": decode result words");
+        }
+        std::memset(host, 0, count * sizeof(kernels::DecodeResult));
+        decode_results_.push_back({static_cast<kernels::DecodeResult *>(host),
+                                   static_cast<kernels::DecodeResult *>(scratch), count});
+        return static_cast<kernels::DecodeResult *>(host);
+    }
+    void free_decode_results(kernels::DecodeResult *results) noexcept override {
+        DeviceGuard guard(ordinal_, std::nothrow);
+        for (std::size_t i = 0; i < decode_results_.size(); ++i) {
+            if (decode_results_[i].host != results) continue;
+            ignore_error(cudaFree(decode_results_[i].scratch));
+            ignore_error(cudaFreeHost(decode_results_[i].host));
+            decode_results_.erase(decode_results_.begin() + static_cast<std::ptrdiff_t>(i));
+            return;
+        }
+    }
+    void decode(void *table, const void *image, void *slot, kernels::DecodeResult *result,
+                Stream stream) override {
+        auto *t = static_cast<DecodeTable *>(table);
+        kernels::DecodeResult *scratch = nullptr;
+        for (const DecodeResults &r : decode_results_)
+            if (result >= r.host && result < r.host + r.count) scratch = r.scratch + (result - r.host);
+        FERRY_EXPECTS(t != nullptr && scratch != nullptr, FERRY_ERROR_INTERNAL,
+                      "cuda decode: no table, or result is not from alloc_decode_results()");
+        DeviceGuard guard(ordinal_);
+        kernels::launch_decode(t->jobs, t->count, t->blocks, static_cast<const std::uint8_t *>(image),
+                               static_cast<std::uint8_t *>(slot), scratch, to_cuda(stream));
+        FERRY_CUDA_TRY(cudaMemcpyAsync(result, scratch, sizeof *result, cudaMemcpyDeviceToHost,
+                                       to_cuda(stream)));
+    }
+
     Stream create_stream() override {
         DeviceGuard guard(ordinal_);
         cudaStream_t stream = nullptr;
@@ -497,6 +574,12 @@ class CudaDevice final : public Device {
         std::uint64_t *scratch;
         std::size_t count;
     };
+    struct DecodeResults {
+        kernels::DecodeResult *host;
+        kernels::DecodeResult *scratch;
+        std::size_t count;
+    };
+    std::vector<DecodeResults> decode_results_;
 
     int ordinal_;
     std::string name_;

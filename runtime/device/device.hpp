@@ -22,6 +22,7 @@
 #include <string>
 
 #include "ferry/ferry.h"
+#include "kernels/decode.hpp"
 
 namespace ferry {
 
@@ -60,6 +61,21 @@ class Device {
     // from alloc_checksum_results().
     virtual void checksum(const void *device_ptr, std::size_t bytes, std::uint64_t *result,
                           Stream stream) = 0;
+
+    // Compressed images (runtime/codec/, kernels/decode.hpp). A decode table holds `count`
+    // jobs, their first_block set by kernels::assign_blocks, where the device reads them
+    // (cuda: device memory outside the VRAM budget, 48 bytes a job), until destroyed.
+    // Results are host words as those of alloc_checksum_results.
+    virtual void *create_decode_table(const kernels::DecodeJob *jobs, std::uint32_t count) = 0;
+    virtual void destroy_decode_table(void *table) noexcept = 0;
+    virtual kernels::DecodeResult *alloc_decode_results(std::size_t count) = 0;
+    virtual void free_decode_results(kernels::DecodeResult *results) noexcept = 0;
+    // Enqueues on `stream` the decode of the table's jobs from the compressed image at
+    // `image` into the slot at `slot` (both device memory, holding every job's range), as
+    // kernels::launch_decode does; *result says what was found once the stream is past it.
+    // The sim decodes with kernels/decode_ref.hpp, the same code, in a modeled time.
+    virtual void decode(void *table, const void *image, void *slot,
+                        kernels::DecodeResult *result, Stream stream) = 0;
 
     // Streams for ferry's own use (the copy stream) and for tests/benchmarks (compute).
     virtual Stream create_stream() = 0;
@@ -103,6 +119,8 @@ class Device {
 
 constexpr std::uint64_t kTimestampLost = ~std::uint64_t{0};
 
+constexpr double kDefaultSimDecodeGbps = 250.0;
+
 // Backend options as resolved from ferry_config and the environment.
 // The sim link (sim_link.hpp): host memory from alloc_pinned() copies at the pinned
 // rates, any other host memory at the pageable ones.
@@ -113,6 +131,11 @@ struct SimOptions {
     double pageable_d2h_gbps = 0.0;  // 0: as pinned
     double latency_us = 0.0;         // per copy call
     double time_scale = 1.0;         // wall seconds per modeled second
+    // Decoded bytes per second of the device's decode kernel, in GB/s; 0: as fast as the
+    // host decodes. The default is the low end of DietGPU's published rANS decode on an
+    // A100 (250-410 GB/s), a coder of the same class with a costlier step than ferry's
+    // one-lookup Huffman code.
+    double decode_gbps = kDefaultSimDecodeGbps;
     bool chaos = false;              // random delays, poison copy destinations before writing
     std::uint64_t seed = 1;
 };

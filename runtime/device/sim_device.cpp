@@ -33,6 +33,7 @@
 #include <thread>
 
 #include "kernels/checksum_ref.hpp"
+#include "kernels/decode_ref.hpp"
 #include "device/device.hpp"
 #include "base/error.hpp"
 #include "device/fault_injection.hpp"
@@ -264,6 +265,46 @@ class SimDevice final : public Device {
         run_on(stream, [device_ptr, bytes, result] {
             *result = kernels::checksum_ref(device_ptr, bytes);
         });
+    }
+
+    void *create_decode_table(const kernels::DecodeJob *jobs, std::uint32_t count) override {
+        return new std::vector<kernels::DecodeJob>(jobs, jobs + count);
+    }
+    void destroy_decode_table(void *table) noexcept override {
+        delete static_cast<std::vector<kernels::DecodeJob> *>(table);
+    }
+    kernels::DecodeResult *alloc_decode_results(std::size_t count) override {
+        return new kernels::DecodeResult[count]();
+    }
+    void free_decode_results(kernels::DecodeResult *results) noexcept override {
+        delete[] results;
+    }
+    // Decodes with the kernel's own code, then waits out the rest of the modeled time:
+    // the decoded bytes at decode_gbps. Under chaos each destination is poisoned first, so
+    // a reader that did not wait for the decode sees poison.
+    void decode(void *table, const void *image, void *slot, kernels::DecodeResult *result,
+                Stream stream) override {
+        const auto *jobs = static_cast<const std::vector<kernels::DecodeJob> *>(table);
+        FERRY_EXPECTS(jobs != nullptr && image != nullptr && slot != nullptr && result != nullptr,
+                      FERRY_ERROR_INVALID_ARGUMENT, "sim decode: a null table, image, slot or result");
+        std::uint64_t decoded = 0;
+        for (const auto &job : *jobs) decoded += job.dst_bytes;
+        const bool chaos = options_.chaos;
+        const double gbps = options_.decode_gbps;
+        SimStream *sim = stream == nullptr ? nullptr : checked(stream);
+        auto task = [this, jobs, image, slot, result, decoded, chaos, gbps, sim] {
+            const SimClock::time_point start = SimClock::now();
+            auto *out = static_cast<std::uint8_t *>(slot);
+            if (chaos) {
+                for (const auto &job : *jobs) std::memset(out + job.dst_offset, kPoison, job.dst_bytes);
+                if (sim != nullptr) chaos_pause(sim->rng());
+            }
+            kernels::codec::decode_jobs_ref(jobs->data(), static_cast<std::uint32_t>(jobs->size()),
+                                            static_cast<const std::uint8_t *>(image), out, result);
+            if (gbps > 0.0) sim_wait_until(start + link_.wall(decoded / (gbps * 1e3)));
+        };
+        if (sim == nullptr) task();
+        else sim->submit(std::move(task));
     }
 
     Stream create_stream() override {

@@ -60,9 +60,14 @@ Measured run_ferry(const RunSpec &spec) {
     // The first of seconds_per_pass's passes is the warm-up: count from the second on.
     ferry_stats before{};
     bool warm = false;
+    // After the warm-up, ferry_synchronize is where the runtime re-plans by the compute it
+    // timed on that pass (core/replan.cpp), as an application between passes.
     auto drain = [&] {
         device.stream_synchronize(compute);
-        if (!warm) before = stats_of(rt);
+        if (!warm) {
+            check(ferry_synchronize(rt), "ferry_synchronize");
+            before = stats_of(rt);
+        }
         warm = true;
     };
     Measured m;
@@ -74,6 +79,12 @@ Measured run_ferry(const RunSpec &spec) {
     m.vram_peak_bytes = after.slab_bytes;
     m.host_rss_bytes = rss_growth_since(rss_before);
     m.host_pinned_bytes = after.host_pinned_bytes;
+    // The installed plan in the planner's pass-time model, with the compute that ran.
+    ferry::PassModelInput model_input = ferry_runtime_impl(rt).pass_model();
+    model_input.compute_s = spec.compute_s;
+    model_input.link_bytes_per_s = spec.link_gbps * 1e9;
+    model_input.copy_latency_s = platform.cuda() ? 0.0 : platform.sim().latency_us * 1e-6;
+    m.modeled_seconds_per_pass = ferry::model_pass(model_input, spec.passes).seconds_per_pass;
     const std::uint64_t misses = after.misses - before.misses;
     m.overhead = misses > 0 ? std::to_string(misses / spec.passes) +
                                   " prefetch misses per pass, each a copy the compute waits for"

@@ -58,6 +58,25 @@ std::string strategy(const Figures &f) {
     return out.str();
 }
 
+std::string targets_json(const std::vector<Target> &all) {
+    std::ostringstream targets;
+    targets << "[";
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        const Target &t = all[i];
+        targets << (i ? ",\n    " : "\n    ") << "{\"name\": " << json_string(t.name)
+                << ", \"value\": " << number(t.value) << ", \"limit\": " << number(t.limit)
+                << ", \"met\": " << (t.met ? "true" : "false") << "}";
+    }
+    targets << (all.empty() ? "]" : "\n  ]");
+    return targets.str();
+}
+
+bool write_file(const std::string &path, const std::string &text) {
+    std::ofstream file(path);
+    file << text;
+    return static_cast<bool>(file.flush());
+}
+
 }  // namespace
 
 bool write_json(const Run &run, const std::string &path) {
@@ -105,6 +124,12 @@ bool write_json(const Run &run, const std::string &path) {
     top.field("strategies", strategies.str())
         .field("verdicts", verdicts.str())
         .field("ferry_speedup", speedups.str());
+    for (const Figures &f : run.strategies) {
+        if (f.measured.modeled_seconds_per_pass > 0.0) {
+            top.field(f.measured.name + "_model_ms_per_pass",
+                      number(f.measured.modeled_seconds_per_pass * 1e3));
+        }
+    }
     {
         std::ostringstream micro;
         Object o(micro, 2);
@@ -119,23 +144,40 @@ bool write_json(const Run &run, const std::string &path) {
         o.close();
         top.field("micro", micro.str());
     }
-    {
-        std::ostringstream targets;
-        targets << "[";
-        for (std::size_t i = 0; i < run.targets.size(); ++i) {
-            const Target &t = run.targets[i];
-            targets << (i ? ",\n    " : "\n    ") << "{\"name\": " << json_string(t.name)
-                    << ", \"value\": " << number(t.value) << ", \"limit\": " << number(t.limit)
-                    << ", \"met\": " << (t.met ? "true" : "false") << "}";
-        }
-        targets << (run.targets.empty() ? "]" : "\n  ]");
-        top.field("targets", targets.str());
-    }
+    top.field("targets", targets_json(run.targets));
     top.close();
     out << "\n";
-    std::ofstream file(path);
-    file << out.str();
-    return static_cast<bool>(file.flush());
+    return write_file(path, out.str());
+}
+
+bool write_grid_json(const std::vector<GridCell> &cells, const std::string &path) {
+    std::ostringstream out;
+    Object top(out, 0);
+    std::ostringstream grid;
+    grid << "[";
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+        const GridCell &c = cells[i];
+        std::ostringstream cell;
+        Object o(cell, 4);
+        o.field("model", json_string(c.model))
+            .field("budget", json_string(c.budget))
+            .field("ferry_ms_per_pass", number(c.ferry_ms))
+            .field("ferry_model_ms_per_pass", number(c.ferry_model_ms))
+            .field("ferry_floor_ms", number(c.ferry_floor_ms))
+            .field("ferry_efficiency", number(c.ferry_efficiency))
+            .field("partial_ms_per_pass", number(c.partial_ms))
+            .field("partial_efficiency", number(c.partial_efficiency))
+            .field("ferry_speedup_over_partial", number(c.speedup));
+        o.close();
+        grid << (i ? ",\n    " : "\n    ") << cell.str();
+    }
+    grid << (cells.empty() ? "]" : "\n  ]");
+    top.field("ferry_version", json_string(ferry_version()))
+        .field("grid", grid.str())
+        .field("targets", targets_json(grid_targets(cells)));
+    top.close();
+    out << "\n";
+    return write_file(path, out.str());
 }
 
 }  // namespace bench

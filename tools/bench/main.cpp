@@ -1,4 +1,4 @@
-// ferry-bench: one model, four offloading strategies, side by side (strategies.hpp),
+// ferry-bench: one model, five offloading strategies, side by side (strategies.hpp),
 // with the figures users of offloading ask for: throughput, bytes moved, VRAM, host RAM,
 // and how close each pass comes to its physical floor.
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "base/error.hpp"
 #include "json_report.hpp"
@@ -74,11 +75,12 @@ Measured run_strategy(const std::string &name, const RunSpec &spec) {
     if (name == "writeback") return run_writeback(spec);
     if (name == "sync") return run_sync(spec);
     if (name == "stream") return run_stream(spec);
+    if (name == "partial") return run_partial(spec);
     return run_ferry(spec);
 }
 
-int run(const Options &options) {
-    const bool cuda = use_cuda(options.backend);
+// One model at one budget under options.strategies; the micro-benchmark too when asked.
+Run measure(const Options &options, bool cuda, bool micro) {
     ModelChoice choice = options.model;
     if (!options.scale_given) choice.scale = cuda ? 1.0 : 1.0 / 256;
     const Model model = build_model(choice);
@@ -115,17 +117,50 @@ int run(const Options &options) {
     run.peak_copy_bytes = std::min<std::uint64_t>(model.bytes, cuda ? 1ull << 30 : 256ull << 20);
     run.peak_gbps = platform.measure_peak_h2d(run.peak_copy_bytes);
 
+    spec.link_gbps = run.peak_gbps;
     for (const std::string &name : options.strategies) {
         run.strategies.push_back(figures(run_strategy(name, spec), compute_s, run.peak_gbps));
     }
     add_speedups(run.strategies);
-    std::fprintf(stderr, "ferry-bench: running the acquire+release micro-benchmark...\n");
-    run.micro = run_micro(platform);
+    if (micro) {
+        std::fprintf(stderr, "ferry-bench: running the acquire+release micro-benchmark...\n");
+        run.micro = run_micro(platform);
+    }
     run.targets = targets(run, model.largest_group_bytes(), options.slots_per_class);
+    return run;
+}
 
+int run_grid(const Options &options, bool cuda) {
+    std::vector<GridCell> cells;
+    for (const char *preset : {"qwen-image", "flux", "wan14b"}) {
+        for (const char *budget : {"25%", "50%", "75%"}) {
+            Options cell = options;
+            cell.model.preset = preset;
+            cell.budget = budget;
+            cell.strategies = {"partial", "ferry"};
+            cells.push_back(grid_cell(measure(cell, cuda, false), budget));
+        }
+    }
+    print_grid(cells, options.passes);
+    if (!options.json.empty()) {
+        if (!write_grid_json(cells, options.json)) {
+            std::fprintf(stderr, "ferry-bench: cannot write %s: %s\n", options.json.c_str(),
+                         std::strerror(errno));
+            return 1;
+        }
+        std::printf("  JSON written to %s\n", options.json.c_str());
+    }
+    return 0;
+}
+
+int run(const Options &options) {
+    const bool cuda = use_cuda(options.backend);
+    if (options.grid) return run_grid(options, cuda);
+    const Run run = measure(options, cuda, true);
     print_table(run);
     std::printf("\n  other models: ferry-bench --model flux|wan14b, or --model custom --groups N "
-                "--group-mb X --tensors-per-group T (--help for every flag)\n");
+                "--group-mb X --tensors-per-group T; all three at 25/50/75%%: --grid "
+                "(--help for every flag)\n");
     if (!options.json.empty()) {
         if (!write_json(run, options.json)) {
             std::fprintf(stderr, "ferry-bench: cannot write %s: %s\n", options.json.c_str(),

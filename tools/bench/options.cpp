@@ -19,7 +19,9 @@ const char kUsage[] =
     "  --slots-per-class S   ferry's streaming slots per size class (default 2)\n"
     "  --compute-ms X        compute per group, in ms of modeled time\n"
     "  --tflops T            or compute = each group's FLOPs at T TFLOP/s (default 186)\n"
-    "  --strategies LIST     comma-separated, of writeback,sync,stream,ferry (default all)\n"
+    "  --strategies LIST     comma-separated, of writeback,sync,stream,partial,ferry (default all)\n"
+    "  --grid                qwen-image, flux and wan14b at budgets of 25%, 50% and 75%: ferry's\n"
+    "                        efficiency and its speed-up over partial (other flags as above)\n"
     "  --backend auto|sim|cuda\n"
     "  --json FILE           also write the results as JSON\n"
     "sim link (modeled; defaults are PCIe Gen4 figures):\n"
@@ -93,9 +95,13 @@ Options parse_options(int argc, char **argv) {
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
         if (flag == "--help" || flag == "-h") {
-            std::printf("ferry-bench: streams a model under four offloading strategies, side by side\n%s",
+            std::printf("ferry-bench: streams a model under five offloading strategies, side by side\n%s",
                         kUsage);
             std::exit(0);
+        }
+        if (flag == "--grid") {
+            o.grid = true;
+            continue;
         }
         if (i + 1 >= argc) usage_error(flag + " needs a value");
         const char *value = argv[++i];
@@ -139,8 +145,9 @@ Options parse_options(int argc, char **argv) {
         } else if (flag == "--strategies") {
             o.strategies = split(value);
             for (const std::string &s : o.strategies) {
-                if (s != "writeback" && s != "sync" && s != "stream" && s != "ferry") {
-                    usage_error("--strategies takes writeback, sync, stream and ferry, got '" +
+                if (s != "writeback" && s != "sync" && s != "stream" && s != "partial" &&
+                    s != "ferry") {
+                    usage_error("--strategies takes writeback, sync, stream, partial and ferry, got '" +
                                 s + "'");
                 }
             }
@@ -166,8 +173,9 @@ Options parse_options(int argc, char **argv) {
         }
     }
     if (o.model.preset != "custom") {
-        for (int j = 1; j < argc; j += 2) {
+        for (int j = 1; j < argc; ++j) {
             const std::string flag = argv[j];
+            if (flag != "--grid") ++j;  // past its value
             if (flag == "--groups" || flag == "--group-mb" || flag == "--tensors-per-group") {
                 usage_error(flag + " only applies to --model custom");
             }

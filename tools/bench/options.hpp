@@ -28,7 +28,8 @@ struct Options {
     std::uint32_t slots_per_class = 2;
     double compute_ms = -1.0;      // per group; < 0: from --tflops
     double tflops = 186.0;         // A100 bf16 at ~60% of its peak
-    std::vector<std::string> strategies = {"writeback", "sync", "stream", "ferry"};
+    std::vector<std::string> strategies = {"writeback", "sync", "stream", "partial", "ferry"};
+    bool grid = false;             // --grid: the 3 x 3 grid of ferry against partial
     std::string json;              // empty: no JSON file
     LinkModel link;
 };

@@ -75,6 +75,10 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
         out.push_back({"ferry >= 10x faster than writeback", w->ferry_speedup, 10.0,
                        w->ferry_speedup >= 10.0});
     }
+    if (const Figures *p = find("partial")) {
+        out.push_back({"ferry at least as fast as partial (to within 1%)", p->ferry_speedup, 0.99,
+                       p->ferry_speedup >= 0.99});
+    }
     if (const Figures *s = find("stream")) {
         out.push_back({"ferry >= 1.6x faster than stream", s->ferry_speedup, 1.6,
                        s->ferry_speedup >= 1.6});
@@ -118,6 +122,12 @@ void print_table(const Run &run) {
     for (const Figures &f : run.strategies) {
         std::printf("  %-9s %s\n", f.measured.name.c_str(), f.verdict.c_str());
     }
+    for (const Figures &f : run.strategies) {
+        if (f.measured.modeled_seconds_per_pass <= 0.0) continue;
+        const double model_ms = f.measured.modeled_seconds_per_pass * 1e3;
+        std::printf("  %-9s plan modeled at %.2f ms per pass (measured %+.1f%%)\n",
+                    f.measured.name.c_str(), model_ms, 100.0 * (f.ms_per_pass / model_ms - 1.0));
+    }
     const MicroResult &micro = run.micro;
     std::printf("\n  acquire+release, per call: resident group %.0f ns, prefetched group %.0f ns"
                 "%s; C API round trip %.0f ns\n",
@@ -135,6 +145,72 @@ void print_table(const Run &run) {
     }
     if (!run.targets.empty()) std::printf("\n  targets:\n");
     for (const Target &t : run.targets) {
+        std::printf("    %-6s %s: %.3g (limit %.3g)\n", t.met ? "met" : "MISSED", t.name.c_str(),
+                    t.value, t.limit);
+    }
+}
+
+GridCell grid_cell(const Run &run, const std::string &budget) {
+    GridCell cell;
+    cell.model = run.model_name;
+    cell.budget = budget;
+    for (const Figures &f : run.strategies) {
+        if (f.measured.name == "ferry") {
+            cell.ferry_ms = f.ms_per_pass;
+            cell.ferry_floor_ms = f.floor_ms;
+            cell.ferry_efficiency = f.efficiency;
+            cell.ferry_model_ms = f.measured.modeled_seconds_per_pass * 1e3;
+        } else if (f.measured.name == "partial") {
+            cell.partial_ms = f.ms_per_pass;
+            cell.partial_efficiency = f.efficiency;
+            cell.speedup = f.ferry_speedup;
+        }
+    }
+    return cell;
+}
+
+std::vector<Target> grid_targets(const std::vector<GridCell> &cells) {
+    std::vector<Target> out;
+    double worst_efficiency = 1.0, worst_speedup = 1e9;
+    std::string worst_efficiency_at, worst_speedup_at;
+    for (const GridCell &c : cells) {
+        const std::string at = c.model + " at " + c.budget;
+        if (c.ferry_efficiency < worst_efficiency || worst_efficiency_at.empty()) {
+            worst_efficiency = c.ferry_efficiency;
+            worst_efficiency_at = at;
+        }
+        if (c.speedup < worst_speedup) {
+            worst_speedup = c.speedup;
+            worst_speedup_at = at;
+        }
+        if (c.model == "qwen-image" && c.budget == "50%") {
+            out.push_back({"ferry >= 1.15x faster than partial on qwen-image at 50%", c.speedup,
+                           1.15, c.speedup >= 1.15});
+        }
+    }
+    if (cells.empty()) return out;
+    out.insert(out.begin(), {"ferry efficiency >= 0.95 everywhere (lowest: " +
+                                 worst_efficiency_at + ")",
+                             worst_efficiency, 0.95, worst_efficiency >= 0.95});
+    out.push_back({"ferry never slower than partial, to within 1% (lowest: " + worst_speedup_at +
+                       ")",
+                   worst_speedup, 0.99, worst_speedup >= 0.99});
+    return out;
+}
+
+void print_grid(const std::vector<GridCell> &cells, int passes) {
+    std::printf("\n  ferry against partial (whole blocks resident largest first, the rest per\n"
+                "  tensor on two copy streams), %d timed passes each:\n\n", passes);
+    std::printf("  %-10s %6s %9s %9s %9s %5s %9s %5s %9s\n", "model", "budget", "ferry ms",
+                "model ms", "floor ms", "eff.", "partial", "eff.", "ferry x");
+    for (const GridCell &c : cells) {
+        std::printf("  %-10s %6s %9.3f %9.3f %9.3f %5.2f %9.3f %5.2f %9.2f\n", c.model.c_str(),
+                    c.budget.c_str(), c.ferry_ms, c.ferry_model_ms, c.ferry_floor_ms,
+                    c.ferry_efficiency, c.partial_ms, c.partial_efficiency, c.speedup);
+    }
+    std::printf("  (eff.: floor / measured; ferry x: partial's time over ferry's; model ms: "
+                "ferry's plan in its planner's pass-time model)\n\n  grid targets:\n");
+    for (const Target &t : grid_targets(cells)) {
         std::printf("    %-6s %s: %.3g (limit %.3g)\n", t.met ? "met" : "MISSED", t.name.c_str(),
                     t.value, t.limit);
     }

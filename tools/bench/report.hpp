@@ -68,4 +68,22 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
 
 void print_table(const Run &run);
 
+// --grid: one model at one budget, ferry against partial.
+struct GridCell {
+    std::string model;
+    std::string budget;           // "50%"
+    double ferry_ms = 0.0;
+    double ferry_floor_ms = 0.0;
+    double ferry_efficiency = 0.0;
+    double ferry_model_ms = 0.0;  // the plan's pass in the planner's model
+    double partial_ms = 0.0;
+    double partial_efficiency = 0.0;
+    double speedup = 0.0;         // partial's time over ferry's
+};
+GridCell grid_cell(const Run &run, const std::string &budget);
+// The grid's targets: ferry >= 0.95 of its floor everywhere, >= 1.15x partial on
+// qwen-image at 50%, and never slower than partial (to within 1%, the timing noise).
+std::vector<Target> grid_targets(const std::vector<GridCell> &cells);
+void print_grid(const std::vector<GridCell> &cells, int passes);
+
 }  // namespace bench

@@ -1,4 +1,4 @@
-// The four ways of running a model that does not fit in VRAM, each timed over the same
+// The five ways of running a model that does not fit in VRAM, each timed over the same
 // passes of the same model:
 //   writeback  per tensor: synchronous H2D from pageable memory, compute, then synchronous
 //              D2H into freshly allocated host memory (group offload without streams,
@@ -6,6 +6,9 @@
 //   sync       the same without the D2H.
 //   stream     per-tensor copies of the next group on a side stream from pinned memory,
 //              a host wait before each group; one group deep, nothing resident.
+//   partial    the strongest peer design (ComfyUI's): whole groups resident, largest first,
+//              in the budget less two slots; the others copied per tensor from pinned
+//              memory on two round-robin copy streams, with event waits, no host wait.
 //   ferry      the runtime through its C API: one DMA per group, resident groups,
 //              event-driven prefetch, no writeback.
 #pragma once
@@ -27,6 +30,7 @@ struct RunSpec {
     int passes = 1;                 // timed, after one warm-up pass
     std::uint64_t budget = 0;       // ferry's VRAM budget
     std::uint32_t slots_per_class = 2;
+    double link_gbps = 25.0;        // the raw peak H2D, for ferry's pass-time model
 };
 
 // What one strategy measured, per timed pass.
@@ -39,11 +43,16 @@ struct Measured {
     std::uint64_t host_rss_bytes = 0;     // process RSS growth while it ran
     std::uint64_t host_pinned_bytes = 0;
     std::string overhead;                 // what costs time beyond its floor
+    double modeled_seconds_per_pass = 0;  // ferry: its plan's pass in the planner's model
 };
 
 Measured run_writeback(const RunSpec &spec);
 Measured run_sync(const RunSpec &spec);
 Measured run_stream(const RunSpec &spec);
+Measured run_partial(const RunSpec &spec);
+// partial's resident groups for image sizes `bytes` and a budget (all false when two
+// slots of the smallest group do not fit).
+std::vector<bool> partial_residents(const std::vector<std::uint64_t> &bytes, std::uint64_t budget);
 Measured run_ferry(const RunSpec &spec);  // exits with a message if the C API fails
 
 // Runs one warm-up pass, then spec.passes timed ones; `drain` waits for all their work.

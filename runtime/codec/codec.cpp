@@ -1,0 +1,323 @@
+#include "codec/codec.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "kernels/checksum_ref.hpp"
+#include "kernels/decode_ref.hpp"
+
+namespace ferry::codec {
+namespace {
+
+namespace k = kernels::codec;
+
+unsigned thread_count(unsigned asked) {
+    if (asked != 0) return asked;
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : hw;
+}
+
+// Runs fn(begin, end) over [0, count) cut into at most `threads` ranges, each a multiple
+// of `grain` except the last; the calling thread runs the first range.
+template <typename Fn>
+void parallel_for(std::uint64_t count, std::uint64_t grain, unsigned threads, Fn fn) {
+    const std::uint64_t units = (count + grain - 1) / grain;
+    const std::uint64_t parts = std::min<std::uint64_t>(std::max(threads, 1u), units);
+    if (parts <= 1) {
+        if (count != 0) fn(std::uint64_t{0}, count);
+        return;
+    }
+    std::vector<std::thread> workers;
+    workers.reserve(parts - 1);
+    auto range = [&](std::uint64_t p) {
+        const std::uint64_t begin = std::min(count, units * p / parts * grain);
+        const std::uint64_t end = std::min(count, units * (p + 1) / parts * grain);
+        return std::make_pair(begin, end);
+    };
+    for (std::uint64_t p = 1; p < parts; ++p) {
+        const auto part = range(p);  // not a structured binding: C++17 cannot capture one
+        workers.emplace_back([part, &fn] { fn(part.first, part.second); });
+    }
+    const auto [begin, end] = range(0);
+    fn(begin, end);
+    for (auto &worker : workers) worker.join();
+}
+
+inline std::uint16_t element(const std::uint8_t *data, std::uint64_t i) {
+    return static_cast<std::uint16_t>(data[2 * i] | (data[2 * i + 1] << 8));
+}
+inline std::uint8_t symbol_of(Dtype dtype, std::uint16_t x) {
+    return static_cast<std::uint8_t>(dtype == k::kBf16 ? (x >> 7) & 0xFF : x >> 8);
+}
+inline std::uint8_t raw_of(Dtype dtype, std::uint16_t x) {
+    return static_cast<std::uint8_t>(dtype == k::kBf16 ? ((x >> 8) & 0x80) | (x & 0x7F)
+                                                       : x & 0xFF);
+}
+
+// Huffman code lengths of the symbols counted in `hist`, then limited to kMaxCodeBits:
+// lengths over the limit are cut to it, the code space this overfills is paid back by
+// lengthening the rarest symbols still under it, and space left over shortens the most
+// frequent symbols again. One used symbol gets a 1-bit code.
+void code_lengths(const std::uint64_t *hist, std::uint8_t *out) {
+    std::vector<std::pair<std::uint64_t, int>> used;
+    for (int s = 0; s < 256; ++s)
+        if (hist[s] != 0) used.emplace_back(hist[s], s);
+    std::memset(out, 0, k::kSymbols);
+    if (used.empty()) return;
+    if (used.size() == 1) {
+        out[used[0].second] = 1;
+        return;
+    }
+    std::sort(used.begin(), used.end());
+    // Two-queue Huffman: leaves 0..n-1 by weight, internal nodes n.. in creation order.
+    const std::size_t n = used.size();
+    std::vector<std::uint64_t> weight(2 * n - 1);
+    std::vector<std::size_t> parent(2 * n - 1, 0);
+    for (std::size_t i = 0; i < n; ++i) weight[i] = used[i].first;
+    std::size_t leaf = 0, inner = n, next = n;
+    auto take = [&] {
+        if (leaf < n && (inner >= next || weight[leaf] <= weight[inner])) return leaf++;
+        return inner++;
+    };
+    for (; next < 2 * n - 1; ++next) {
+        const std::size_t a = take(), b = take();
+        weight[next] = weight[a] + weight[b];
+        parent[a] = parent[b] = next;
+    }
+    std::vector<unsigned> depth(2 * n - 1, 0);
+    for (std::size_t i = 2 * n - 2; i-- > 0;) depth[i] = depth[parent[i]] + 1;
+    constexpr unsigned kMax = k::kMaxCodeBits;
+    std::vector<unsigned> len(n);
+    std::uint32_t kraft = 0;  // in units of 2^-kMax
+    for (std::size_t i = 0; i < n; ++i) {
+        len[i] = std::min(depth[i], kMax);
+        kraft += 1u << (kMax - len[i]);
+    }
+    // used[] is by increasing weight: the rarest symbols come first.
+    while (kraft > k::kTableSize) {
+        std::size_t pick = n;
+        for (std::size_t i = 0; i < n; ++i)
+            if (len[i] < kMax && (pick == n || len[i] > len[pick])) pick = i;
+        kraft -= 1u << (kMax - len[pick] - 1);
+        ++len[pick];
+    }
+    for (bool shortened = true; shortened;) {
+        shortened = false;
+        for (std::size_t i = n; i-- > 0;) {
+            if (len[i] > 1 && kraft + (1u << (kMax - len[i])) <= k::kTableSize) {
+                kraft += 1u << (kMax - len[i]);
+                --len[i];
+                shortened = true;
+            }
+        }
+    }
+    for (std::size_t i = 0; i < n; ++i) out[used[i].second] = static_cast<std::uint8_t>(len[i]);
+}
+
+// The canonical codes of `lengths` (as build_codebook assigns them).
+void canonical_codes(const std::uint8_t *lengths, std::uint16_t *codes) {
+    k::CodeBook book;
+    k::build_codebook(lengths, &book);
+    std::uint32_t next[k::kMaxCodeBits + 1];
+    for (std::uint32_t n = 0; n <= k::kMaxCodeBits; ++n) next[n] = book.first[n];
+    for (std::uint32_t s = 0; s < k::kSymbols; ++s)
+        codes[s] = lengths[s] == 0 ? 0 : static_cast<std::uint16_t>(next[lengths[s]]++);
+}
+
+void store_le(std::uint8_t *p, std::uint64_t value, unsigned bytes) {
+    for (unsigned i = 0; i < bytes; ++i) p[i] = static_cast<std::uint8_t>(value >> (8 * i));
+}
+
+}  // namespace
+
+EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
+                       const EncodeOptions &options) {
+    EncodePlan plan;
+    plan.dtype = dtype;
+    plan.raw_bytes = bytes;
+    const std::uint64_t elements = bytes / 2;
+    if ((dtype != k::kBf16 && dtype != k::kF16) || bytes % 2 != 0 || elements == 0 ||
+        elements > k::kMaxElements)
+        return plan;
+    const auto *p = static_cast<const std::uint8_t *>(data);
+    // Small tensors on one thread: starting threads would cost more than they save.
+    const unsigned threads = bytes < (1u << 20) ? 1 : thread_count(options.threads);
+
+    // Histogram and checksum, each thread over whole 8-byte words.
+    std::vector<std::uint64_t> hists(static_cast<std::size_t>(threads) * 256, 0);
+    std::vector<std::uint64_t> sums(threads, 0);
+    std::atomic<unsigned> slot{0};
+    parallel_for(elements, 1 << 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
+        const unsigned me = slot.fetch_add(1);
+        std::uint64_t *hist = &hists[static_cast<std::size_t>(me) * 256];
+        std::uint64_t local[4][256] = {};
+        std::uint64_t i = begin;
+        for (; i + 4 <= end; i += 4) {
+            local[0][symbol_of(dtype, element(p, i))]++;
+            local[1][symbol_of(dtype, element(p, i + 1))]++;
+            local[2][symbol_of(dtype, element(p, i + 2))]++;
+            local[3][symbol_of(dtype, element(p, i + 3))]++;
+        }
+        for (; i < end; ++i) local[0][symbol_of(dtype, element(p, i))]++;
+        for (int s = 0; s < 256; ++s) hist[s] = local[0][s] + local[1][s] + local[2][s] + local[3][s];
+        // Words [begin/4, end/4) whole, the tail word (zero-padded) by the last range.
+        std::uint64_t sum = 0;
+        for (std::uint64_t w = begin / 4; w < end / 4; ++w) {
+            std::uint64_t word;
+            std::memcpy(&word, p + 8 * w, 8);
+            sum += kernels::checksum_term(word, w);
+        }
+        if (end == elements && elements % 4 != 0) {
+            std::uint64_t word = 0;
+            std::memcpy(&word, p + 8 * (elements / 4), bytes % 8);
+            sum += kernels::checksum_term(word, elements / 4);
+        }
+        sums[me] = sum;
+    });
+    std::uint64_t hist[256] = {};
+    for (unsigned t = 0; t < threads; ++t)
+        for (int s = 0; s < 256; ++s) hist[s] += hists[static_cast<std::size_t>(t) * 256 + s];
+    for (const std::uint64_t sum : sums) plan.checksum += sum;
+    code_lengths(hist, plan.lengths);
+
+    // Each chunk's size: its lane lengths, then each lane's bits rounded up to bytes.
+    const std::uint64_t chunks = k::chunks_for(elements);
+    plan.chunk_offsets.assign(chunks + 1, 0);
+    parallel_for(chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
+        for (std::uint64_t c = begin; c < end; ++c) {
+            std::uint32_t bits[k::kLanes] = {};
+            const std::uint64_t first = c * k::kChunkElems;
+            const std::uint64_t last = std::min(elements, first + k::kChunkElems);
+            for (std::uint64_t i = first; i < last; ++i)
+                bits[i % k::kLanes] += plan.lengths[symbol_of(dtype, element(p, i))];
+            std::uint64_t size = k::kLanes;
+            for (const std::uint32_t b : bits) size += (b + 7) / 8;
+            plan.chunk_offsets[c + 1] = size;
+        }
+    });
+    for (std::uint64_t c = 0; c < chunks; ++c) plan.chunk_offsets[c + 1] += plan.chunk_offsets[c];
+    plan.encoded_bytes = k::kHeaderBytes + 8 * (chunks + 1) + elements + plan.chunk_offsets[chunks];
+    plan.pays = static_cast<double>(plan.encoded_bytes) <=
+                options.max_ratio * static_cast<double>(bytes);
+    return plan;
+}
+
+void write_encoded(const EncodePlan &plan, const void *data, void *out_bytes,
+                   unsigned threads) {
+    const auto *p = static_cast<const std::uint8_t *>(data);
+    auto *out = static_cast<std::uint8_t *>(out_bytes);
+    const std::uint64_t elements = plan.raw_bytes / 2;
+    const std::uint64_t chunks = plan.chunk_offsets.size() - 1;
+    const Dtype dtype = plan.dtype;
+    threads = plan.raw_bytes < (1u << 20) ? 1 : thread_count(threads);
+
+    std::memset(out, 0, k::kHeaderFixedBytes);
+    store_le(out + k::kAtMagic, k::kMagic, 4);
+    store_le(out + k::kAtVersion, k::kVersion, 2);
+    out[k::kAtDtype] = dtype;
+    out[k::kAtMaxBits] = k::kMaxCodeBits;
+    store_le(out + k::kAtElements, elements, 8);
+    store_le(out + k::kAtChunks, chunks, 8);
+    store_le(out + k::kAtCodedBytes, plan.chunk_offsets[chunks], 8);
+    store_le(out + k::kAtChecksum, plan.checksum, 8);
+    std::memcpy(out + k::kAtLengths, plan.lengths, k::kSymbols);
+    std::uint8_t *offsets = out + k::kHeaderBytes;
+    for (std::uint64_t c = 0; c <= chunks; ++c) store_le(offsets + 8 * c, plan.chunk_offsets[c], 8);
+    std::uint8_t *raw = offsets + 8 * (chunks + 1);
+    std::uint8_t *coded = raw + elements;
+
+    std::uint16_t codes[k::kSymbols];
+    canonical_codes(plan.lengths, codes);
+    parallel_for(chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
+        for (std::uint64_t c = begin; c < end; ++c) {
+            const std::uint64_t first = c * k::kChunkElems;
+            const std::uint64_t last = std::min(elements, first + k::kChunkElems);
+            for (std::uint64_t i = first; i < last; ++i) raw[i] = raw_of(dtype, element(p, i));
+            std::uint8_t *record = coded + plan.chunk_offsets[c];
+            std::uint8_t *stream = record + k::kLanes;
+            for (std::uint32_t lane = 0; lane < k::kLanes; ++lane) {
+                std::uint64_t acc = 0;  // pending bits, right-aligned
+                unsigned have = 0;
+                std::uint8_t *const lane_start = stream;
+                for (std::uint64_t i = first + lane; i < last; i += k::kLanes) {
+                    const std::uint8_t s = symbol_of(dtype, element(p, i));
+                    acc = (acc << plan.lengths[s]) | codes[s];
+                    have += plan.lengths[s];
+                    while (have >= 8) {
+                        have -= 8;
+                        *stream++ = static_cast<std::uint8_t>(acc >> have);
+                    }
+                }
+                if (have != 0) *stream++ = static_cast<std::uint8_t>(acc << (8 - have));
+                record[lane] = static_cast<std::uint8_t>(stream - lane_start);
+            }
+        }
+    });
+}
+
+std::vector<std::uint8_t> encode(const void *data, std::uint64_t bytes, Dtype dtype,
+                                 const EncodeOptions &options) {
+    const EncodePlan plan = plan_encode(data, bytes, dtype, options);
+    if (!plan.pays) return {};
+    std::vector<std::uint8_t> out(plan.encoded_bytes);
+    write_encoded(plan, data, out.data(), options.threads);
+    return out;
+}
+
+std::uint64_t decoded_bytes(const void *src, std::uint64_t src_bytes) {
+    k::Layout layout;
+    if (k::parse_layout(static_cast<const std::uint8_t *>(src), src_bytes, &layout) != k::kOk)
+        return 0;
+    return layout.elements * 2;
+}
+
+Status decode(const void *src_bytes_ptr, std::uint64_t src_bytes, void *dst,
+              std::uint64_t dst_bytes, unsigned threads, bool check) {
+    const auto *src = static_cast<const std::uint8_t *>(src_bytes_ptr);
+    k::Layout l;
+    std::vector<std::uint16_t> table(k::kTableSize);
+    Status status = k::prepare(src, src_bytes, dst_bytes, &l, table.data());
+    if (status != k::kOk) return status;
+
+    // The core writes 16-bit elements: an odd destination gets them through a bounce buffer.
+    std::vector<std::uint16_t> bounce;
+    std::uint16_t *out = nullptr;
+    if (reinterpret_cast<std::uintptr_t>(dst) % alignof(std::uint16_t) == 0) {
+        out = static_cast<std::uint16_t *>(dst);
+    } else {
+        bounce.resize(l.elements);
+        out = bounce.data();
+    }
+    std::atomic<std::uint32_t> first_error{k::kOk};
+    threads = dst_bytes < (1u << 20) ? 1 : thread_count(threads);
+    parallel_for(l.chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
+        const std::uint32_t s = k::decode_chunks_ref(src, l, table.data(), out, begin, end);
+        std::uint32_t none = k::kOk;
+        if (s != k::kOk) first_error.compare_exchange_strong(none, s);
+    });
+    status = static_cast<Status>(first_error.load());
+    if (status != k::kOk) return status;
+    if (!bounce.empty()) std::memcpy(dst, bounce.data(), dst_bytes);
+    if (check && kernels::checksum_ref(dst, dst_bytes) != l.checksum) return k::kChecksumMismatch;
+    return k::kOk;
+}
+
+const char *status_name(Status status) {
+    switch (status) {
+        case k::kOk: return "ok";
+        case k::kTruncated: return "truncated container";
+        case k::kBadMagic: return "not a ferry container (magic or version)";
+        case k::kBadHeader: return "bad container header";
+        case k::kBadCode: return "bad code lengths";
+        case k::kBadChunkTable: return "bad chunk table";
+        case k::kBadBits: return "corrupt coded bits";
+        case k::kSizeMismatch: return "decoded size mismatch";
+        case k::kChecksumMismatch: return "checksum mismatch after decode";
+    }
+    return "unknown codec status";
+}
+
+}  // namespace ferry::codec

@@ -1,0 +1,236 @@
+// The codec (codec/codec.hpp, kernels/decode_core.hpp): lossless on every bf16 and f16 bit
+// pattern, raw where it does not pay, any length, the same bytes on any number of threads,
+// and never fooled or pushed out of bounds by a corrupt container.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codec/codec.hpp"
+#include "kernels/checksum_ref.hpp"
+
+namespace {
+
+namespace k = ferry::kernels::codec;
+using ferry::codec::decode;
+using ferry::codec::encode;
+using ferry::codec::EncodeOptions;
+
+EncodeOptions always_keep(unsigned threads = 1) {
+    EncodeOptions options;
+    options.threads = threads;
+    options.max_ratio = 1e12;  // keep every encoding, to test the decoder on it
+    return options;
+}
+
+std::vector<std::uint8_t> bytes_of(const std::vector<std::uint16_t> &values) {
+    std::vector<std::uint8_t> out(values.size() * 2);
+    std::memcpy(out.data(), values.data(), out.size());
+    return out;
+}
+
+// Encodes (kept whatever the ratio), decodes with the checksum checked, compares.
+void require_round_trip(const std::vector<std::uint8_t> &raw, k::Dtype dtype,
+                        unsigned threads = 1) {
+    const auto coded = encode(raw.data(), raw.size(), dtype, always_keep(threads));
+    REQUIRE(!coded.empty());
+    REQUIRE(ferry::codec::decoded_bytes(coded.data(), coded.size()) == raw.size());
+    std::vector<std::uint8_t> back(raw.size(), 0xA5);
+    REQUIRE(decode(coded.data(), coded.size(), back.data(), back.size(), threads, true) == k::kOk);
+    REQUIRE(back == raw);
+}
+
+// bf16 weights as trained ones look: normal, a small scale (the exponent's entropy is
+// then about 2.6 bits, as in all-MiniLM-L6-v2's tensors).
+std::vector<std::uint8_t> normal_bf16(std::size_t count, float sigma, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, sigma);
+    std::vector<std::uint16_t> values(count);
+    for (auto &v : values) {
+        const float x = normal(rng);
+        std::uint32_t bits;
+        std::memcpy(&bits, &x, 4);
+        v = static_cast<std::uint16_t>(bits >> 16);
+    }
+    return bytes_of(values);
+}
+
+std::vector<std::uint8_t> every_pattern(unsigned seed) {
+    std::vector<std::uint16_t> values(65536);
+    for (std::uint32_t i = 0; i < 65536; ++i) values[i] = static_cast<std::uint16_t>(i);
+    if (seed != 0) std::shuffle(values.begin(), values.end(), std::mt19937(seed));
+    return bytes_of(values);
+}
+
+}  // namespace
+
+TEST_CASE("every one of the 65,536 bf16 bit patterns round-trips, in order and shuffled",
+          "[codec]") {
+    require_round_trip(every_pattern(0), k::kBf16);
+    require_round_trip(every_pattern(7), k::kBf16);
+}
+
+TEST_CASE("every one of the 65,536 f16 bit patterns round-trips, NaNs and subnormals included",
+          "[codec]") {
+    require_round_trip(every_pattern(0), k::kF16);
+    require_round_trip(every_pattern(11), k::kF16);
+}
+
+TEST_CASE("every bit pattern round-trips inside trained-like weights, with skewed codes",
+          "[codec]") {
+    // Mostly normal weights, so the code is short for common exponents and long (up to the
+    // 12-bit cap) for the rest; every pattern appears once among them.
+    auto raw = normal_bf16(1 << 20, 0.02f, 3);
+    const auto all = every_pattern(5);
+    std::memcpy(raw.data() + 100000, all.data(), all.size());
+    require_round_trip(raw, k::kBf16, 2);
+    require_round_trip(raw, k::kF16, 2);
+}
+
+TEST_CASE("code lengths over 12 bits are limited: a Fibonacci histogram still round-trips",
+          "[codec]") {
+    std::vector<std::uint16_t> values;
+    std::uint64_t a = 1, b = 1;
+    for (int s = 0; s < 24; ++s) {  // symbol s appears fib(s) times: Huffman depth 23
+        for (std::uint64_t n = 0; n < a; ++n)
+            values.push_back(static_cast<std::uint16_t>((s << 7) | (n & 0x7F)));
+        const std::uint64_t c = a + b;
+        a = b;
+        b = c;
+    }
+    const auto raw = bytes_of(values);
+    const auto coded = encode(raw.data(), raw.size(), k::kBf16, always_keep());
+    REQUIRE(!coded.empty());
+    for (std::uint32_t s = 0; s < 256; ++s) REQUIRE(coded[k::kAtLengths + s] <= k::kMaxCodeBits);
+    require_round_trip(raw, k::kBf16);
+}
+
+TEST_CASE("random bytes do not pay and stay raw", "[codec]") {
+    std::mt19937 rng(1);
+    std::vector<std::uint8_t> raw(1 << 18);
+    for (auto &b : raw) b = static_cast<std::uint8_t>(rng());
+    for (const auto dtype : {k::kBf16, k::kF16}) {
+        const auto plan = ferry::codec::plan_encode(raw.data(), raw.size(), dtype);
+        CHECK(!plan.pays);
+        CHECK(plan.encoded_bytes > raw.size() * 0.95);
+        CHECK(encode(raw.data(), raw.size(), dtype).empty());
+    }
+}
+
+TEST_CASE("constant tensors compress to a bit per exponent and round-trip", "[codec]") {
+    for (const std::uint16_t value : {0x0000, 0x3F80, 0x7FC0, 0xFFFF}) {
+        const std::vector<std::uint8_t> raw = bytes_of(std::vector<std::uint16_t>(100003, value));
+        const auto coded = encode(raw.data(), raw.size(), k::kBf16);
+        REQUIRE(!coded.empty());
+        CHECK(static_cast<double>(coded.size()) / raw.size() < 0.57);
+        require_round_trip(raw, k::kBf16);
+        require_round_trip(raw, k::kF16);
+    }
+}
+
+TEST_CASE("odd lengths round-trip: partial chunks and partial lanes", "[codec]") {
+    for (const std::size_t count : {1u, 2u, 3u, 31u, 32u, 33u, 4095u, 4096u, 4097u, 8191u,
+                                    12345u, 131073u}) {
+        INFO("elements: " << count);
+        const auto raw = normal_bf16(count, 0.05f, static_cast<unsigned>(count));
+        require_round_trip(raw, k::kBf16);
+        require_round_trip(raw, k::kF16);
+    }
+}
+
+TEST_CASE("an odd number of bytes, an empty tensor or another dtype is not encoded", "[codec]") {
+    const std::vector<std::uint8_t> raw(1001, 0);
+    CHECK(!ferry::codec::plan_encode(raw.data(), raw.size(), k::kBf16).pays);
+    CHECK(!ferry::codec::plan_encode(raw.data(), 0, k::kBf16).pays);
+    CHECK(!ferry::codec::plan_encode(raw.data(), 1000, static_cast<k::Dtype>(9)).pays);
+}
+
+TEST_CASE("trained-like bf16 weights compress under 0.72 of raw", "[codec]") {
+    const auto raw = normal_bf16(1 << 20, 0.02f, 9);
+    const auto coded = encode(raw.data(), raw.size(), k::kBf16);
+    REQUIRE(!coded.empty());
+    CHECK(static_cast<double>(coded.size()) / raw.size() < 0.72);
+}
+
+TEST_CASE("the encoding is the same bytes on one thread or several", "[codec]") {
+    const auto raw = normal_bf16(3 << 20, 0.02f, 4);
+    const auto one = encode(raw.data(), raw.size(), k::kBf16, always_keep(1));
+    const auto four = encode(raw.data(), raw.size(), k::kBf16, always_keep(4));
+    REQUIRE(one == four);
+    std::vector<std::uint8_t> back(raw.size());
+    REQUIRE(decode(one.data(), one.size(), back.data(), back.size(), 3, true) == k::kOk);
+    REQUIRE(back == raw);
+}
+
+TEST_CASE("the header's checksum is checksum_ref of the raw bytes", "[codec]") {
+    for (const std::size_t count : {5u, 4097u, 700001u}) {
+        const auto raw = normal_bf16(count, 0.1f, 2);
+        const auto coded = encode(raw.data(), raw.size(), k::kBf16, always_keep(2));
+        CHECK(k::load_le(coded.data() + k::kAtChecksum, 8) ==
+              ferry::kernels::checksum_ref(raw.data(), raw.size()));
+    }
+}
+
+TEST_CASE("a decode into an odd address or the wrong size", "[codec]") {
+    const auto raw = normal_bf16(5000, 0.02f, 6);
+    const auto coded = encode(raw.data(), raw.size(), k::kBf16, always_keep());
+    std::vector<std::uint8_t> back(raw.size() + 1);
+    REQUIRE(decode(coded.data(), coded.size(), back.data() + 1, raw.size(), 1, true) == k::kOk);
+    REQUIRE(std::memcmp(back.data() + 1, raw.data(), raw.size()) == 0);
+    CHECK(decode(coded.data(), coded.size(), back.data(), raw.size() - 2) == k::kSizeMismatch);
+    CHECK(decode(coded.data(), coded.size(), back.data(), raw.size() + 1) == k::kSizeMismatch);
+}
+
+TEST_CASE("every single flipped bit of a container is caught when the checksum is checked",
+          "[codec]") {
+    const auto raw = normal_bf16(4500, 0.02f, 8);  // two chunks, the second partial
+    auto coded = encode(raw.data(), raw.size(), k::kBf16, always_keep());
+    REQUIRE(!coded.empty());
+    std::vector<std::uint8_t> back(raw.size());
+    std::size_t by_structure = 0;
+    for (std::size_t bit = 0; bit < coded.size() * 8; ++bit) {
+        coded[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
+        const auto status = decode(coded.data(), coded.size(), back.data(), back.size(), 1, true);
+        coded[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
+        if (status == k::kOk) FAIL("a flip of bit " << bit << " decoded without complaint");
+        by_structure += status != k::kChecksumMismatch;
+    }
+    // Flips of the fixed header (less its checksum) break the structure itself, without the
+    // checksum; those of the raw part (sign and mantissa) only the checksum can catch.
+    CHECK(by_structure >= (k::kHeaderFixedBytes - 8) * 8);
+}
+
+TEST_CASE("every truncation of a container is rejected", "[codec]") {
+    const auto raw = normal_bf16(9000, 0.02f, 10);
+    const auto coded = encode(raw.data(), raw.size(), k::kBf16, always_keep());
+    std::vector<std::uint8_t> back(raw.size());
+    for (std::size_t size = 0; size < coded.size(); ++size) {
+        std::vector<std::uint8_t> cut(coded.begin(), coded.begin() + size);  // exact bounds for ASan
+        CHECK(decode(cut.data(), cut.size(), back.data(), back.size()) != k::kOk);
+    }
+}
+
+TEST_CASE("random garbage behind a valid header never decodes cleanly", "[codec]") {
+    const auto raw = normal_bf16(20000, 0.02f, 12);
+    auto coded = encode(raw.data(), raw.size(), k::kBf16, always_keep());
+    std::mt19937 rng(13);
+    std::vector<std::uint8_t> back(raw.size());
+    const std::size_t coded_at = coded.size() - k::load_le(coded.data() + k::kAtCodedBytes, 8);
+    for (int trial = 0; trial < 200; ++trial) {
+        auto broken = coded;
+        for (std::size_t i = coded_at; i < broken.size(); ++i)
+            broken[i] = static_cast<std::uint8_t>(rng());
+        CHECK(decode(broken.data(), broken.size(), back.data(), back.size(), 1, true) != k::kOk);
+    }
+}
+
+TEST_CASE("each decode status has its own name", "[codec]") {
+    std::vector<std::string> names;
+    for (std::uint32_t s = 0; s <= k::kChecksumMismatch; ++s)
+        names.push_back(ferry::codec::status_name(static_cast<k::Status>(s)));
+    std::sort(names.begin(), names.end());
+    CHECK(std::unique(names.begin(), names.end()) == names.end());
+}
