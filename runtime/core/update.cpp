@@ -75,6 +75,10 @@ void Runtime::update(std::uint32_t tensor, std::uint64_t offset, const void *src
                   describe_tensor(tensor) + " has " + std::to_string(def.bytes) +
                       " bytes; cannot update " + std::to_string(bytes) + " bytes at offset " +
                       std::to_string(offset));
+    FERRY_EXPECTS(share_ == nullptr, FERRY_ERROR_INVALID_ARGUMENT,
+                  describe_tensor(tensor) + ": the host store is shared with other processes "
+                  "(host_share '" + share_->name() + "'), whose device copies of it an update "
+                  "would leave stale; update a runtime with a private host store");
     const std::uint32_t group = def.group;
     GroupState &state = state_[group];
     FERRY_EXPECTS(state.pins == 0, FERRY_ERROR_GROUP_BUSY,

@@ -20,6 +20,7 @@ __all__ = [
     "LoadProgressFn",
     "LoadReportStruct",
     "PinProgressFn",
+    "ShareProgressFn",
     "StatsStruct",
     "TensorHandle",
     "WeightsTensorStruct",
@@ -77,6 +78,8 @@ class ConfigStruct(ctypes.Structure):
         ("verify", ctypes.c_int32),
         ("pinned_cap_bytes", ctypes.c_uint64),
         ("pageable_fallback", ctypes.c_int32),
+        ("host_share", ctypes.c_char_p),
+        ("host_share_timeout_ms", ctypes.c_uint32),
     ]
 
 
@@ -189,6 +192,8 @@ _status = ctypes.c_int  # ferry_status
 PinProgressFn = ctypes.CFUNCTYPE(
     None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64
 )
+# ferry_host_share_progress_fn(user, loaded_bytes, total_bytes)
+ShareProgressFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 _rt = ctypes.c_void_p  # ferry_runtime *
 _vp = ctypes.c_void_p
 _u64 = ctypes.c_uint64
@@ -260,6 +265,8 @@ _DECLARATIONS = {
     "ferry_trace_stop": (_status, [_rt]),
     "ferry_trace_dump": (_status, [_rt, ctypes.c_char_p]),
     "ferry_pin_progress_set": (_status, [_rt, PinProgressFn, _vp]),
+    "ferry_host_share_role_get": (_status, [_rt, ctypes.POINTER(ctypes.c_int)]),
+    "ferry_host_share_progress_set": (_status, [_rt, ShareProgressFn, _vp]),
     "ferry_weights_open": (_status, [ctypes.c_char_p, ctypes.POINTER(_vp)]),
     "ferry_weights_close": (_status, [_vp]),
     "ferry_weights_count": (_status, [_vp, ctypes.POINTER(_u64)]),

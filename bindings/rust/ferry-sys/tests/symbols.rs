@@ -437,6 +437,8 @@ fn every_declared_function_links() {
         ferry_trace_stop,
         ferry_trace_dump,
         ferry_pin_progress_set,
+        ferry_host_share_role_get,
+        ferry_host_share_progress_set,
         ferry_weights_open,
         ferry_weights_close,
         ferry_weights_count,
