@@ -47,7 +47,7 @@ const char *ferry_status_string(ferry_status status) {
         case FERRY_ERROR_DUPLICATE_NAME: return "duplicate name";
         case FERRY_ERROR_NOT_ACQUIRED: return "group not acquired";
         case FERRY_ERROR_NO_FREE_SLOT: return "no free slot in the size class";
-        case FERRY_ERROR_GROUP_BUSY: return "group with mutable tensors still acquired";
+        case FERRY_ERROR_GROUP_BUSY: return "group still acquired";
         case FERRY_ERROR_EMPTY: return "nothing defined";
         case FERRY_ERROR_OUT_OF_RANGE: return "offset or size out of range";
         case FERRY_ERROR_OUT_OF_HOST_MEMORY: return "out of host memory";
@@ -194,6 +194,14 @@ ferry_status ferry_tensor_copy_in(ferry_runtime *runtime, ferry_tensor tensor, u
     return guarded("ferry_tensor_copy_in", [&] {
         ferry::Runtime &rt = runtime_of(runtime);
         rt.copy_in(index_of(rt, tensor.id, kTensorHandle), offset, src, bytes);
+    });
+}
+
+ferry_status ferry_tensor_update(ferry_runtime *runtime, ferry_tensor tensor, uint64_t offset,
+                                 const void *src, uint64_t bytes) {
+    return guarded("ferry_tensor_update", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        rt.update(index_of(rt, tensor.id, kTensorHandle), offset, src, bytes);
     });
 }
 

@@ -347,7 +347,7 @@ ferry_status SimModel::run_group(std::size_t g, void *stream, Failures &failures
         Span &span = spans.back();
         const std::size_t offset = static_cast<std::size_t>(device - span.device);
         task->seen.push_back(
-            {t, span.at + offset, bytes, specs[t].is_mutable ? versions_[g][t] : 0});
+            {t, span.at + offset, bytes, versions_[g][t]});
         used += offset + bytes - span.bytes;
         span.bytes = offset + bytes;
     }
@@ -392,6 +392,25 @@ ferry_status SimModel::run_group(std::size_t g, void *stream, Failures &failures
         return error.status();
     }
     return ferry_release(runtime_, groups_[g], stream);
+}
+
+ferry_status SimModel::update_tensor(std::size_t g, std::size_t t, int pieces,
+                                     std::mt19937_64 &rng) {
+    const std::uint64_t bytes = spec_.groups[g][t].bytes;
+    std::vector<unsigned char> next(bytes);
+    fill_pattern(next.data(), bytes, static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(t),
+                 versions_[g][t] + 1);
+    std::vector<std::uint64_t> cuts = {0, bytes};
+    for (int p = 1; p < pieces; ++p) cuts.push_back(rng() % (bytes + 1));
+    std::sort(cuts.begin(), cuts.end());
+    for (std::size_t c = 0; c + 1 < cuts.size(); ++c) {
+        const ferry_status status = ferry_tensor_update(runtime_, tensors_[g][t], cuts[c],
+                                                        next.data() + cuts[c],
+                                                        cuts[c + 1] - cuts[c]);
+        if (status != FERRY_OK) return status;
+    }
+    ++versions_[g][t];
+    return FERRY_OK;
 }
 
 void SimModel::corrupt_first_byte(std::size_t g, std::size_t t, void *stream) {

@@ -1,7 +1,8 @@
 // A synthetic model whose every byte is predictable, on the tests' backend (backend.hpp:
 // sim, or cuda when FERRY_BACKEND=cuda), and a checker that verifies a group's bytes on
 // the compute stream while copies run concurrently. Mutable tensors carry a version that
-// each compute bumps, so lost or stale writebacks are seen.
+// each compute bumps, so lost or stale writebacks are seen; frozen tensors one that each
+// ferry_tensor_update bumps (update_tensor), so stale device copies are seen.
 //
 // The checker reads device memory only through the device interface, as a kernel's work
 // would be ordered on a GPU: on the compute stream, after acquire's waits, it copies the
@@ -105,6 +106,13 @@ class SimModel {
     // tensors) on the stream; release(g, stream). Returns the first failing status. The
     // check has run once the stream is drained (drain(); on sim, at once for NULL).
     ferry_status run_group(std::size_t g, void *stream, Failures &failures);
+
+    // Replaces frozen tensor t of group g by its next version through ferry_tensor_update,
+    // in `pieces` ranges (at least 1) cut at random; later checks expect that version.
+    // Returns the first failing status (the version is then not bumped).
+    ferry_status update_tensor(std::size_t g, std::size_t t, int pieces, std::mt19937_64 &rng);
+    // The version later checks expect of tensor t of group g.
+    std::uint64_t version(std::size_t g, std::size_t t) const { return versions_[g][t]; }
 
     // Enqueues on `stream` a write of one wrong byte at the start of tensor t of group g,
     // as a kernel writing where it should not would. The caller holds the group.

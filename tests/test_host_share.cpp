@@ -169,6 +169,25 @@ TEST_CASE("A runtime attaches to a sealed shared store and streams the loader's 
     REQUIRE_FALSE(segment_exists(share));  // the last member removed it
 }
 
+TEST_CASE("An update is refused on a shared host store, by the loader and the attached") {
+    const std::string share = unique_share("update");
+    Model loader(share);
+    REQUIRE(ferry_plan(loader.rt) == FERRY_OK);
+    loader.load();
+    REQUIRE(ferry_seal(loader.rt) == FERRY_OK);
+    Model attached(share);
+    REQUIRE(ferry_plan(attached.rt) == FERRY_OK);
+    REQUIRE(ferry_seal(attached.rt) == FERRY_OK);
+    const unsigned char byte = 0;
+    for (Model *model : {&loader, &attached}) {
+        REQUIRE(ferry_tensor_update(model->rt, model->tensors[1][0], 0, &byte, 1) ==
+                FERRY_ERROR_INVALID_ARGUMENT);
+        REQUIRE(std::string(ferry_last_error()).find("shared with other processes") !=
+                std::string::npos);
+        REQUIRE(model->bytes_right());
+    }
+}
+
 TEST_CASE("An attached runtime's shared bytes are read-only even before seal", "[sim-only]") {
     const std::string share = unique_share("readonly");
     Model loader(share);

@@ -75,6 +75,26 @@ TEST_CASE("A mutable tensor's host bytes stay writable after seal", "[sim-only]"
     REQUIRE(write_in_child(static_cast<char *>(mutable_ptr) + 299) == kWriteSucceeded);
 }
 
+TEST_CASE("After an update a frozen tensor's host bytes are read-only again", "[sim-only]") {
+    SimModel model(mixed_model());
+    const std::vector<unsigned char> next(5000, 0x3c);
+    REQUIRE(ferry_tensor_update(model.runtime(), model.tensor(0, 2), 0, next.data(),
+                                next.size()) == FERRY_OK);
+    REQUIRE(ferry_tensor_update(model.runtime(), model.tensor(1, 0), 6000, next.data(), 1000) ==
+            FERRY_OK);
+    void *updated = nullptr;
+    REQUIRE(ferry_tensor_host_ptr(model.runtime(), model.tensor(0, 2), &updated) == FERRY_OK);
+    REQUIRE(static_cast<unsigned char *>(updated)[4999] == 0x3c);
+    REQUIRE(write_in_child(updated) == kFaulted);
+    REQUIRE(write_in_child(static_cast<char *>(updated) + 4999) == kFaulted);
+    void *first = nullptr;  // a neighbour on the same pages
+    REQUIRE(ferry_tensor_host_ptr(model.runtime(), model.tensor(0, 0), &first) == FERRY_OK);
+    REQUIRE(write_in_child(first) == kFaulted);
+    void *other_group = nullptr;
+    REQUIRE(ferry_tensor_host_ptr(model.runtime(), model.tensor(1, 0), &other_group) == FERRY_OK);
+    REQUIRE(write_in_child(static_cast<char *>(other_group) + 6999) == kFaulted);
+}
+
 TEST_CASE("Before seal every tensor's host bytes are writable") {
     ferry_config config;
     ferry_config_init(&config);

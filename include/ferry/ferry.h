@@ -19,6 +19,7 @@
  *     ferry_tensor_copy_out        PLANNED or SEALED
  *     ferry_seal                   PLANNED -> SEALED  (read-only images, resident onload)
  *     ferry_acquire / _release     SEALED
+ *     ferry_tensor_update          SEALED, group not acquired (new bytes of a frozen tensor)
  *     ferry_tensor_device_ptr      SEALED, while the tensor's group is acquired
  *     ferry_synchronize            any phase
  *     ferry_stats_get              any phase
@@ -94,7 +95,8 @@ typedef enum ferry_status {
     FERRY_ERROR_NOT_ACQUIRED = 10,       /* release without acquire, device ptr of a group
                                             not acquired                                   */
     FERRY_ERROR_NO_FREE_SLOT = 11,       /* every slot of the group's size class is held  */
-    FERRY_ERROR_GROUP_BUSY = 12,         /* a group with mutable tensors is still acquired */
+    FERRY_ERROR_GROUP_BUSY = 12,         /* a group with mutable tensors is still acquired
+                                            (synchronize), or an updated tensor's group is */
     FERRY_ERROR_EMPTY = 13,              /* plan with no groups, or a group with no tensors */
     FERRY_ERROR_OUT_OF_RANGE = 14,       /* copy-in offset + bytes past the tensor's end  */
     FERRY_ERROR_OUT_OF_HOST_MEMORY = 15, /* pinned host memory could not be allocated     */
@@ -345,6 +347,34 @@ FERRY_API ferry_status ferry_acquire(ferry_runtime *runtime, ferry_group group,
    group again before the slot is reused costs no copy. */
 FERRY_API ferry_status ferry_release(ferry_runtime *runtime, ferry_group group,
                                      void *stream);
+
+/* SEALED, while the tensor's group is not acquired. Replaces `bytes` bytes of an
+   immutable tensor at `offset` with those at `src` (a LoRA fused into a weight, an adapter
+   swapped), without a reload and without a byte copied device-to-host. The tensor stays
+   immutable for the pipeline: its host pages are writable only during this call.
+   - Host: the call waits on the host for ferry's copies in flight (they may read the old
+     bytes; in synchronous mode, for the whole device), then writes the host store.
+   - Device, in stream order: a resident group's range is copied again on the copy stream
+     after every earlier holder's release, and the next acquires' streams wait for that
+     copy; a split group's head likewise; a streamed group's slot stops counting as filled,
+     so its next acquire (or prefetch) copies the new image. Work submitted after a later
+     ferry_acquire sees only the new bytes.
+   - Verify mode: pending checks are drained and the tensor's checksum is taken again.
+   - A tensor on the disk tier is read from its file into the host store first and stays
+     there, as after a copy-in (host RAM grows by its bytes; stats.host_disk_bytes shrinks).
+   - The first update of a resident group of frozen tensors waits once for the whole
+     device: until then their releases record nothing. From then on they record an event
+     as streamed groups' do.
+   Errors, each changing nothing: FERRY_ERROR_GROUP_BUSY while the group is acquired;
+   FERRY_ERROR_WRONG_PHASE before seal (use ferry_tensor_copy_in);
+   FERRY_ERROR_INVALID_ARGUMENT for a mutable tensor (already writable: write its device
+   copy while acquired), a NULL src with bytes > 0, or a host store shared with other
+   processes (host_share: their device copies would go stale); FERRY_ERROR_OUT_OF_RANGE past the
+   tensor's end; FERRY_ERROR_FOREIGN_HANDLE for a tensor of another runtime. bytes == 0
+   does nothing. A reader of the same bytes through ferry_tensor_host_ptr on another
+   thread may see them change during the call. */
+FERRY_API ferry_status ferry_tensor_update(ferry_runtime *runtime, ferry_tensor tensor,
+                                           uint64_t offset, const void *src, uint64_t bytes);
 
 /* SEALED, while the tensor's group is acquired. The tensor's device address. */
 FERRY_API ferry_status ferry_tensor_device_ptr(ferry_runtime *runtime, ferry_tensor tensor,

@@ -101,6 +101,21 @@ void Runtime::drop_disk_source(std::uint32_t tensor) {
     stats_.host_disk_bytes -= tensors_[tensor].bytes;
 }
 
+// A disk-tier tensor updated in SEALED (update.cpp): its whole bytes read from its file
+// into its place in the store, whose pages the caller made writable; then the store's,
+// as after a copy-in. A read that fails leaves it on the disk tier.
+void Runtime::move_to_store(std::uint32_t tensor) {
+    if (disk_.empty() || disk_[tensor].set == nullptr) return;
+    const TensorDef &def = tensors_[tensor];
+    std::byte *dst = host_->base() + groups_[def.group].host_offset + def.offset;
+    const std::uint64_t started = steady_now_ns();
+    const std::uint64_t file_bytes =
+        read_disk_range(disk_[tensor], def.dtype, 0, def.bytes, dst, disk_scratch_.get());
+    stats_.bytes_disk_read += file_bytes;
+    observer_->disk_read(def.group, file_bytes, started, steady_now_ns());
+    drop_disk_source(tensor);
+}
+
 // copy_image_staged() for an image with disk-tier tensors: each ring buffer is filled
 // from the files and, for the image's other bytes (mutable or copied-in tensors), from
 // the store.

@@ -4,7 +4,8 @@
 // writeback) in scheduler.cpp; verify mode and recovery in runtime_verify.cpp; the
 // trace and stats entry points in runtime_observe.cpp; groups and tensors defined from
 // weights files and the load of their bytes in runtime_load.cpp; the disk tier (bytes
-// read from the files at onload, copy_out) in disk_tier.cpp.
+// read from the files at onload, copy_out) in disk_tier.cpp; updates of frozen tensors
+// in SEALED in update.cpp.
 // Every public member takes the runtime's one lock; the C API (c_api.cpp) only
 // translates handles and errors.
 #pragma once
@@ -94,6 +95,8 @@ struct GroupState {
     std::uint32_t releases_since_onload = 0;  // chained into the slot's `released`
     bool dirty = false;             // mutable bytes on the device may differ from host
     bool prefetched_unused = false;
+    bool refreshed = false;         // resident: an update re-onloaded bytes; acquires wait
+                                    // on the slot's `ready` (update.cpp)
     std::uint64_t want_mark = 0;    // == Runtime::want_epoch_ while prefetch wants it
     Event host_current = nullptr;   // mutable groups: recorded after each writeback
 
@@ -136,6 +139,10 @@ class Runtime {
     void copy_in(std::uint32_t tensor, std::uint64_t offset, const void *src,
                  std::uint64_t bytes);
     void seal();
+    // update.cpp: new host bytes for a frozen tensor in SEALED, device copies made stale
+    // in stream order (ferry_tensor_update).
+    void update(std::uint32_t tensor, std::uint64_t offset, const void *src,
+                std::uint64_t bytes);
 
     // runtime_load.cpp: groups and tensors from weights files, and their bytes read into
     // the host store (ferry.h "Weights files").
@@ -266,6 +273,7 @@ class Runtime {
                           const std::vector<std::pair<std::uint32_t, const load::FileTensor *>> &on_disk,
                           const std::vector<std::uint32_t> &in_memory, bool direct);
     void drop_disk_source(std::uint32_t tensor);
+    void move_to_store(std::uint32_t tensor);
     void copy_image_from_disk(std::uint32_t group, std::byte *dst, std::uint64_t begin,
                               std::uint64_t end, Stream stream);
     void fill_from_disk(std::uint32_t group, std::uint64_t begin, std::byte *buffer,
@@ -305,6 +313,9 @@ class Runtime {
     std::uint64_t tick_ = 0;
     std::uint64_t want_epoch_ = 0;
     std::vector<std::uint32_t> wanted_;  // scratch for prefetch, reserved at seal
+    // Set by the first update (update.cpp): releases of resident groups of frozen tensors
+    // record `released` too, so that a later update's copy can wait on their holders.
+    bool track_resident_releases_ = false;
     std::vector<std::uint32_t> want_left_;  // per class, scratch
 
     ferry_stats stats_{};

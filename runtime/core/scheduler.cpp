@@ -221,7 +221,7 @@ void Runtime::acquire(std::uint32_t group, Stream stream) {
         ++*counter;
         used_prefetch = counter == &stats_.hits && state.prefetched_unused;
         if (used_prefetch) ++stats_.prefetches_used;
-        if (!state.resident()) ready = slots_[state.slot].ready;
+        if (!state.resident() || state.refreshed) ready = slots_[state.slot].ready;
         state.prefetched_unused = false;
         if (clock_ != nullptr && state.pins == 0) timed = clock_->acquired(group);
         ++state.pins;
@@ -268,8 +268,8 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     if (verifier_ != nullptr) verify_release(group, stream);  // runtime_verify.cpp
     if (clock_ != nullptr && state.pins == 1) clock_->released(*device_, group, stream);
     // A resident group without mutable tensors is never overwritten nor written back:
-    // nothing waits for its release.
-    if (!state.resident() || groups_[group].has_mutable) {
+    // nothing waits for its release, until an update may rewrite it (update.cpp).
+    if (!state.resident() || groups_[group].has_mutable || track_resident_releases_) {
         SlotState &slot = slots_[state.slot];
         // Chain every release since the slot was filled, on whatever streams, so that
         // `released` covers all the holders' work, not only the last one's.
@@ -306,8 +306,9 @@ void Runtime::write_back_dirty() {
         written_.push_back(g);
     }
     device_->stream_synchronize(stream);
-    for (const GroupState &state : state_) {
+    for (GroupState &state : state_) {
         if (state.host_current != nullptr) device_->event_synchronize(state.host_current);
+        state.refreshed = false;  // an update's copy, on that stream, is done too
     }
 }
 

@@ -136,6 +136,14 @@ void HostStore::make_writable() noexcept {
     if (base_ != nullptr) mprotect(base_, bytes_, PROT_READ | PROT_WRITE);
 }
 
+void HostStore::make_writable(std::size_t offset, std::size_t bytes) {
+    if (bytes == 0) return;
+    const int rc = mprotect(base_ + offset, bytes, PROT_READ | PROT_WRITE);
+    FERRY_EXPECTS(rc == 0, FERRY_ERROR_INTERNAL,
+            "mprotect of " + std::to_string(bytes) + " host bytes at offset " +
+                std::to_string(offset) + " (writable) failed: " + std::strerror(errno));
+}
+
 std::size_t HostStore::page_size() {
     static const std::size_t size = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
     return size;

@@ -61,6 +61,9 @@ class HostStore {
     void protect_read_only(std::size_t offset, std::size_t bytes);
     // Undoes every protect_read_only (noexcept: used on error paths and at the end).
     void make_writable() noexcept;
+    // Makes [offset, offset + bytes) writable again, both page-aligned: for an update of
+    // frozen bytes (core/update.cpp), which protects the range again when done.
+    void make_writable(std::size_t offset, std::size_t bytes);
 
     static std::size_t page_size();
 

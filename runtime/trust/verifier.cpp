@@ -100,6 +100,13 @@ void Verifier::drain() {
     }
 }
 
+void Verifier::set_expected(std::uint32_t tensor, std::uint64_t sum) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    FERRY_EXPECTS(oldest_batch_ == next_batch_, FERRY_ERROR_INTERNAL,
+                  "verify: an expected checksum changed while checks were pending");
+    expected_[tensor] = sum;
+}
+
 VerifyFailure Verifier::take_failure() {
     std::lock_guard<std::mutex> lock(failure_mutex_);
     VerifyFailure out = pending_;

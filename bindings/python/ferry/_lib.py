@@ -284,6 +284,7 @@ _DECLARATIONS = {
         [_rt, _vp, ctypes.POINTER(LoadOptionsStruct), ctypes.POINTER(LoadReportStruct)],
     ),
     "ferry_tensor_copy_out": (_status, [_rt, TensorHandle, _u64, _vp, _u64]),
+    "ferry_tensor_update": (_status, [_rt, TensorHandle, _u64, _vp, _u64]),
     "ferry_dlpack_wrap": (
         _status,
         [_rt, _vp, ctypes.c_int32, ctypes.c_int32, ctypes.c_uint8, ctypes.c_uint8,

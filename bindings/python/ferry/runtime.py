@@ -768,6 +768,30 @@ class Tensor:
             )
         )
 
+    def update(self, data, offset=0):
+        """SEALED, the group not acquired. ferry_tensor_update: new bytes (a bytes-like
+        object) for an immutable tensor at offset, without a reload and without a byte
+        copied device-to-host. Resident and split copies are rewritten in stream order, a
+        streamed group's slot is emptied; the next acquire sees the new bytes.
+        GroupBusyError while the group is acquired, WrongPhaseError before seal (use
+        copy_in), InvalidArgumentError for a mutable tensor, OutOfRangeError past the end."""
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if view.readonly:
+            buf = (ctypes.c_char * n).from_buffer_copy(view)
+        else:
+            buf = (ctypes.c_char * n).from_buffer(view)
+        self.update_address(ctypes.addressof(buf), n, offset)
+
+    def update_address(self, address, nbytes, offset=0):
+        """SEALED. ferry_tensor_update from a raw address (a CPU torch tensor's data_ptr())."""
+        rt = self.runtime
+        check(
+            rt._lib.ferry_tensor_update(
+                rt._handle(), self._h, int(offset), int(address) or None, int(nbytes)
+            )
+        )
+
     def copy_out(self, dst, offset=0):
         """PLANNED or SEALED. Fills the writable bytes-like dst (bytearray, memoryview,
         a numpy array, ...) with the tensor's bytes from offset: from the host store, or

@@ -19,16 +19,27 @@ is ever held in torch memory. During forward a pre-hook
 acquires the group and points each parameter's ``.data`` (and each buffer) at a view of
 the group's slot; a post-hook releases it and points them back at empty placeholders.
 
+LoRA (PEFT's tuner layers, as diffusers' ``load_lora_weights`` makes them): adapter
+tensors (``lora_A``, ``lora_B``, ...) added inside offloaded blocks stay torch tensors on
+the device, beside ferry's slab, within ``adapter_budget`` (reserved out of the budget at
+offload); merges and unmerges of the frozen weights ferry holds (``fuse_lora``,
+``unfuse_lora``, PEFT's ``merge``/``unmerge``) run on a host copy of one weight at a
+time and reach the store through ferry_tensor_update: no reload, no writeback.
+``handle.editing()`` shows every parameter's real shape for loaders that check it.
+
 This is the only module of the package that imports torch.
 """
 
 import collections
 import contextlib
+import functools
 import inspect
 import itertools
 import json
 import operator
 import os
+import re
+import sys
 import time
 
 import torch
@@ -38,8 +49,10 @@ from . import _heap, _progress
 from . import runtime as _runtime
 from .errors import (
     AlreadyOffloadedError,
+    BudgetTooSmallError,
     ClosedError,
     FerryError,
+    GroupBusyError,
     HostShareError,
     InvalidArgumentError,
     ModelChangedError,
@@ -300,6 +313,60 @@ def _named_containers(model, blocks):
 _MISSING = object()
 _numel = torch.Tensor.numel
 
+# The tensors PEFT's LoRA layers add (lora_A.<adapter>.weight, lora_B..., lora_embedding_A
+# .<adapter>, lora_magnitude_vector.<adapter>.weight): adapters, not changes of the model.
+_ADAPTER_NAME = re.compile(r"(^|\.)lora_[A-Za-z_]+\.")
+
+
+def _is_adapter(name):
+    return _ADAPTER_NAME.search(name) is not None
+
+
+def _owner_of_layer(layer):
+    """The open handle holding a tuner layer's base weights, with those (attribute,
+    Parameter) pairs, or (None, [])."""
+    base = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+    held = [(attr, p) for attr, p in base._parameters.items()
+            if p is not None and id(p) in _owners]
+    if not held:
+        return None, []
+    return _owners[id(held[0][1])], held
+
+
+def _dispatching(method):
+    """PEFT's merge / unmerge of a tuner layer, sent through the handle that holds the
+    layer's base weights (OffloadHandle._edit_layer); any other layer runs it as is."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        handle, held = _owner_of_layer(self)
+        if handle is None or handle.closed:
+            return method(self, *args, **kwargs)
+        return handle._edit_layer(self, method, held, args, kwargs)
+
+    run._ferry_original = method
+    return run
+
+
+def _route_peft_merges():
+    """Routes merge and unmerge of every PEFT tuner layer class imported so far through
+    _dispatching (once per class; layers not offloaded by ferry are not affected)."""
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    if tuners is None:
+        return
+    pending = [tuners.BaseTunerLayer]
+    seen = set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+        for name in ("merge", "unmerge"):
+            method = cls.__dict__.get(name)
+            if callable(method) and not hasattr(method, "_ferry_original"):
+                setattr(cls, name, _dispatching(method))
+
 
 class _Watch:
     """What a forward must find as offload() left it, checked by identity before a group
@@ -392,7 +459,7 @@ class OffloadHandle:
     stats() gives the runtime's counters, close() restores the plain CPU model. Use as a
     context manager to close on exit."""
 
-    def __init__(self, model, rt, groups, entries, device):
+    def __init__(self, model, rt, groups, entries, device, budget=None, adapter_budget=0):
         self._model = model
         self._rt = rt
         self._groups = groups
@@ -414,6 +481,10 @@ class OffloadHandle:
         for g in groups:
             for e in g.entries:
                 self._group_of_tensor[id(e.tensor)] = g
+        self._budget = budget  # VRAM for ferry's slab and the LoRA adapters
+        self.adapter_budget = adapter_budget  # of it, reserved for the adapters
+        self._editing = False
+        self._in_edit = set()  # id() of tuner layers whose merge runs now
 
     # --- public ------------------------------------------------------------------
 
@@ -456,6 +527,69 @@ class OffloadHandle:
         """Writes back updated mutable tensors to the host store and waits for copies."""
         self._check_open()
         self._rt.synchronize()
+
+    def adapter_bytes(self):
+        """Bytes of the LoRA adapter tensors (lora_A, lora_B, ...) in the model now: they
+        live on the device beside ferry's slab and count against the budget."""
+        seen = {}
+        for mname, m in self._model.named_modules():
+            for attr, p in m._parameters.items():
+                if p is not None and _is_adapter(_qualify(mname, attr)):
+                    seen[id(p)] = p.numel() * p.element_size()
+        return sum(seen.values())
+
+    @contextlib.contextmanager
+    def editing(self):
+        """A block for changing the model's weights and adapters outside forward:
+
+            with handle.editing():
+                pipe.load_lora_weights(path, adapter_name="style")
+                pipe.fuse_lora()
+
+        Inside it every parameter ferry holds shows its real shape and dtype (its .data
+        is a zero-stride view of one element: readable, not writable), as loaders that
+        check base weights' shapes (diffusers' load_lora_weights) need; outside forward
+        it is an empty placeholder. PEFT merges and unmerges (fuse_lora, unfuse_lora)
+        reach ferry through Tensor.update inside or outside the block. No forward runs
+        inside it. At its end the adapters' bytes are checked against adapter_budget,
+        and a parameter given new .data there (other than through a merge) is a
+        ModelChangedError: its bytes would go nowhere."""
+        self._check_open()
+        if self._editing:
+            raise InvalidArgumentError("ferry.torch: editing() blocks do not nest")
+        if self._hook_held or self._user_held:
+            raise GroupBusyError(
+                "ferry.torch: editing() while groups are held (inside forward or "
+                "acquired()); leave them first")
+        _route_peft_merges()
+        shown = {}
+        for e in self._entries:
+            if e.param:
+                key = (e.dtype, e.placeholder.device)
+                if key not in shown:
+                    shown[key] = torch.zeros((), dtype=e.dtype, device=e.placeholder.device)
+                e.point_at(shown[key].expand(e.shape))
+        self._editing = True
+        try:
+            yield self
+        finally:
+            self._editing = False
+            ptrs = {one.data_ptr() for one in shown.values()}
+            lost = [e.name for e in self._entries
+                    if e.param and e.tensor.data.data_ptr() not in ptrs]
+            for e in self._entries:
+                if e.param:
+                    e.point_at(e.placeholder)
+        _route_peft_merges()  # classes PEFT imported inside the block
+        if lost:
+            raise ModelChangedError(
+                f"ferry.torch: {len(lost)} parameter(s) ferry holds were given new .data "
+                f"inside editing(), which would write nowhere: {', '.join(lost[:12])}. "
+                "Change frozen weights through a LoRA merge (fuse_lora) or "
+                "handle.runtime's Tensor.update; else close(), change the model, offload "
+                "it again", lost)
+        self._check_adapters()
+        self._watch_model()
 
     @contextlib.contextmanager
     def acquired(self, *targets):
@@ -515,6 +649,75 @@ class OffloadHandle:
         return f"<ferry.torch.OffloadHandle {type(self._model).__name__} {state}>"
 
     # --- internals ---------------------------------------------------------------
+
+    def _check_adapters(self):
+        """BudgetTooSmallError when the adapters and ferry's slab exceed the budget."""
+        if self._budget is None:
+            return
+        adapters = self.adapter_bytes()
+        slab = self._rt.stats()["slab_bytes"]
+        if adapters and slab + adapters > self._budget:
+            raise BudgetTooSmallError(
+                f"ferry.torch: the LoRA adapters hold {format_bytes(adapters)} on the "
+                f"device; with ferry's slab of {format_bytes(slab)} that is more than the "
+                f"budget of {format_bytes(self._budget)}. Reserve room for them: "
+                f"offload(..., adapter_budget=...) (now {format_bytes(self.adapter_budget)}); "
+                "or delete adapters (delete_adapters, unload_lora_weights)")
+
+    def _edit_layer(self, layer, method, held, args, kwargs):
+        """PEFT's merge or unmerge of a tuner layer whose base weights ferry holds: run on
+        host copies of those weights, read from the store one layer at a time, then
+        written back into it with Tensor.update. Nothing is copied device-to-host but, on
+        cuda, the layer's own adapter tensors (read to the host for the merge)."""
+        if id(layer) in self._in_edit:  # a subclass calling its parent's merge
+            return method(layer, *args, **kwargs)
+        entries = [(p, self._group_of_tensor[id(p)]) for _, p in held]
+        busy = [g.name for _, g in entries if self._held(g)]
+        if busy:
+            raise GroupBusyError(
+                f"ferry.torch: a LoRA merge of {type(layer).__name__} while its group "
+                f"{busy[0]!r} is held (inside forward or acquired()); merge outside it")
+        by_param = {id(e.tensor): e for _, g in entries for e in g.entries}
+        saved = []
+        moved = []
+        before = list(getattr(layer, "merged_adapters", []))
+        self._in_edit.add(id(layer))
+        try:
+            unchanged = {}  # tensors a LoRA merge may leave as they were (a bias)
+            for (attr, _), (p, _) in zip(held, entries):
+                saved.append((p, p.data))
+                p.data = by_param[id(p)].read_back()
+                if attr != "weight":
+                    unchanged[id(p)] = p.data.clone()
+            if self._device.type != "cpu":
+                base = layer.get_base_layer()
+                own = {id(p) for p in base.parameters()}
+                for q in layer.parameters():
+                    if id(q) not in own and q.device.type != "cpu":
+                        moved.append((q, q.data))
+                        q.data = q.data.cpu()
+            result = method(layer, *args, **kwargs)
+            if list(getattr(layer, "merged_adapters", [])) != before:
+                for p, _ in entries:
+                    e = by_param[id(p)]
+                    new = p.data
+                    if new.dtype != e.dtype or tuple(new.shape) != e.shape:
+                        raise ModelChangedError(
+                            f"ferry.torch: a LoRA merge made {e.name} {new.dtype} "
+                            f"{tuple(new.shape)}, not {e.dtype} {e.shape}", [e.name])
+                    new = new.detach().cpu().contiguous()
+                    old = unchanged.get(id(p))
+                    if old is not None and torch.equal(new.view(torch.uint8),
+                                                       old.view(torch.uint8)):
+                        continue
+                    e.ferry.update_address(new.data_ptr(), e.nbytes)
+            return result
+        finally:
+            self._in_edit.discard(id(layer))
+            for q, data in moved:
+                q.data = data
+            for p, data in saved:
+                p.data = data
 
     def _finish(self):
         for g in self._groups:
@@ -653,6 +856,9 @@ class OffloadHandle:
         def root_pre(module, args, kwargs=None):
             if self._closed:
                 raise ClosedError("ferry.torch: forward through a closed offload handle")
+            if self._editing:
+                raise InvalidArgumentError(
+                    "ferry.torch: forward inside handle.editing(): leave the block first")
             # A pass that raised left its groups held: let them go first.
             for g in list(self._hook_held):
                 self._hook_release(g)
@@ -723,7 +929,11 @@ class OffloadHandle:
             return
         changes = self._changes()
         if not changes:
-            self._watch_model()  # moved or removed only: nothing ferry does not hold
+            # Moved or removed only, or LoRA adapters added: nothing ferry does not hold
+            # but the adapters, which live on the device within adapter_budget.
+            self._check_adapters()
+            _route_peft_merges()
+            self._watch_model()
             self._checked.add(g)
             return
         shown = ", ".join(f"{name} ({kind})" for name, kind in changes[:12])
@@ -750,6 +960,8 @@ class OffloadHandle:
                 if p is None:
                     continue
                 g = group_of.get(id(p))
+                if g is None and _is_adapter(_qualify(mname, attr)):
+                    continue  # a LoRA adapter's: _check_adapters counts it
                 if g is None:
                     if p.numel():
                         kind = "replaced" if (id(m), attr) in self._ferry_params else "new"
@@ -905,7 +1117,7 @@ def _mismatch(model, weights, problems, library_message=None):
 
 def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progress=None,
             weights=None, weights_prefix="", allow_unused=False, load_options=None,
-            share=None, share_timeout=None, **config):
+            adapter_budget=0, share=None, share_timeout=None, **config):
     """Streams model's parameters and buffers through a ferry runtime. Returns an
     OffloadHandle; the model is then used as before.
 
@@ -943,6 +1155,11 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     load_options: more keywords of ferry.Runtime.load (threads=, direct=, disk_tier=,
     convert_dtype=). With pinned_cap_bytes below the model and pageable_fallback=True,
     the tensors past the cap stay in the files (disk tier) and are read at each onload.
+
+    adapter_budget: VRAM kept out of ferry's slab for LoRA adapter tensors (bytes, "1GiB"
+    or a share of the model, "2%"; default 0): ferry plans with budget - adapter_budget,
+    and adapters that would take the device past the budget are a BudgetTooSmallError at
+    the next forward or at the end of handle.editing().
 
         with accelerate.init_empty_weights():
             transformer = FluxTransformer2DModel.from_config(
@@ -1044,6 +1261,11 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
         e.mutable = e.name in chosen
     model_bytes = sum(e.nbytes for e in all_entries)
     vram_budget = parse_budget(budget, model_bytes)
+    reserved = parse_budget(adapter_budget, model_bytes) if adapter_budget else 0
+    if reserved < 0 or reserved >= vram_budget:
+        raise InvalidArgumentError(
+            f"ferry.torch.offload: adapter_budget ({format_bytes(reserved)}) must leave "
+            f"part of the budget ({format_bytes(vram_budget)}) to ferry")
 
     # --- the files: opened, matched here as far as only this side can -------------
     files = None
@@ -1070,7 +1292,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
         handle = _offload(model, groups, root, all_entries, model_bytes, vram_budget,
                           progress, config, files, problems,
                           dict(load_options, name_prefix=weights_prefix,
-                               allow_unused=allow_unused))
+                               allow_unused=allow_unused), reserved)
     finally:
         if own_files:
             files.close()  # a runtime reading from them at onload keeps them open itself
@@ -1078,7 +1300,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
 
 
 def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progress, config,
-             files, problems, load_kwargs):
+             files, problems, load_kwargs, adapter_budget=0):
     config.setdefault("name", type(model).__name__)
     # A shared host store: a process with nothing to load (a model on meta without
     # weights=) that comes first leaves, and tries again until another one has loaded.
@@ -1088,7 +1310,7 @@ def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progres
         deadline = time.monotonic() + float(config.get("host_share_timeout") or 1800)
     while True:
         planning = time.perf_counter()
-        rt = _plan_runtime(groups, root, vram_budget, progress, config)
+        rt = _plan_runtime(groups, root, vram_budget - adapter_budget, progress, config)
         plan_s = time.perf_counter() - planning
         role = rt.host_share_role if deadline is not None else "none"
         if role != "loader" or can_load:
@@ -1119,7 +1341,7 @@ def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progres
                                   problems, load_kwargs)
     _heap.trim()
 
-    handle = OffloadHandle(model, rt, groups, all_entries, device)
+    handle = OffloadHandle(model, rt, groups, all_entries, device, vram_budget, adapter_budget)
     handle.load_report = report
     handle.host_share_role = role
     # plan_s: ferry_plan (with share=: joining, and for an attached one its wait and

@@ -612,3 +612,39 @@ def test_declared_compute_is_taken_in_define_and_planned_and_refused_when_bad():
         rt.seal()
         with pytest.raises(ferry.WrongPhaseError):
             groups[2].declare_compute(1_000_000)
+
+
+def test_update_gives_a_frozen_tensor_new_bytes_and_each_bad_call_its_exception():
+    with make_runtime(4 * 4096) as rt, make_runtime() as other:
+        groups = [rt.define_group(f"g{i}") for i in range(6)]
+        ts = [g.define_tensor("w", dtype="int32", shape=(1024,)) for g in groups]
+        state = groups[0].define_tensor("state", dtype="int32", shape=(4,), mutable=True)
+        foreign = other.define_group("g").define_tensor("w", 16)
+        with pytest.raises(ferry.WrongPhaseError, match="ferry_tensor_update"):
+            ts[0].update(bytes(16))
+        rt.plan()
+        with pytest.raises(ferry.WrongPhaseError, match="copy_in"):
+            ts[0].update(bytes(16))
+        for i, t in enumerate(ts):
+            t.copy_in(np.full(1024, i, dtype=np.int32))
+        rt.seal()
+        for i, t in enumerate(ts):  # resident or streamed, each sees its new bytes
+            t.update(np.full(1024, 100 + i, dtype=np.int32))
+            t.update(np.full(8, -1, dtype=np.int32), offset=16)
+        for i, t in enumerate(ts):
+            want = np.full(1024, 100 + i, dtype=np.int32)
+            want[4:12] = -1
+            assert np.frombuffer(t.read(), dtype=np.int32).tolist() == want.tolist()
+            if BACKEND == "sim":
+                with t.group.acquired():
+                    assert np.array_equal(np.asarray(t.device_view()), want)
+        with pytest.raises(ferry.OutOfRangeError, match="cannot update"):
+            ts[1].update(bytes(8), offset=4092)
+        with pytest.raises(ferry.InvalidArgumentError, match="is mutable"):
+            state.update(bytes(4))
+        with pytest.raises(ferry.ForeignHandleError, match="another runtime"):
+            ferry.errors.check(rt._lib.ferry_tensor_update(rt._handle(), foreign._h, 0, None, 0))
+        with groups[2].acquired():
+            with pytest.raises(ferry.GroupBusyError, match="release it first"):
+                ts[2].update(bytes(4))
+        assert rt.stats()["bytes_d2h"] == 0

@@ -327,6 +327,13 @@ extern "C" {
         bytes: u64,
     ) -> ferry_status;
     pub fn ferry_seal(runtime: *mut ferry_runtime) -> ferry_status;
+    pub fn ferry_tensor_update(
+        runtime: *mut ferry_runtime,
+        tensor: ferry_tensor,
+        offset: u64,
+        src: *const c_void,
+        bytes: u64,
+    ) -> ferry_status;
 
     pub fn ferry_acquire(
         runtime: *mut ferry_runtime,

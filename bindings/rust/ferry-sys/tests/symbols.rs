@@ -449,6 +449,7 @@ fn every_declared_function_links() {
         ferry_load_options_init,
         ferry_weights_load,
         ferry_tensor_copy_out,
+        ferry_tensor_update,
         ferry_dlpack_wrap,
         ferry_dlpack_live,
     ];

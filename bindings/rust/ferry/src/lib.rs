@@ -548,6 +548,7 @@ impl RuntimeBuilder {
             raw,
             backend: Backend::Auto,
             lent: Mutex::new(Vec::new()),
+            shared: Mutex::new(Vec::new()),
             destroyed: false,
         };
         let stats = runtime.stats()?;
@@ -867,6 +868,9 @@ pub struct Runtime {
     /// Tensors whose host bytes are lent out as a [`HostBytes`] right now. Taken by every
     /// call that writes host bytes (copy-in, seal) so none runs while a view is alive.
     lent: Mutex<Vec<u64>>,
+    /// Tensors whose host bytes `host_bytes` lent out as a `&[u8]`, which may live as long
+    /// as the runtime is borrowed: `update` refuses them, so no shared slice sees a write.
+    shared: Mutex<Vec<u64>>,
     /// Set by close(), so that Drop does not destroy twice.
     destroyed: bool,
 }
@@ -932,6 +936,10 @@ impl Runtime {
     fn lent_lock(&self) -> MutexGuard<'_, Vec<u64>> {
         // A panic while the lock was held cannot leave the Vec inconsistent.
         self.lent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shared_lock(&self) -> MutexGuard<'_, Vec<u64>> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn phase(&self) -> Result<Phase> {
@@ -1067,6 +1075,43 @@ impl Runtime {
         check(status)
     }
 
+    /// SEALED, the tensor's group not acquired. Replaces `src.len()` bytes of an immutable
+    /// tensor at `offset` (a LoRA fused into a weight), without a reload and without a
+    /// byte copied device-to-host: resident and split copies are rewritten in stream
+    /// order, a streamed group's slot is emptied, and the next acquire sees the new bytes
+    /// (ferry.h, `ferry_tensor_update`). [`Status::GroupBusy`] while the group is acquired,
+    /// [`Status::WrongPhase`] before seal (use [`Runtime::copy_in`]),
+    /// [`Status::InvalidArgument`] for a mutable tensor, or for one whose bytes
+    /// [`Runtime::host_bytes`] lent out as a `&[u8]` (read those with `copy_out` instead),
+    /// [`Status::OutOfRange`] past its end.
+    pub fn update(&self, tensor: Tensor<'_>, offset: u64, src: &[u8]) -> Result<()> {
+        let shared = self.shared_lock();
+        if shared.contains(&tensor.raw.id) {
+            return Err(Error::here(
+                Status::InvalidArgument,
+                "update: host_bytes lent this tensor's host bytes out as a &[u8], which \
+                 must not change while the runtime is borrowed; read a tensor that is \
+                 updated with copy_out or read instead",
+            ));
+        }
+        // Safety: self.raw is a live runtime; src is valid for src.len() bytes. The library
+        // checks phase, handle, range and that the group is not acquired, so it writes only
+        // the tensor's host bytes (read-only again when it returns) and device copies no
+        // holder can see; no `&[u8]` of those host bytes exists (checked under the lock
+        // host_bytes lends them under).
+        let status = unsafe {
+            sys::ferry_tensor_update(
+                self.raw.as_ptr(),
+                tensor.raw,
+                offset,
+                src.as_ptr().cast(),
+                src.len() as u64,
+            )
+        };
+        drop(shared);
+        check(status)
+    }
+
     /// PLANNED. A writable view of the tensor's host bytes, to load it in place. One view
     /// per tensor at a time; `seal` fails while any view is alive.
     pub fn host_bytes_mut(&self, tensor: Tensor<'_>) -> Result<HostBytes<'_>> {
@@ -1115,11 +1160,17 @@ impl Runtime {
             ));
         }
         let len = tensor.len()?;
+        let mut shared = self.shared_lock();
         let ptr = self.host_ptr(tensor)?;
+        if !shared.contains(&tensor.raw.id) {
+            shared.push(tensor.raw.id);
+        }
         // Safety: ptr points to the tensor's `len` host bytes (tensor carries the size it
         // was defined with). The runtime is SEALED (phases only move forward), so these
-        // immutable bytes are read-only and never written again until ferry_destroy, which
-        // cannot run while `&self` is borrowed by the returned slice.
+        // immutable bytes are read-only; the one call that writes them, ferry_tensor_update,
+        // is refused by `update` for tensors in `shared` (pushed here under the same lock
+        // update holds for its call), and ferry_destroy cannot run while `&self` is
+        // borrowed by the returned slice.
         Ok(unsafe { std::slice::from_raw_parts(ptr.as_ptr(), len) })
     }
 
@@ -1395,8 +1446,8 @@ impl<'rt> Acquired<'rt> {
         // tensor's `len` bytes in the slot of this group, which this guard holds: the slot
         // is not reused (nor poisoned) until released, acquire with a NULL stream on sim
         // returned only once the bytes were in place, and immutable bytes are not written
-        // while held. The
-        // slice borrows the guard, so it ends before the release.
+        // while held (ferry_tensor_update refuses a group that is acquired). The slice
+        // borrows the guard, so it ends before the release.
         Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
     }
 

@@ -691,4 +691,81 @@ fn declared_compute_in_define_and_planned_only() {
         rt.declare_compute(a, 1).unwrap_err().status(),
         Status::WrongPhase
     );
+
+fn updates_of_frozen_tensors_reach_the_device_without_a_writeback() {
+    let rt = sim().vram_budget(model_bytes() / 2).sim_chaos(true).build().unwrap();
+    let model = define_model(&rt);
+    let tensor = model.tensors[4][0];
+    // Before seal: copy-in writes host bytes, update is refused.
+    assert_eq!(
+        rt.update(tensor, 0, &[1; 8]).unwrap_err().status(),
+        Status::WrongPhase
+    );
+    rt.plan().unwrap();
+    load_model(&rt, &model);
+    rt.seal().unwrap();
+    run_pass(&rt, &model);
+
+    // Every tensor of every group, whatever its placement, gets new bytes in two pieces.
+    let next = |g: usize, t: usize, len: usize| -> Vec<u8> {
+        expected(g, t, len).iter().map(|b| b ^ 0x5a).collect()
+    };
+    for (g, tensors) in model.tensors.iter().enumerate() {
+        for (t, &tensor) in tensors.iter().enumerate() {
+            let bytes = next(g, t, tensor.bytes() as usize);
+            let half = bytes.len() / 3;
+            rt.update(tensor, 0, &bytes[..half]).unwrap();
+            rt.update(tensor, half as u64, &bytes[half..]).unwrap();
+            assert_eq!(rt.read(tensor).unwrap(), bytes);
+        }
+    }
+    for (g, &group) in model.groups.iter().enumerate() {
+        let held = rt.acquire(group).unwrap();
+        for (t, &tensor) in model.tensors[g].iter().enumerate() {
+            let device = held.sim_device_bytes(tensor).unwrap();
+            assert!(device == next(g, t, device.len()).as_slice(), "g{g} t{t}");
+        }
+    }
+    let stats = rt.stats().unwrap();
+    assert_eq!(stats.bytes_d2h, 0, "{stats:?}");
+
+    // Bad calls: each a clear error, nothing changed.
+    let held = rt.acquire(model.groups[4]).unwrap();
+    assert_eq!(
+        rt.update(tensor, 0, &[1; 8]).unwrap_err().status(),
+        Status::GroupBusy
+    );
+    drop(held);
+    let end = tensor.bytes();
+    assert_eq!(
+        rt.update(tensor, end - 4, &[1; 8]).unwrap_err().status(),
+        Status::OutOfRange
+    );
+    let other = sim().vram_budget(model_bytes()).build().unwrap();
+    let foreign = define_model(&other).tensors[4][0];
+    assert_eq!(
+        rt.update(foreign, 0, &[1; 8]).unwrap_err().status(),
+        Status::ForeignHandle
+    );
+    assert_eq!(rt.read(tensor).unwrap(), next(4, 0, end as usize));
+    // Bytes lent out as a &[u8] never change under it: update refuses that tensor.
+    let lent = rt.host_bytes(tensor).unwrap();
+    let err = rt.update(tensor, 0, &[1; 8]).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    assert!(err.to_string().contains("host_bytes"), "{err}");
+    assert_eq!(lent, next(4, 0, end as usize).as_slice());
+}
+
+#[test]
+fn a_mutable_tensor_is_not_updated_but_written_on_the_device() {
+    let rt = sim().vram_budget(1 << 20).build().unwrap();
+    let group = rt.define_group("g").unwrap();
+    let state = rt
+        .define_tensor_with(group, "state", 256, &TensorOptions::new().mutable(true))
+        .unwrap();
+    rt.plan().unwrap();
+    rt.seal().unwrap();
+    let err = rt.update(state, 0, &[1; 8]).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    assert!(err.to_string().contains("is mutable"), "{err}");
 }
