@@ -691,9 +691,15 @@ fn declared_compute_in_define_and_planned_only() {
         rt.declare_compute(a, 1).unwrap_err().status(),
         Status::WrongPhase
     );
+}
 
+#[test]
 fn updates_of_frozen_tensors_reach_the_device_without_a_writeback() {
-    let rt = sim().vram_budget(model_bytes() / 2).sim_chaos(true).build().unwrap();
+    let rt = sim()
+        .vram_budget(model_bytes() / 2)
+        .sim_chaos(true)
+        .build()
+        .unwrap();
     let model = define_model(&rt);
     let tensor = model.tensors[4][0];
     // Before seal: copy-in writes host bytes, update is refused.
