@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "api_fixture.hpp"
 #include "core/runtime.hpp"
 #include "sim_model.hpp"
 
@@ -70,6 +71,9 @@ TEST_CASE("The checker sees one wrong byte a kernel wrote, and names group, tens
 }
 
 TEST_CASE("In the steady state every streamed acquire is a prefetch hit, wrapping passes") {
+    // The placement this test counts is the byte plan's: a re-plan by the compute timed
+    // on the first pass (which a slow build, under TSan, can make worth it) would move it.
+    ferry_test::ScopedEnv byte_plan("FERRY_COMPUTE_PLAN", "0");
     SimModel model(equal_groups(8, 2));
     Failures failures;
     void *stream = model.create_stream();
@@ -199,6 +203,9 @@ TEST_CASE("Synchronize refuses while a group with mutable tensors is acquired") 
 }
 
 TEST_CASE("VRAM in use never exceeds the budget and the slab is one reservation") {
+    // The placement this test counts is the byte plan's: a re-plan by the compute timed
+    // on the first pass (which a slow build, under TSan, can make worth it) would move it.
+    ferry_test::ScopedEnv byte_plan("FERRY_COMPUTE_PLAN", "0");
     ModelSpec spec = equal_groups(10, 3, 3);
     spec.budget += 1000;  // not a multiple of anything
     SimModel model(spec);
@@ -325,6 +332,9 @@ TEST_CASE("Synchronize waits for writebacks that evictions queued on callers' st
 }
 
 TEST_CASE("Split groups keep a resident head and stream only their tail, under chaos") {
+    // The placement this test counts is the byte plan's: a re-plan by the compute timed
+    // on the first pass (which a slow build, under TSan, can make worth it) would move it.
+    ferry_test::ScopedEnv byte_plan("FERRY_COMPUTE_PLAN", "0");
     // split_groups(): whole groups would leave three resident and stream 7 x 256 KiB.
     // Split, tails are at most three tensors (the slots shrink to 192 KiB), and 1664 KiB
     // must stream: 8 tails of three tensors and one of two; the tenth group stays resident.

@@ -60,15 +60,22 @@ void Observer::planned(const std::vector<std::string> &names,
                        const std::vector<std::uint64_t> &bytes,
                        const std::vector<std::uint64_t> &resident_bytes,
                        const std::vector<int> &size_class, Stream copy_stream) {
-    group_names_ = names;
-    for (const std::string &name : names) {
-        onload_labels_.push_back("ferry onload " + name);
-        writeback_labels_.push_back("ferry writeback " + name);
+    // A re-plan (core/replan.cpp) plans the same groups again: their labels, published
+    // counters and holds carry on, and only the placement below is new.
+    const bool replan = !group_names_.empty() && group_names_ == names;
+    if (!replan) {
+        group_names_ = names;
+        onload_labels_.clear();
+        writeback_labels_.clear();
+        for (const std::string &name : names) {
+            onload_labels_.push_back("ferry onload " + name);
+            writeback_labels_.push_back("ferry writeback " + name);
+        }
+        rows_.assign(names.size(), GroupRow{});
+        row_changed_.assign(names.size(), false);
+        changed_rows_.reserve(names.size());
+        holds_.assign(names.size(), nullptr);
     }
-    rows_.assign(names.size(), GroupRow{});
-    row_changed_.assign(names.size(), false);
-    changed_rows_.reserve(names.size());
-    holds_.assign(names.size(), nullptr);
     tracks_[0] = copy_stream;
     if (segment_) segment_->set_groups(names, bytes, resident_bytes, size_class);
 }
