@@ -178,6 +178,21 @@ typedef enum ferry_backend {
  * FERRY_ERROR_OUT_OF_HOST_MEMORY, or with pageable_fallback = 1 keeps the rest pageable
  * (stats.host_pageable_bytes) and copies it through a pinned staging ring of 2 x 4 MiB
  * (outside the cap): slower, and the host waits for a ring buffer to be free.
+ *
+ * Compressed streaming (compress = 1 or FERRY_COMPRESS=1): at seal, every immutable bf16
+ * and f16 tensor of a group without mutable tensors is encoded on the CPU (a lossless
+ * Huffman code of the exponent byte, README "Compressed streaming"); an encoding is kept
+ * only where it pays (at most 0.95 of the tensor's bytes). The group's compressed image
+ * replaces its raw image in the host store, so the host holds one copy. Each onload
+ * copies the compressed image into a staging area of the VRAM budget (one DMA), then
+ * decodes it into the group's slot on ferry's copy stream. The staging area is as large
+ * as the largest such group's raw image and is set aside from the budget at plan
+ * (stats.slab_staging_bytes); these groups are never split into a resident head and a
+ * streamed tail. ferry_tensor_copy_out of an encoded tensor decodes it on the CPU;
+ * ferry_tensor_host_ptr of one fails with FERRY_ERROR_NOT_IN_MEMORY; ferry_tensor_copy_in
+ * after a seal attempt encoded it fails likewise. In verify mode a decode that finds a
+ * corrupt container fails the next call with FERRY_ERROR_VERIFY_FAILED, naming the group
+ * and tensor. Groups on the disk tier or past the pinned cap stay raw.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
@@ -199,6 +214,10 @@ typedef struct ferry_config {
     uint64_t pinned_cap_bytes; /* most host bytes ferry may pin; 0: a safe share of RAM   */
     int32_t pageable_fallback; /* 1: past the pinned cap, keep the rest pageable and copy
                                   it through a small pinned staging ring. Default 0: fail  */
+    int32_t compress;          /* 1: at seal, encode immutable bf16/f16 tensors losslessly
+                                  and decode them on the device at each onload (see
+                                  "Compressed streaming" below). FERRY_COMPRESS=0|1
+                                  overrides. Default 0                                    */
 } ferry_config;
 
 FERRY_API void ferry_config_init(ferry_config *config);
@@ -392,6 +411,17 @@ typedef struct ferry_stats {
     uint64_t host_disk_bytes;      /* ... of which on the disk tier: read from the weights
                                       files at each onload, never held in host memory    */
     uint64_t bytes_disk_read;      /* bytes read from weights files at onload (disk tier) */
+    /* Compressed streaming (config.compress). bytes_h2d counts the bytes that crossed the
+       link: the compressed images of compressed groups.                                 */
+    uint64_t compressed_groups;    /* groups whose host image is compressed               */
+    uint64_t host_compressed_bytes; /* host store bytes of their compressed images        */
+    uint64_t host_compressed_raw_bytes; /* ... and the raw images they stand for; the ratio
+                                      is host_compressed_bytes / host_compressed_raw_bytes */
+    uint64_t bytes_h2d_compressed; /* of bytes_h2d, compressed images                     */
+    uint64_t bytes_decoded;        /* raw bytes the device decoded them into              */
+    uint64_t decodes;              /* decodes of compressed images on the device          */
+    uint64_t slab_staging_bytes;   /* VRAM staging area for compressed images, within the
+                                      budget, outside slab_bytes                         */
 } ferry_stats;
 
 FERRY_API ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out);

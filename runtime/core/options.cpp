@@ -131,6 +131,8 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.pin.pageable_fallback = config.pageable_fallback != 0;
     // Compute-aware planning (core/replan.cpp): on unless FERRY_COMPUTE_PLAN=0.
     options.compute_plan = env_double("FERRY_COMPUTE_PLAN", 1, 0, 1) != 0;
+    // Compressed streaming (core/compressed_images.cpp).
+    options.compress = env_double("FERRY_COMPRESS", config.compress != 0 ? 1 : 0, 0, 1) != 0;
     return options;
 }
 

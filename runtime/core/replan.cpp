@@ -59,7 +59,8 @@ PlanInput Runtime::plan_input() const {
     PlanInput input;
     for (const GroupDef &group : groups_) input.group_bytes.push_back(group.image_bytes);
     input.uses_per_pass = uses_per_pass();
-    input.budget = options_.vram_budget;
+    // The staging area of compressed images comes out of the budget (compressed_images.cpp).
+    input.budget = options_.vram_budget - std::min(options_.vram_budget, compress_staging_bytes());
     input.slots_per_class = options_.slots_per_class;
     for (const GroupDef &group : groups_) {
         std::vector<std::uint32_t> tensors = group.tensors;
@@ -67,7 +68,7 @@ PlanInput Runtime::plan_input() const {
             return tensors_[a].offset < tensors_[b].offset;
         });
         std::vector<std::uint64_t> pieces;
-        if (!group.has_mutable) {
+        if (!group.has_mutable && !compress_candidate(group)) {  // compressed: never split
             for (std::uint32_t t : tensors) pieces.push_back(align_up(tensors_[t].bytes, kImageAlignment));
         }
         input.pieces.push_back(std::move(pieces));

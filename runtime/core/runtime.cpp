@@ -66,6 +66,7 @@ void Runtime::finish() {
 void Runtime::release_plan_resources() noexcept {
     staging_.reset();
     release_verify();  // runtime_verify.cpp
+    release_compression();  // compressed_images.cpp
     for (SlotState &slot : slots_) {
         device_->destroy_event(slot.ready);
         device_->destroy_event(slot.released);
@@ -246,6 +247,7 @@ void Runtime::plan() {
         slab_ = std::make_unique<Slab>(*device_,
                                        carve_slab(plan, input.group_bytes, options_.slots_per_class));
         if (!options_.synchronous) copy_stream_ = device_->create_stream();
+        prepare_compression();  // compressed_images.cpp
 
         state_.assign(groups_.size(), GroupState{});
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
@@ -280,6 +282,9 @@ void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
                         source.file_tensor->name + "'), not in host memory; read them with "
                         "ferry_tensor_copy_out");
     }
+    FERRY_EXPECTS(encoded_job(tensor) == nullptr, FERRY_ERROR_NOT_IN_MEMORY,
+                  describe_tensor(tensor) + " is compressed in the host store (config.compress): "
+                  "it has no raw host bytes; read them with ferry_tensor_copy_out");
     return host_->base() + groups_[def.group].host_offset + def.offset;
 }
 
@@ -295,6 +300,9 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
                 " bytes; cannot copy " + std::to_string(bytes) + " bytes at offset " +
                 std::to_string(offset));
     if (bytes == 0) return;
+    FERRY_EXPECTS(encoded_job(tensor) == nullptr, FERRY_ERROR_NOT_IN_MEMORY,
+                  describe_tensor(tensor) + " was compressed in the host store by a seal that "
+                  "failed later (config.compress): its bytes cannot be copied in");
     drop_disk_source(tensor);  // copied in: its bytes are the store's from now on
     std::memcpy(host_->base() + groups_[def.group].host_offset + def.offset + offset, src,
                 bytes);
@@ -314,6 +322,7 @@ void Runtime::seal() {
     const std::uint64_t bytes_h2d = stats_.bytes_h2d;
     try {
         if (options_.verify) prepare_verify();
+        encode_images();  // compressed_images.cpp: before anything reads the images
         const Stream stream = copy_stream_for(nullptr);
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
             if (state_[g].resident()) onload(g, state_[g].slot, stream);

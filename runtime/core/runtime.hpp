@@ -83,6 +83,16 @@ struct LoadRequest {
     std::function<void(std::uint64_t, std::uint64_t)> progress;
 };
 
+// A group's compressed image in the host store (compressed_images.cpp): it replaces the
+// raw image at the group's host_offset. Pieces in image order: a container per encoded
+// tensor, the raw bytes of the others, each at a 256-byte aligned offset.
+struct CompressedImage {
+    std::uint64_t bytes = 0;      // of the compressed image; 0: the group is raw
+    void *table = nullptr;        // Device::create_decode_table of `jobs`
+    std::vector<kernels::DecodeJob> jobs;
+    std::vector<std::uint32_t> job_tensor;  // the tensor each job decodes
+};
+
 // Where each group is and who holds it, while SEALED.
 struct GroupState {
     int size_class = -1;            // -1: resident, in a slot of its own for good
@@ -252,6 +262,23 @@ class Runtime {
                            std::uint64_t end, Stream stream);
     std::byte *device_address(const TensorDef &tensor) const;
 
+    // compressed_images.cpp (options_.compress), under mutex_.
+    bool compress_candidate(const GroupDef &group) const;
+    std::uint64_t compress_staging_bytes() const;  // the VRAM staging area set aside at plan
+    void prepare_compression();                    // at plan: the staging area
+    void encode_images();                          // at seal: compressed images in the store
+    bool compressed(std::uint32_t group) const {
+        return !compressed_.empty() && compressed_[group].bytes > 0;
+    }
+    // The job decoding `tensor`, when it is encoded in a compressed image; else null.
+    const kernels::DecodeJob *encoded_job(std::uint32_t tensor) const;
+    std::uint64_t encoded_checksum(std::uint32_t tensor) const;
+    void onload_compressed(std::uint32_t group, SlotState &slot, Stream stream);
+    void copy_out_encoded(std::uint32_t tensor, std::uint64_t offset, void *dst,
+                          std::uint64_t bytes);
+    void check_decode(std::uint32_t group);        // verify mode, at release
+    void release_compression() noexcept;
+
     // disk_tier.cpp, under mutex_.
     void commit_disk_tier(const std::shared_ptr<load::WeightSet> &set,
                           const std::vector<std::pair<std::uint32_t, const load::FileTensor *>> &on_disk,
@@ -318,6 +345,13 @@ class Runtime {
     std::vector<std::uint32_t> check_tensor_;   // scratch for verify_release, sized at seal
     std::vector<const std::byte *> check_device_;
     std::vector<std::uint64_t> check_bytes_;
+
+    // Compressed streaming (compressed_images.cpp). compressed_ is sized at seal.
+    std::vector<CompressedImage> compressed_;
+    std::byte *zstage_ = nullptr;        // VRAM staging area for compressed images
+    std::uint64_t zstage_bytes_ = 0;
+    Event zstage_free_ = nullptr;        // recorded after each decode that read zstage_
+    kernels::DecodeResult *decode_results_ = nullptr;  // per group
 
     // Weights files (runtime_load.cpp, disk_tier.cpp). While loading_, the store is being
     // written outside mutex_: seal, copy-in and another load are refused. failed_load_

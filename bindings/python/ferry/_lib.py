@@ -77,6 +77,7 @@ class ConfigStruct(ctypes.Structure):
         ("verify", ctypes.c_int32),
         ("pinned_cap_bytes", ctypes.c_uint64),
         ("pageable_fallback", ctypes.c_int32),
+        ("compress", ctypes.c_int32),
     ]
 
 
@@ -121,6 +122,13 @@ class StatsStruct(ctypes.Structure):
         ("host_pageable_bytes", ctypes.c_uint64),
         ("host_disk_bytes", ctypes.c_uint64),
         ("bytes_disk_read", ctypes.c_uint64),
+        ("compressed_groups", ctypes.c_uint64),
+        ("host_compressed_bytes", ctypes.c_uint64),
+        ("host_compressed_raw_bytes", ctypes.c_uint64),
+        ("bytes_h2d_compressed", ctypes.c_uint64),
+        ("bytes_decoded", ctypes.c_uint64),
+        ("decodes", ctypes.c_uint64),
+        ("slab_staging_bytes", ctypes.c_uint64),
     ]
 
 

@@ -220,6 +220,7 @@ class Runtime:
         pinned_cap=None,
         pageable_fallback=None,
         pinned_cap_bytes=None,
+        compress=None,
     ):
         self._ptr = None
         self._pin_progress = None  # the _PinProgress the library may call, kept alive
@@ -265,6 +266,8 @@ class Runtime:
             cfg.pinned_cap_bytes = parse_bytes(pinned_cap)
         if pageable_fallback is not None:
             cfg.pageable_fallback = int(bool(pageable_fallback))
+        if compress is not None:
+            cfg.compress = int(bool(compress))
         ptr = ctypes.c_void_p()
         check(self._lib.ferry_create(ctypes.byref(cfg), ctypes.byref(ptr)))
         self._ptr = ptr

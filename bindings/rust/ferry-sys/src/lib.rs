@@ -89,6 +89,7 @@ pub struct ferry_config {
     pub verify: i32,
     pub pinned_cap_bytes: u64,
     pub pageable_fallback: i32,
+    pub compress: i32,
 }
 
 // ----------------------------------------------------------------------------------------
@@ -184,6 +185,13 @@ pub struct ferry_stats {
     pub host_pageable_bytes: u64,
     pub host_disk_bytes: u64,
     pub bytes_disk_read: u64,
+    pub compressed_groups: u64,
+    pub host_compressed_bytes: u64,
+    pub host_compressed_raw_bytes: u64,
+    pub bytes_h2d_compressed: u64,
+    pub bytes_decoded: u64,
+    pub decodes: u64,
+    pub slab_staging_bytes: u64,
 }
 
 /// Pinning progress: `(user, pinned_bytes, pageable_bytes, total_bytes)`; `None` is NULL.
