@@ -10,13 +10,18 @@
 // host_offset: the store holds one copy of every tensor, raw or encoded. The pages past
 // the compressed image stay mapped and pinned (they belong to a pinned registration).
 //
-// Onload. The compressed image is copied into the staging area (one DMA), then decoded
-// into the slot on the same stream; the slot's `ready` is recorded after the decode. The
-// staging area is one buffer the size of the largest candidate group's raw image (an
-// upper bound of its compressed image), reserved at plan out of the budget: the planner
-// plans with the budget less the staging area. Copies into it and the decodes reading it
-// are ordered by zstage_free_, recorded after each decode and waited on before each copy,
-// so that copies on callers' streams (synchronous mode) never overwrite a decode's input.
+// Onload. The compressed image (of a split group: the part that holds its tail's tensors)
+// is copied into the staging area (one DMA), then decoded into the slot on the same
+// stream; the slot's `ready` is recorded after the decode. A split group's head is decoded
+// once into its place, the same way, at seal and after a re-plan.
+//
+// The staging area is one buffer, reserved at plan out of the budget (the planner plans
+// with the budget less the staging area), before anything is encoded: it is sized by
+// kStagingRatio of the largest candidate group's raw image, above the ratio trained bf16
+// weights reach (0.67-0.68); a group whose compressed image turns out larger stays raw.
+// Copies into it and the decodes reading it are ordered by zstage_free_, recorded after
+// each decode and waited on before each copy, so that copies on callers' streams
+// (synchronous mode) never overwrite a decode's input.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -36,6 +41,9 @@ bool codec_dtype(ferry_dtype dtype, codec::Dtype *out) {
     return true;
 }
 
+// The staging area over the largest candidate image's raw bytes.
+constexpr double kStagingRatio = 0.8;
+
 }  // namespace
 
 // Groups with mutable tensors stay raw whole: their writeback copies into the host image,
@@ -54,7 +62,8 @@ std::uint64_t Runtime::compress_staging_bytes() const {
     for (const GroupDef &group : groups_) {
         if (compress_candidate(group)) most = std::max(most, group.image_bytes);
     }
-    return most;
+    return align_up(static_cast<std::uint64_t>(static_cast<double>(most) * kStagingRatio),
+                    kImageAlignment);
 }
 
 void Runtime::prepare_compression() {
@@ -62,13 +71,14 @@ void Runtime::prepare_compression() {
     if (zstage_bytes_ == 0) return;
     zstage_ = static_cast<std::byte *>(device_->reserve(zstage_bytes_));
     zstage_free_ = device_->create_event();
-    decode_results_ = device_->alloc_decode_results(groups_.size());
+    decode_results_ = device_->alloc_decode_results(2 * groups_.size());
     stats_.slab_staging_bytes = zstage_bytes_;
 }
 
 void Runtime::release_compression() noexcept {
     for (CompressedImage &image : compressed_) {
-        if (image.table != nullptr) device_->destroy_decode_table(image.table);
+        if (image.head_table != nullptr) device_->destroy_decode_table(image.head_table);
+        if (image.tail_table != nullptr) device_->destroy_decode_table(image.tail_table);
     }
     compressed_.clear();
     if (decode_results_ != nullptr) device_->free_decode_results(decode_results_);
@@ -89,7 +99,6 @@ void Runtime::encode_images() {
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
         const GroupDef &def = groups_[g];
         if (compressed_[g].bytes > 0 || !compress_candidate(def) || def.disk_tensors > 0 ||
-            def.image_bytes > zstage_bytes_ ||
             def.host_offset + def.image_bytes > host_->pinned_bytes()) {
             continue;
         }
@@ -123,7 +132,8 @@ void Runtime::encode_images() {
             image.job_tensor.push_back(order[i]);
         }
         const std::uint64_t bytes = align_up(end, kImageAlignment);
-        if (!any_coded || bytes >= def.image_bytes) continue;  // it does not pay: raw
+        // Raw when it does not pay, or does not fit the staging area.
+        if (!any_coded || bytes >= def.image_bytes || bytes > zstage_bytes_) continue;
         std::vector<std::byte> buffer(bytes);
         for (std::size_t i = 0; i < order.size(); ++i) {
             const kernels::DecodeJob &job = image.jobs[i];
@@ -133,9 +143,6 @@ void Runtime::encode_images() {
                 std::memcpy(buffer.data() + job.src_offset, host + job.dst_offset, job.dst_bytes);
             }
         }
-        kernels::assign_blocks(image.jobs.data(), static_cast<std::uint32_t>(image.jobs.size()));
-        image.table = device_->create_decode_table(image.jobs.data(),
-                                                   static_cast<std::uint32_t>(image.jobs.size()));
         image.bytes = bytes;
         // Committed: from here on the store holds the compressed image.
         std::memcpy(host, buffer.data(), bytes);
@@ -143,6 +150,49 @@ void Runtime::encode_images() {
         ++stats_.compressed_groups;
         stats_.host_compressed_bytes += bytes;
         stats_.host_compressed_raw_bytes += def.image_bytes;
+    }
+    split_compressed();
+}
+
+// The decode tables of each compressed group for its head_bytes, when they changed.
+void Runtime::split_compressed() {
+    for (std::uint32_t g = 0; g < compressed_.size(); ++g) {
+        CompressedImage &image = compressed_[g];
+        const std::uint64_t head = groups_[g].head_bytes;
+        if (image.bytes == 0 || image.split_at == head) continue;
+        std::vector<kernels::DecodeJob> heads, tails;
+        for (const kernels::DecodeJob &job : image.jobs) {
+            FERRY_EXPECTS(job.dst_offset >= head || job.dst_offset + job.dst_bytes <= head,
+                          FERRY_ERROR_INTERNAL,
+                          describe_group(g) + ": its head ends inside a tensor");
+            (job.dst_offset < head ? heads : tails).push_back(job);
+        }
+        const std::uint64_t tail_src = tails.empty() ? image.bytes : tails.front().src_offset;
+        for (kernels::DecodeJob &job : tails) {
+            job.src_offset -= tail_src;
+            job.dst_offset -= head;
+        }
+        auto make = [&](std::vector<kernels::DecodeJob> &jobs) -> void * {
+            if (jobs.empty()) return nullptr;
+            const auto count = static_cast<std::uint32_t>(jobs.size());
+            kernels::assign_blocks(jobs.data(), count);
+            return device_->create_decode_table(jobs.data(), count);
+        };
+        void *head_table = make(heads);
+        void *tail_table = nullptr;
+        try {
+            tail_table = make(tails);
+        } catch (...) {
+            if (head_table != nullptr) device_->destroy_decode_table(head_table);
+            throw;
+        }
+        if (image.head_table != nullptr) device_->destroy_decode_table(image.head_table);
+        if (image.tail_table != nullptr) device_->destroy_decode_table(image.tail_table);
+        image.head_table = head_table;
+        image.tail_table = tail_table;
+        image.head_jobs = static_cast<std::uint32_t>(heads.size());
+        image.tail_src = tail_src;
+        image.split_at = head;
     }
 }
 
@@ -169,25 +219,53 @@ std::uint64_t Runtime::encoded_checksum(std::uint32_t tensor) const {
 void Runtime::onload_compressed(std::uint32_t group, SlotState &slot, Stream stream) {
     const GroupDef &def = groups_[group];
     const CompressedImage &image = compressed_[group];
+    const std::uint64_t bytes = image.bytes - image.tail_src;
+    if (image.tail_table == nullptr) return;  // all head
     device_->stream_wait(stream, zstage_free_);
-    observer_->copy_h2d(group, zstage_, host_->base() + def.host_offset, image.bytes, stream);
-    device_->decode(image.table, zstage_, slot.device, &decode_results_[group], stream);
+    observer_->copy_h2d(group, zstage_, host_->base() + def.host_offset + image.tail_src, bytes,
+                        stream);
+    device_->decode(image.tail_table, zstage_, slot.device, &decode_results_[2 * group], stream);
     device_->record(zstage_free_, stream);
-    stats_.bytes_h2d += image.bytes;
-    stats_.bytes_h2d_compressed += image.bytes;
-    stats_.bytes_decoded += def.image_bytes;
+    stats_.bytes_h2d += bytes;
+    stats_.bytes_h2d_compressed += bytes;
+    stats_.bytes_decoded += def.image_bytes - def.head_bytes;
     ++stats_.decodes;
 }
 
-// Verify mode, at release: what the group's last decode found. The host waits for it.
+// A split group's head, decoded once into its place (seal, re-plan).
+void Runtime::onload_head_compressed(std::uint32_t group, Stream stream) {
+    const GroupDef &def = groups_[group];
+    const CompressedImage &image = compressed_[group];
+    if (image.head_table == nullptr) return;
+    device_->stream_wait(stream, zstage_free_);
+    observer_->copy_h2d(group, zstage_, host_->base() + def.host_offset, image.tail_src, stream);
+    device_->decode(image.head_table, zstage_, state_[group].head, &decode_results_[2 * group + 1],
+                    stream);
+    device_->record(zstage_free_, stream);
+    stats_.bytes_h2d += image.tail_src;
+    stats_.bytes_h2d_compressed += image.tail_src;
+    stats_.bytes_decoded += def.head_bytes;
+    ++stats_.decodes;
+}
+
+// Verify mode, at release: what the group's last decode found, and its head's (decoded
+// before seal or the re-plan returned). The host waits for the slot's decode.
 void Runtime::check_decode(std::uint32_t group) {
     if (!compressed(group)) return;
-    device_->event_synchronize(slots_[state_[group].slot].ready);
-    const kernels::DecodeResult result = decode_results_[group];
-    if (result.status == kernels::codec::kOk) return;
     const CompressedImage &image = compressed_[group];
-    const std::uint32_t job = std::min<std::uint32_t>(result.job,
-                                                      static_cast<std::uint32_t>(image.jobs.size() - 1));
+    const GroupState &state = state_[group];
+    if (state.slot >= 0 && image.tail_table != nullptr) {
+        device_->event_synchronize(slots_[state.slot].ready);
+    }
+    kernels::DecodeResult result = decode_results_[2 * group];
+    std::uint32_t first = image.head_jobs;  // the table's first job in image.jobs
+    if (result.status == kernels::codec::kOk || image.tail_table == nullptr) {
+        result = decode_results_[2 * group + 1];
+        first = 0;
+        if (result.status == kernels::codec::kOk || image.head_table == nullptr) return;
+    }
+    const std::uint32_t job = std::min<std::uint32_t>(
+        first + result.job, static_cast<std::uint32_t>(image.jobs.size() - 1));
     const std::string text =
         "verify: the compressed image of " + describe_group(group) + " failed to decode: tensor '" +
         tensors_[image.job_tensor[job]].name + "': " +

@@ -68,7 +68,7 @@ PlanInput Runtime::plan_input() const {
             return tensors_[a].offset < tensors_[b].offset;
         });
         std::vector<std::uint64_t> pieces;
-        if (!group.has_mutable && !compress_candidate(group)) {  // compressed: never split
+        if (!group.has_mutable) {
             for (std::uint32_t t : tensors) pieces.push_back(align_up(tensors_[t].bytes, kImageAlignment));
         }
         input.pieces.push_back(std::move(pieces));
@@ -242,6 +242,7 @@ void Runtime::replan() {
         throw;
     }
     // The slab's contents are the new plan's from here on: onload them as seal does.
+    split_compressed();  // compressed_images.cpp
     const Stream stream = copy_stream_for(nullptr);
     stats_.slab_used_bytes = 0;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {

@@ -86,11 +86,20 @@ struct LoadRequest {
 // A group's compressed image in the host store (compressed_images.cpp): it replaces the
 // raw image at the group's host_offset. Pieces in image order: a container per encoded
 // tensor, the raw bytes of the others, each at a 256-byte aligned offset.
+// A split group's head is a prefix of its tensors: its jobs are a prefix of `jobs`, and
+// so are their containers of the compressed image.
 struct CompressedImage {
     std::uint64_t bytes = 0;      // of the compressed image; 0: the group is raw
-    void *table = nullptr;        // Device::create_decode_table of `jobs`
-    std::vector<kernels::DecodeJob> jobs;
+    std::vector<kernels::DecodeJob> jobs;   // in image order, offsets from the image starts
     std::vector<std::uint32_t> job_tensor;  // the tensor each job decodes
+    // Made for the group's head_bytes of the plan installed (split_compressed()): the
+    // decode tables of the head's jobs and of the tail's, the tail's offsets from the
+    // start of its part of the compressed image, [tail_src, bytes), and of the slot.
+    std::uint64_t split_at = ~std::uint64_t{0};
+    std::uint32_t head_jobs = 0;
+    std::uint64_t tail_src = 0;
+    void *head_table = nullptr;
+    void *tail_table = nullptr;
 };
 
 // Where each group is and who holds it, while SEALED.
@@ -273,7 +282,9 @@ class Runtime {
     // The job decoding `tensor`, when it is encoded in a compressed image; else null.
     const kernels::DecodeJob *encoded_job(std::uint32_t tensor) const;
     std::uint64_t encoded_checksum(std::uint32_t tensor) const;
+    void split_compressed();  // after a plan is installed: the tables for its heads
     void onload_compressed(std::uint32_t group, SlotState &slot, Stream stream);
+    void onload_head_compressed(std::uint32_t group, Stream stream);
     void copy_out_encoded(std::uint32_t tensor, std::uint64_t offset, void *dst,
                           std::uint64_t bytes);
     void check_decode(std::uint32_t group);        // verify mode, at release
@@ -351,7 +362,7 @@ class Runtime {
     std::byte *zstage_ = nullptr;        // VRAM staging area for compressed images
     std::uint64_t zstage_bytes_ = 0;
     Event zstage_free_ = nullptr;        // recorded after each decode that read zstage_
-    kernels::DecodeResult *decode_results_ = nullptr;  // per group
+    kernels::DecodeResult *decode_results_ = nullptr;  // per group: its tail's, its head's
 
     // Weights files (runtime_load.cpp, disk_tier.cpp). While loading_, the store is being
     // written outside mutex_: seal, copy-in and another load are refused. failed_load_

@@ -90,8 +90,9 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
 // event guards it.
 void Runtime::onload_head(std::uint32_t group, Stream stream) {
     const GroupDef &def = groups_[group];
-    copy_image_part(group, state_[group].head, 0, def.head_bytes, stream);
     ++stats_.onloads;
+    if (compressed(group)) return onload_head_compressed(group, stream);  // counts its bytes
+    copy_image_part(group, state_[group].head, 0, def.head_bytes, stream);
     stats_.bytes_h2d += def.head_bytes;
 }
 
