@@ -15,13 +15,19 @@
 // stream; the slot's `ready` is recorded after the decode. A split group's head is decoded
 // once into its place, the same way, at seal and after a re-plan.
 //
-// The staging area is one buffer, reserved at plan out of the budget (the planner plans
-// with the budget less the staging area), before anything is encoded: it is sized by
+// With a copy stream, decodes run on a decode stream of their own, so that the copy of the
+// next group overlaps the decode of this one: a group then costs about
+// max(compressed / link, raw / decode) of link time rather than their sum. The staging
+// area is two buffers, used in turn: a copy into buffer b waits on the copy stream for
+// zstage_free_[b] (the decode that last read it); the decode waits on the decode stream for
+// zstage_full_[b] (the copy into it), and records the slot's `ready` and zstage_free_[b].
+// In synchronous mode (no copy stream) copy and decode go on the caller's stream, through
+// one buffer, ordered across callers' streams by zstage_free_[0] all the same.
+//
+// The staging area is reserved at plan out of the budget (the planner plans with the
+// budget less the staging area), before anything is encoded: each buffer is sized by
 // kStagingRatio of the largest candidate group's raw image, above the ratio trained bf16
 // weights reach (0.67-0.68); a group whose compressed image turns out larger stays raw.
-// Copies into it and the decodes reading it are ordered by zstage_free_, recorded after
-// each decode and waited on before each copy, so that copies on callers' streams
-// (synchronous mode) never overwrite a decode's input.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -69,10 +75,19 @@ std::uint64_t Runtime::compress_staging_bytes() const {
 void Runtime::prepare_compression() {
     zstage_bytes_ = compress_staging_bytes();
     if (zstage_bytes_ == 0) return;
-    zstage_ = static_cast<std::byte *>(device_->reserve(zstage_bytes_));
-    zstage_free_ = device_->create_event();
+    zstage_count_ = staging_buffers();
+    zstage_ = static_cast<std::byte *>(device_->reserve(zstage_count_ * zstage_bytes_));
+    for (std::uint32_t b = 0; b < zstage_count_; ++b) {
+        zstage_free_[b] = device_->create_event();
+        zstage_full_[b] = device_->create_event();
+    }
+    if (copy_stream_ != nullptr) decode_stream_ = device_->create_stream();
     decode_results_ = device_->alloc_decode_results(2 * groups_.size());
-    stats_.slab_staging_bytes = zstage_bytes_;
+    stats_.slab_staging_bytes = zstage_count_ * zstage_bytes_;
+}
+
+void Runtime::synchronize_decodes() {
+    if (decode_stream_ != nullptr) device_->stream_synchronize(decode_stream_);
 }
 
 void Runtime::release_compression() noexcept {
@@ -83,8 +98,14 @@ void Runtime::release_compression() noexcept {
     compressed_.clear();
     if (decode_results_ != nullptr) device_->free_decode_results(decode_results_);
     decode_results_ = nullptr;
-    if (zstage_free_ != nullptr) device_->destroy_event(zstage_free_);
-    zstage_free_ = nullptr;
+    if (decode_stream_ != nullptr) device_->destroy_stream(decode_stream_);  // drains it
+    decode_stream_ = nullptr;
+    for (std::uint32_t b = 0; b < 2; ++b) {
+        if (zstage_free_[b] != nullptr) device_->destroy_event(zstage_free_[b]);
+        if (zstage_full_[b] != nullptr) device_->destroy_event(zstage_full_[b]);
+        zstage_free_[b] = zstage_full_[b] = nullptr;
+    }
+    zstage_count_ = 0;
     if (zstage_ != nullptr) device_->unreserve(zstage_);
     zstage_ = nullptr;
     zstage_bytes_ = 0;
@@ -220,16 +241,36 @@ void Runtime::onload_compressed(std::uint32_t group, SlotState &slot, Stream str
     const GroupDef &def = groups_[group];
     const CompressedImage &image = compressed_[group];
     const std::uint64_t bytes = image.bytes - image.tail_src;
-    if (image.tail_table == nullptr) return;  // all head
-    device_->stream_wait(stream, zstage_free_);
-    observer_->copy_h2d(group, zstage_, host_->base() + def.host_offset + image.tail_src, bytes,
-                        stream);
-    device_->decode(image.tail_table, zstage_, slot.device, &decode_results_[2 * group], stream);
-    device_->record(zstage_free_, stream);
+    if (image.tail_table == nullptr) return device_->record(slot.ready, stream);  // all head
+    decode_from_staging(group, image.tail_src, bytes, image.tail_table, slot.device,
+                        &decode_results_[2 * group], stream, slot.ready);
     stats_.bytes_h2d += bytes;
     stats_.bytes_h2d_compressed += bytes;
     stats_.bytes_decoded += def.image_bytes - def.head_bytes;
     ++stats_.decodes;
+}
+
+// Bytes [src, src + bytes) of the group's compressed image copied on `stream` into the
+// next staging buffer, then decoded by `table` into `dst`; `ready` (if any) is recorded
+// once the decode is done, where a later reader of dst can wait for it.
+void Runtime::decode_from_staging(std::uint32_t group, std::uint64_t src, std::uint64_t bytes,
+                                  void *table, std::byte *dst, kernels::DecodeResult *result,
+                                  Stream stream, Event ready) {
+    const std::uint32_t b = zstage_next_;
+    zstage_next_ = (zstage_next_ + 1) % zstage_count_;
+    std::byte *buffer = zstage_ + b * zstage_bytes_;
+    const bool beside = stream == copy_stream_ && decode_stream_ != nullptr;
+    const Stream decode = beside ? decode_stream_ : stream;
+    device_->stream_wait(stream, zstage_free_[b]);
+    observer_->copy_h2d(group, buffer, host_->base() + groups_[group].host_offset + src, bytes,
+                        stream);
+    if (beside) {
+        device_->record(zstage_full_[b], stream);
+        device_->stream_wait(decode, zstage_full_[b]);
+    }
+    device_->decode(table, buffer, dst, result, decode);
+    device_->record(zstage_free_[b], decode);
+    if (ready != nullptr) device_->record(ready, decode);
 }
 
 // A split group's head, decoded once into its place (seal, re-plan).
@@ -237,11 +278,8 @@ void Runtime::onload_head_compressed(std::uint32_t group, Stream stream) {
     const GroupDef &def = groups_[group];
     const CompressedImage &image = compressed_[group];
     if (image.head_table == nullptr) return;
-    device_->stream_wait(stream, zstage_free_);
-    observer_->copy_h2d(group, zstage_, host_->base() + def.host_offset, image.tail_src, stream);
-    device_->decode(image.head_table, zstage_, state_[group].head, &decode_results_[2 * group + 1],
-                    stream);
-    device_->record(zstage_free_, stream);
+    decode_from_staging(group, 0, image.tail_src, image.head_table, state_[group].head,
+                        &decode_results_[2 * group + 1], stream, nullptr);
     stats_.bytes_h2d += image.tail_src;
     stats_.bytes_h2d_compressed += image.tail_src;
     stats_.bytes_decoded += def.head_bytes;

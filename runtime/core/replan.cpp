@@ -60,7 +60,8 @@ PlanInput Runtime::plan_input() const {
     for (const GroupDef &group : groups_) input.group_bytes.push_back(group.image_bytes);
     input.uses_per_pass = uses_per_pass();
     // The staging area of compressed images comes out of the budget (compressed_images.cpp).
-    input.budget = options_.vram_budget - std::min(options_.vram_budget, compress_staging_bytes());
+    const std::uint64_t staging = staging_buffers() * compress_staging_bytes();
+    input.budget = options_.vram_budget - std::min(options_.vram_budget, staging);
     input.slots_per_class = options_.slots_per_class;
     for (const GroupDef &group : groups_) {
         std::vector<std::uint32_t> tensors = group.tensors;
@@ -253,6 +254,7 @@ void Runtime::replan() {
         }
     }
     device_->stream_synchronize(stream);
+    synchronize_decodes();  // compressed_images.cpp
     ++replans_;
     want_left_.assign(class_slots_.size(), 0);
     observe_plan();

@@ -329,6 +329,7 @@ void Runtime::seal() {
             if (state_[g].head != nullptr) onload_head(g, stream);
         }
         device_->stream_synchronize(stream);
+        synchronize_decodes();  // compressed_images.cpp
         const std::uint64_t page = HostStore::page_size();
         for (const GroupDef &group : groups_) {
             host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));

@@ -273,7 +273,12 @@ class Runtime {
 
     // compressed_images.cpp (options_.compress), under mutex_.
     bool compress_candidate(const GroupDef &group) const;
-    std::uint64_t compress_staging_bytes() const;  // the VRAM staging area set aside at plan
+    std::uint64_t compress_staging_bytes() const;  // one staging buffer, sized at plan
+    std::uint32_t staging_buffers() const { return options_.synchronous ? 1 : 2; }
+    void decode_from_staging(std::uint32_t group, std::uint64_t src, std::uint64_t bytes,
+                             void *table, std::byte *dst, kernels::DecodeResult *result,
+                             Stream stream, Event ready);
+    void synchronize_decodes();
     void prepare_compression();                    // at plan: the staging area
     void encode_images();                          // at seal: compressed images in the store
     bool compressed(std::uint32_t group) const {
@@ -359,9 +364,13 @@ class Runtime {
 
     // Compressed streaming (compressed_images.cpp). compressed_ is sized at seal.
     std::vector<CompressedImage> compressed_;
-    std::byte *zstage_ = nullptr;        // VRAM staging area for compressed images
-    std::uint64_t zstage_bytes_ = 0;
-    Event zstage_free_ = nullptr;        // recorded after each decode that read zstage_
+    std::byte *zstage_ = nullptr;        // VRAM staging area: kStagingBuffers buffers
+    std::uint64_t zstage_bytes_ = 0;     // of one buffer
+    std::uint32_t zstage_count_ = 0;     // buffers: 2 with a copy stream, else 1
+    std::uint32_t zstage_next_ = 0;      // the buffer the next compressed copy goes to
+    Event zstage_free_[2] = {};          // per buffer: recorded after the decode that read it
+    Event zstage_full_[2] = {};          // per buffer: recorded after the copy into it
+    Stream decode_stream_ = nullptr;     // decodes, beside the copy stream
     kernels::DecodeResult *decode_results_ = nullptr;  // per group: its tail's, its head's
 
     // Weights files (runtime_load.cpp, disk_tier.cpp). While loading_, the store is being

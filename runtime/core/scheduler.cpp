@@ -67,17 +67,22 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     GroupState &state = state_[group];
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
+    // A decode into the slot (compressed_images.cpp) may still run on the decode stream,
+    // for an occupant evicted unused: the slot's last write lands first.
+    if (decode_stream_ != nullptr) device_->stream_wait(stream, slot.ready);
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
     // The clock times raw bytes: for a compressed group, its copy and decode together.
     if (clock_ != nullptr) clock_->copy_begin(*device_, def.image_bytes - def.head_bytes, stream);
     if (compressed(group)) {
-        onload_compressed(group, slot, stream);  // compressed_images.cpp; counts its bytes
+        // compressed_images.cpp: counts its bytes, records `ready` after the decode.
+        onload_compressed(group, slot, stream);
+        if (clock_ != nullptr) clock_->copy_end(*device_, stream);
     } else {
         copy_image_part(group, slot.device, def.head_bytes, def.image_bytes, stream);
         stats_.bytes_h2d += def.image_bytes - def.head_bytes;
+        if (clock_ != nullptr) clock_->copy_end(*device_, stream);
+        device_->record(slot.ready, stream);
     }
-    if (clock_ != nullptr) clock_->copy_end(*device_, stream);
-    device_->record(slot.ready, stream);
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;
     state.releases_since_onload = 0;
