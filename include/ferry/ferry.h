@@ -153,6 +153,7 @@ typedef enum ferry_backend {
  *   FERRY_STATS=0|1                   FERRY_VERIFY=0|1            FERRY_PINNED_CAP=<bytes>
  *   FERRY_TRACE=<path>                FERRY_TRACE_EVENTS=<n>      (see "Trace" below)
  *   FERRY_PIN_CHUNK=<bytes>           (most bytes pinned per step, default 256 MiB)
+ *   FERRY_COMPRESS=0|1                (config.compress; "Compressed streaming" below)
  *
  * publish_stats / FERRY_STATS=1: the runtime publishes its counters and a per-group table
  * to POSIX shared memory (/dev/shm/ferry.<pid>.<name>, owner-only) while it lives, for
@@ -184,15 +185,19 @@ typedef enum ferry_backend {
  * Huffman code of the exponent byte, README "Compressed streaming"); an encoding is kept
  * only where it pays (at most 0.95 of the tensor's bytes). The group's compressed image
  * replaces its raw image in the host store, so the host holds one copy. Each onload
- * copies the compressed image into a staging area of the VRAM budget (one DMA), then
- * decodes it into the group's slot on ferry's copy stream. The staging area is as large
- * as the largest such group's raw image and is set aside from the budget at plan
- * (stats.slab_staging_bytes); these groups are never split into a resident head and a
- * streamed tail. ferry_tensor_copy_out of an encoded tensor decodes it on the CPU;
- * ferry_tensor_host_ptr of one fails with FERRY_ERROR_NOT_IN_MEMORY; ferry_tensor_copy_in
- * after a seal attempt encoded it fails likewise. In verify mode a decode that finds a
- * corrupt container fails the next call with FERRY_ERROR_VERIFY_FAILED, naming the group
- * and tensor. Groups on the disk tier or past the pinned cap stay raw.
+ * copies the compressed image (of a split group: its tail's part) into a staging area of
+ * the VRAM budget (one DMA), then decodes it into the group's slot on a decode stream of
+ * ferry's, beside the copy stream. The staging area (stats.slab_staging_bytes) is set
+ * aside from the budget at plan, before anything is encoded: two buffers (one in
+ * synchronous mode) of 0.8 x the largest such group's raw image each; a group whose
+ * compressed image is larger stays raw. ferry_tensor_copy_out of an encoded tensor
+ * decodes it on the CPU (and fails with FERRY_ERROR_VERIFY_FAILED if its container is
+ * corrupt); ferry_tensor_host_ptr of one fails with FERRY_ERROR_NOT_IN_MEMORY, and so does
+ * ferry_tensor_copy_in after a seal that failed later had encoded it. In verify mode a
+ * decode that finds a corrupt container fails the next call with
+ * FERRY_ERROR_VERIFY_FAILED, naming the group and tensor (releases of compressed groups
+ * then wait on the host for their decode); a flipped sign or mantissa bit is caught by
+ * the release checksum. Groups on the disk tier or past the pinned cap stay raw.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
