@@ -60,6 +60,7 @@ except ImportError as exc:
     print(f"diffusers_flux: diffusers is not importable here: {exc}", file=sys.stderr)
     sys.exit(2)
 import ferry  # noqa: E402
+from proc_memory import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402
 import ferry.torch  # noqa: E402
 
 # FluxTransformer2DModel keyword arguments. full: FLUX.1-dev (12B parameters, 23.8 GB in
@@ -83,32 +84,6 @@ LABELS = {
     "ferry": "ferry.torch.offload",
     "plain-cpu": "plain CPU forward (no offload)",
 }
-
-
-def status_bytes(field):
-    """A kB field of /proc/self/status (VmRSS, VmHWM) in bytes; 0 where it is missing."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def rss_bytes():
-    return status_bytes("VmRSS")
-
-
-def peak_rss_bytes():
-    return status_bytes("VmHWM")
-
-
-def reset_peak_rss():
-    """Resets VmHWM to the current RSS (Linux 4.0+), so each configuration has its own peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 # --- the model -------------------------------------------------------------------------

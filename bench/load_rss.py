@@ -40,6 +40,7 @@ try:
 except ImportError as exc:
     print(f"load_rss: torch, diffusers and accelerate are needed: {exc}", file=sys.stderr)
     sys.exit(2)
+from proc_memory import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402
 
 # FluxTransformer2DModel keyword arguments: the structure of FLUX.1-dev, fewer and narrower
 # blocks. tiny: ~2 MB (for the test); medium: ~0.5 GB; large: ~2 GB.
@@ -55,22 +56,6 @@ SIZES = {
                   pooled_projection_dim=512, guidance_embeds=True, axes_dims_rope=(16, 56, 56)),
 }
 SHARD = {"tiny": "500KB", "medium": "200MB", "large": "500MB"}
-
-
-def status_bytes(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak_rss():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def save_model(size, folder):
@@ -89,7 +74,7 @@ def save_model(size, folder):
 def child_ferry(folder, budget):
     import ferry.torch
 
-    base = status_bytes("VmRSS")
+    base = rss_bytes()
     reset_peak_rss()
     start = time.monotonic()
     config = FluxTransformer2DModel.load_config(folder)
@@ -99,12 +84,12 @@ def child_ferry(folder, budget):
                                  progress=False)
     seconds = time.monotonic() - start
     stats = handle.stats()
-    return dict(peak=status_bytes("VmHWM") - base, seconds=seconds,
+    return dict(peak=peak_rss_bytes() - base, seconds=seconds,
                 slab=stats["slab_bytes"], pinned=stats["host_pinned_bytes"], note="")
 
 
 def child_diffusers(folder):
-    base = status_bytes("VmRSS")
+    base = rss_bytes()
     reset_peak_rss()
     start = time.monotonic()
     model = FluxTransformer2DModel.from_pretrained(folder, torch_dtype=torch.bfloat16)
@@ -123,7 +108,7 @@ def child_diffusers(folder):
                 p.detach().view(-1).view(torch.uint8)[::4096].sum()
         note = ("no CUDA: from_pretrained, then every weight read once; enable_group_offload("
                 "use_stream=True) adds a pinned copy: about 2 x the model by diffusers' docs")
-    return dict(peak=status_bytes("VmHWM") - base, seconds=time.monotonic() - start, slab=0,
+    return dict(peak=peak_rss_bytes() - base, seconds=time.monotonic() - start, slab=0,
                 pinned=0, note=note)
 
 

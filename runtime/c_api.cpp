@@ -63,6 +63,8 @@ const char *ferry_status_string(ferry_status status) {
         case FERRY_ERROR_WEIGHTS_MISMATCH: return "defined tensors and weights files disagree";
         case FERRY_ERROR_FILE_CHANGED: return "weights file changed after it was opened";
         case FERRY_ERROR_NOT_IN_MEMORY: return "tensor is on the disk tier, not in host memory";
+        case FERRY_ERROR_HOST_SHARE: return "shared host store unusable";
+        case FERRY_ERROR_HOST_SHARE_LAYOUT: return "shared host store holds another layout";
     }
     return "unknown status";
 }
@@ -341,6 +343,20 @@ ferry_status ferry_trace_stop(ferry_runtime *runtime) {
 
 ferry_status ferry_trace_dump(ferry_runtime *runtime, const char *path) {
     return guarded("ferry_trace_dump", [&] { runtime_of(runtime).trace_dump(path); });
+}
+
+ferry_status ferry_host_share_role_get(ferry_runtime *runtime, ferry_host_share_role *out) {
+    return guarded("ferry_host_share_role_get", [&] {
+        ferry::Runtime &rt = runtime_of(runtime);
+        require_out(out, "out");
+        *out = rt.host_share_role();
+    });
+}
+
+ferry_status ferry_host_share_progress_set(ferry_runtime *runtime,
+                                           ferry_host_share_progress_fn fn, void *user) {
+    return guarded("ferry_host_share_progress_set",
+                   [&] { runtime_of(runtime).set_host_share_progress(fn, user); });
 }
 
 ferry_status ferry_pin_progress_set(ferry_runtime *runtime, ferry_pin_progress_fn fn,

@@ -119,8 +119,13 @@ typedef enum ferry_status {
                                             extra, wrong shape or dtype (all listed)       */
     FERRY_ERROR_FILE_CHANGED = 26,       /* a weights file was modified or replaced after
                                             it was opened                                  */
-    FERRY_ERROR_NOT_IN_MEMORY = 27       /* the tensor's bytes are on the disk tier, not in
+    FERRY_ERROR_NOT_IN_MEMORY = 27,      /* the tensor's bytes are on the disk tier, not in
                                             the host store: use ferry_tensor_copy_out      */
+    FERRY_ERROR_HOST_SHARE = 28,         /* the shared host store cannot be used: another
+                                            user's segment, a corrupt or truncated header,
+                                            its load failed, or the wait for it timed out  */
+    FERRY_ERROR_HOST_SHARE_LAYOUT = 29   /* the shared host store holds another layout of
+                                            groups and tensors: the first difference named */
 } ferry_status;
 
 /* A static, never-NULL description of a status ("ok", "wrong phase", ...). Unknown
@@ -197,7 +202,8 @@ typedef enum ferry_backend {
  * decode that finds a corrupt container fails the next call with
  * FERRY_ERROR_VERIFY_FAILED, naming the group and tensor (releases of compressed groups
  * then wait on the host for their decode); a flipped sign or mantissa bit is caught by
- * the release checksum. Groups on the disk tier or past the pinned cap stay raw.
+ * the release checksum. Groups on the disk tier or past the pinned cap stay raw, and so
+ * does a shared host store (host_share): compress is ignored there.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
@@ -219,6 +225,12 @@ typedef struct ferry_config {
     uint64_t pinned_cap_bytes; /* most host bytes ferry may pin; 0: a safe share of RAM   */
     int32_t pageable_fallback; /* 1: past the pinned cap, keep the rest pageable and copy
                                   it through a small pinned staging ring. Default 0: fail  */
+    const char *host_share;    /* name of a host store shared with other processes (see
+                                  "Shared host store"); NULL (default): a private store.
+                                  FERRY_HOST_SHARE overrides it                           */
+    uint32_t host_share_timeout_ms; /* longest wait in ferry_plan for another process to
+                                  load the shared store; 0: 30 minutes.
+                                  FERRY_HOST_SHARE_TIMEOUT (seconds) overrides it         */
     int32_t compress;          /* 1: at seal, encode immutable bf16/f16 tensors losslessly
                                   and decode them on the device at each onload (see
                                   "Compressed streaming" below). FERRY_COMPRESS=0|1
@@ -697,6 +709,74 @@ FERRY_API ferry_status ferry_dlpack_wrap(ferry_runtime *owner, void *data,
 /* Any time; thread-safe. How many managed tensors made by ferry_dlpack_wrap for `owner`
    (NULL: in the whole process) have not been deleted yet. */
 FERRY_API ferry_status ferry_dlpack_live(ferry_runtime *owner, uint64_t *out_live);
+
+/* ------------------------------------------------------------------------------------ */
+/* Shared host store: one pinned copy for every process on the host                     */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * With config.host_share = "NAME" (or FERRY_HOST_SHARE=NAME), ferry_plan keeps the host
+ * store in the POSIX shared-memory segment /dev/shm/ferry-host.NAME (mode 0600, owned by
+ * the calling user), so that N processes of the same model (one per GPU under torchrun,
+ * data-parallel replicas, pipeline stages) hold its bytes in host RAM once. NAME is
+ * 1..200 bytes of [A-Za-z0-9._-]; anything else (a '/') is FERRY_ERROR_INVALID_ARGUMENT.
+ *
+ * Roles, decided in ferry_plan:
+ * - the LOADER, the first runtime of that name (or one that takes over a load, below),
+ *   creates the segment and loads it as a private store is loaded: ferry_tensor_copy_in,
+ *   ferry_tensor_host_ptr, ferry_weights_load. Its ferry_seal publishes it.
+ * - an ATTACHED runtime waits in ferry_plan until the loader has sealed (at most
+ *   host_share_timeout_ms, reporting the loader's progress through
+ *   ferry_host_share_progress_set), then maps the segment read-only. Its host bytes are
+ *   the loader's: ferry_tensor_copy_in of an immutable tensor is a no-op, and
+ *   ferry_weights_load matches the files as usual but reads nothing (bytes_read 0), so
+ *   that every process can run the same code. ferry_tensor_host_ptr of an immutable
+ *   tensor is read-only from ferry_plan on.
+ * Each runtime pins (cudaHostRegister on cuda) its own mapping for its own device, and
+ * keeps its own slab, copy stream and stats. Pinning follows the loader: an attached
+ * runtime pins the loader's pinned prefix, whatever its own pinned_cap_bytes, so the cap
+ * counts the segment's bytes once, not once per process; the rest stays pageable.
+ *
+ * Mutable tensors are per process: their pages are private copy-on-write mappings of
+ * the bytes the loader sealed. Writes to them never reach the segment or the others.
+ *
+ * The segment records the layout of the store (page size, every group and tensor: name,
+ * order, bytes, offsets, dtype, shape, flags, split heads). A runtime whose layout
+ * differs gets FERRY_ERROR_HOST_SHARE_LAYOUT naming the first difference. The layout
+ * includes the planner's split of groups, which depends on the VRAM budget: give every
+ * process the same definitions and the same budget.
+ *
+ * Lifetime: each runtime is a member of the segment from ferry_plan to ferry_destroy;
+ * the last member to leave removes it. A member killed (kill -9) leaves the others
+ * running and every byte as it was. When the loader dies (or is destroyed) before
+ * sealing, the first waiting runtime to notice takes the load over: its ferry_plan
+ * returns with role LOADER, and the bytes loaded so far are discarded (the store reads
+ * as zeros again). A segment whose members are all dead is removed by the next runtime
+ * that joins it, and by ferry-stat --remove-stale.
+ *
+ * Limits: the disk tier is off for a shared store (tensors past the pinned prefix stay
+ * pageable in the segment); verify mode works per process.
+ */
+typedef enum ferry_host_share_role {
+    FERRY_HOST_SHARE_NONE = 0,     /* a private host store                               */
+    FERRY_HOST_SHARE_LOADER = 1,   /* this runtime loads the shared store                */
+    FERRY_HOST_SHARE_ATTACHED = 2  /* this runtime uses the bytes another one loaded     */
+} ferry_host_share_role;
+
+/* PLANNED or SEALED. This runtime's role in its shared host store. */
+FERRY_API ferry_status ferry_host_share_role_get(ferry_runtime *runtime,
+                                                 ferry_host_share_role *out);
+
+/* Called by ferry_plan on the calling thread while it waits for the loader, about every
+   100 ms: the bytes the loader reports loaded so far, of total_bytes. Must not call ferry
+   on the same runtime. */
+typedef void (*ferry_host_share_progress_fn)(void *user, uint64_t loaded_bytes,
+                                             uint64_t total_bytes);
+
+/* DEFINE. Sets (fn != NULL) or clears (fn == NULL) the wait's progress callback. */
+FERRY_API ferry_status ferry_host_share_progress_set(ferry_runtime *runtime,
+                                                     ferry_host_share_progress_fn fn,
+                                                     void *user);
 
 #ifdef __cplusplus
 }

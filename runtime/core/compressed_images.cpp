@@ -53,9 +53,10 @@ constexpr double kStagingRatio = 0.8;
 }  // namespace
 
 // Groups with mutable tensors stay raw whole: their writeback copies into the host image,
-// and their slot must hold what the caller wrote. Such groups are never split either.
+// and their slot must hold what the caller wrote. A shared host store (host_share) stays
+// raw: the processes attached to it read the loader's images as they are.
 bool Runtime::compress_candidate(const GroupDef &group) const {
-    if (!options_.compress || group.has_mutable) return false;
+    if (!options_.compress || group.has_mutable || !options_.host_share.empty()) return false;
     codec::Dtype dtype;
     for (std::uint32_t t : group.tensors) {
         if (codec_dtype(tensors_[t].dtype, &dtype)) return true;

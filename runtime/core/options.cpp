@@ -10,6 +10,7 @@
 #include <string>
 
 #include "base/error.hpp"
+#include "host/segment_header.hpp"
 
 namespace ferry {
 namespace {
@@ -131,6 +132,19 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
     options.pin.pageable_fallback = config.pageable_fallback != 0;
     // Compute-aware planning (core/replan.cpp): on unless FERRY_COMPUTE_PLAN=0.
     options.compute_plan = env_double("FERRY_COMPUTE_PLAN", 1, 0, 1) != 0;
+    // The shared host store: a name checked now, so that a bad one fails at create.
+    if (config.host_share != nullptr) options.host_share = config.host_share;
+    if (const char *share = std::getenv("FERRY_HOST_SHARE"); share != nullptr && *share != '\0') {
+        options.host_share = share;
+    }
+    if (!options.host_share.empty()) hostshm::segment_name(options.host_share);
+    if (config.host_share_timeout_ms != 0) {
+        options.host_share_timeout_ns = config.host_share_timeout_ms * 1'000'000ull;
+    }
+    options.host_share_timeout_ns = static_cast<std::uint64_t>(
+        env_double("FERRY_HOST_SHARE_TIMEOUT",
+                   static_cast<double>(options.host_share_timeout_ns) / 1e9, 0.001, 1e7) *
+        1e9);
     // Compressed streaming (core/compressed_images.cpp).
     options.compress = env_double("FERRY_COMPRESS", config.compress != 0 ? 1 : 0, 0, 1) != 0;
     return options;

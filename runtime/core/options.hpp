@@ -33,6 +33,9 @@ struct RuntimeOptions {
     // Trust (runtime_verify.cpp, host/host_store.cpp).
     bool verify = false;
     PinPolicy pin;
+    // The shared host store (host/shared_store.hpp): its name, empty for a private store.
+    std::string host_share;                           // FERRY_HOST_SHARE
+    std::uint64_t host_share_timeout_ns = 1800'000'000'000ull;  // FERRY_HOST_SHARE_TIMEOUT
 };
 
 // Reads a caller's ferry_config (of any struct_size) and the FERRY_* environment

@@ -81,6 +81,7 @@ void Runtime::release_plan_resources() noexcept {
     copy_stream_ = nullptr;
     slab_.reset();
     host_.reset();
+    share_.reset();  // leaves the segment; the last member removes it
 }
 
 ferry_phase Runtime::phase() {
@@ -242,7 +243,7 @@ void Runtime::plan() {
         // With pageable_fallback the staging ring is pinned first: a limit (RLIMIT_MEMLOCK)
         // that stops pinning the store part-way would refuse the ring after it too.
         if (options_.pin.pageable_fallback) staging_ = std::make_unique<StagingRing>(*device_);
-        host_ = std::make_unique<HostStore>(*device_, image_ends(), options_.pin);
+        open_host_store();  // host_share.cpp: a shared one waits here for its loader
         if (host_->pageable_bytes() == 0) staging_.reset();  // every image is pinned
         slab_ = std::make_unique<Slab>(*device_,
                                        carve_slab(plan, input.group_bytes, options_.slots_per_class));
@@ -300,6 +301,8 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
                 " bytes; cannot copy " + std::to_string(bytes) + " bytes at offset " +
                 std::to_string(offset));
     if (bytes == 0) return;
+    if (attached() && !def.is_mutable) return;  // the loader's bytes, shared (ferry.h)
+    if (share_ != nullptr) share_->add_loaded(bytes);
     FERRY_EXPECTS(encoded_job(tensor) == nullptr, FERRY_ERROR_NOT_IN_MEMORY,
                   describe_tensor(tensor) + " was compressed in the host store by a seal that "
                   "failed later (config.compress): its bytes cannot be copied in");
@@ -334,6 +337,7 @@ void Runtime::seal() {
         for (const GroupDef &group : groups_) {
             host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));
         }
+        if (share_ != nullptr && share_->loader()) share_->publish(host_->base());
     } catch (...) {
         undo_seal();
         stats_.onloads = onloads;

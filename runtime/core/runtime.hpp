@@ -21,6 +21,7 @@
 #include "base/error.hpp"
 #include "ferry/ferry.h"
 #include "host/host_store.hpp"
+#include "host/shared_store.hpp"
 #include "load/weights.hpp"
 #include "observe/observer.hpp"
 #include "core/compute_clock.hpp"
@@ -208,6 +209,12 @@ class Runtime {
     // --- trust: verify mode, deferred errors, pinning progress (runtime_verify.cpp) ---
     void set_pin_progress(ferry_pin_progress_fn fn, void *user);
 
+    // host_share.cpp: the shared host store (ferry.h "Shared host store").
+    ferry_host_share_role host_share_role();
+    void set_host_share_progress(ferry_host_share_progress_fn fn, void *user);
+    // The store's layout as the segment records it, one line per group and tensor.
+    std::string host_layout_text() const;
+
    private:
     void require_phase(ferry_phase phase, const char *what) const;
     void lay_out_images();
@@ -220,6 +227,8 @@ class Runtime {
         return state_[group].resident() ? groups_[group].image_bytes : groups_[group].head_bytes;
     }
     void release_plan_resources() noexcept;
+    void open_host_store();  // host_share.cpp: private, or shared when options_.host_share
+    bool attached() const { return share_ != nullptr && !share_->loader(); }
     std::uint32_t define_group_locked(const char *name);
     std::uint32_t define_tensor_locked(std::uint32_t group, const char *name, std::uint64_t bytes,
                                        std::int32_t dtype, std::uint32_t ndim,
@@ -319,7 +328,9 @@ class Runtime {
     std::atomic<std::uint32_t> tensor_count_{0};  // == tensors_.size(), published
     std::vector<std::uint32_t> declared_schedule_;
 
-    // Set at plan.
+    // Set at plan. share_ (the segment of a shared store) outlives host_, which maps it.
+    std::unique_ptr<SharedStore> share_;
+    ShareOptions share_options_;  // progress callback, set before plan
     std::unique_ptr<HostStore> host_;
     std::unique_ptr<Slab> slab_;
     Stream copy_stream_ = nullptr;  // nullptr in synchronous mode

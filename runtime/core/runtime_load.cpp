@@ -235,9 +235,16 @@ ferry_load_report Runtime::load_weights(const std::shared_ptr<load::WeightSet> &
             throw Error(FERRY_ERROR_WEIGHTS_MISMATCH, message);
         }
 
-        // Then the reads: into the store, or left on the disk tier.
+        // An attached runtime's store holds the loader's bytes: nothing to read (ferry.h).
+        if (attached()) {
+            report.elapsed_ns = steady_now_ns() - started;
+            return report;
+        }
+        // Then the reads: into the store, or left on the disk tier (never for a shared
+        // store: the files are the loader's, and its store holds every byte).
         const bool disk_tier = request.disk_tier && options_.pin.pageable_fallback &&
-                               !options_.verify && host_->pageable_bytes() > 0;
+                               !options_.verify && host_->pageable_bytes() > 0 &&
+                               share_ == nullptr;
         for (std::size_t i = 0; i < chosen.size(); ++i) {
             const std::uint32_t t = chosen[i];
             const TensorDef &def = tensors_[t];
@@ -278,6 +285,7 @@ ferry_load_report Runtime::load_weights(const std::shared_ptr<load::WeightSet> &
     loading_ = false;
     failed_load_.clear();
     commit_disk_tier(set, on_disk, in_memory, request.direct);  // disk_tier.cpp
+    if (share_ != nullptr) share_->add_loaded(result.bytes_read);
     report.bytes_read = result.bytes_read;
     report.direct_bytes = result.direct_bytes;
     report.threads = result.threads;

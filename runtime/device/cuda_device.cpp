@@ -317,7 +317,15 @@ class CudaDevice final : public Device {
     void pin(void *ptr, std::size_t bytes) override {
         inject(Fault::pin, FERRY_ERROR_OUT_OF_HOST_MEMORY, "cudaHostRegister");
         DeviceGuard guard(ordinal_);
-        const cudaError_t err = cudaHostRegister(ptr, bytes, cudaHostRegisterDefault);
+        cudaError_t err = cudaHostRegister(ptr, bytes, cudaHostRegisterDefault);
+#ifdef cudaHostRegisterReadOnly
+        // A read-only mapping (a shared host store another process loaded) is refused
+        // for writing: register it as memory the device only reads.
+        if (err != cudaSuccess && err != cudaErrorHostMemoryAlreadyRegistered) {
+            ignore_error(cudaGetLastError());
+            err = cudaHostRegister(ptr, bytes, cudaHostRegisterReadOnly);
+        }
+#endif
         if (err != cudaSuccess) {
             throw_cuda_error(FERRY_ERROR_OUT_OF_HOST_MEMORY, "cudaHostRegister", err, __FILE__,
                              __LINE__,

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -243,13 +244,26 @@ class SimDevice final : public Device {
     // cudaHostRegister faults every page in (pinned pages are resident), so the sim
     // does too: the page faults are paid while pinning, as on cuda, not by the first
     // write into the store, and RSS counts the pinned bytes at once.
+    // A read-only mapping (a shared host store another process loaded) is faulted in
+    // for reading: it cannot be written, and its pages exist already.
     static void populate(void *ptr, std::size_t bytes) {
+        bool writable = true;
 #ifdef MADV_POPULATE_WRITE
         if (madvise(ptr, bytes, MADV_POPULATE_WRITE) == 0) return;
+        // Supported (a zero length is accepted then), so the range is not writable.
+        writable = madvise(ptr, 0, MADV_POPULATE_WRITE) != 0;
 #endif
+        // Read faults on a shared mapping map its neighbouring pages too (fault-around):
+        // touching a page in 16 is several times faster than MADV_POPULATE_READ.
         const long page = sysconf(_SC_PAGESIZE);
         auto *at = static_cast<volatile unsigned char *>(ptr);
-        for (std::size_t i = 0; i < bytes; i += static_cast<std::size_t>(page)) at[i] = at[i];
+        for (std::size_t i = 0; i < bytes; i += static_cast<std::size_t>(page)) {
+            if (writable) {
+                at[i] = at[i];
+            } else {
+                (void)at[i];
+            }
+        }
     }
     void unpin(void *ptr, std::size_t) noexcept override {
         std::lock_guard<std::mutex> lock(pinned_mutex_);

@@ -24,6 +24,18 @@ std::uint64_t default_pinned_cap() {
 HostStore::HostStore(Device &device, const std::vector<std::size_t> &image_ends,
                      const PinPolicy &policy)
     : device_(device), bytes_(image_ends.empty() ? 0 : image_ends.back()) {
+    check_and_pin(image_ends, policy);
+}
+
+HostStore::HostStore(Device &device, const std::vector<std::size_t> &image_ends,
+                     const PinPolicy &policy, std::byte *mapped)
+    : device_(device), base_(mapped), external_(true),
+      bytes_(image_ends.empty() ? 0 : image_ends.back()) {
+    check_and_pin(image_ends, policy);
+}
+
+void HostStore::check_and_pin(const std::vector<std::size_t> &image_ends,
+                              const PinPolicy &policy) {
     const std::size_t bytes = bytes_;
     // Every end page-aligned: two registrations that shared a page would overlap, which
     // cudaHostRegister refuses (cudaErrorHostMemoryAlreadyRegistered).
@@ -41,11 +53,14 @@ HostStore::HostStore(Device &device, const std::vector<std::size_t> &image_ends,
                 "RLIMIT_MEMLOCK is " + memlock_limit_text() +
                 "). Raise the cap, or set config.pageable_fallback = 1 to keep the rest "
                 "pageable (slower copies)");
-    void *ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    FERRY_EXPECTS(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
-            "mmap of " + std::to_string(bytes) + " bytes for the host store failed: " +
-                std::strerror(errno));
-    base_ = static_cast<std::byte *>(ptr);
+    if (base_ == nullptr) {
+        void *ptr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+        FERRY_EXPECTS(ptr != MAP_FAILED, FERRY_ERROR_OUT_OF_HOST_MEMORY,
+                "mmap of " + std::to_string(bytes) + " bytes for the host store failed: " +
+                    std::strerror(errno));
+        base_ = static_cast<std::byte *>(ptr);
+    }
     try {
         PinPolicy capped = policy;
         capped.cap_bytes = cap;
@@ -67,7 +82,7 @@ void HostStore::release() noexcept {
         start = end;
     }
     chunk_ends_.clear();
-    munmap(base_, bytes_);
+    if (!external_) munmap(base_, bytes_);
     base_ = nullptr;
 }
 

@@ -41,6 +41,10 @@ class HostStore {
     // mapped, or cannot all be pinned and the policy does not allow pageable bytes.
     HostStore(Device &device, const std::vector<std::size_t> &image_ends,
               const PinPolicy &policy);
+    // The same over bytes mapped by the caller (a SharedStore's map()), which keeps them
+    // mapped for the store's life and unmaps them itself.
+    HostStore(Device &device, const std::vector<std::size_t> &image_ends,
+              const PinPolicy &policy, std::byte *mapped);
     ~HostStore();
     HostStore(const HostStore &) = delete;
     HostStore &operator=(const HostStore &) = delete;
@@ -64,8 +68,11 @@ class HostStore {
     void pin_chunks(const std::vector<std::size_t> &image_ends, const PinPolicy &policy);
     void release() noexcept;
 
+    void check_and_pin(const std::vector<std::size_t> &image_ends, const PinPolicy &policy);
+
     Device &device_;
     std::byte *base_ = nullptr;
+    bool external_ = false;  // mapped by the caller: not unmapped here
     std::size_t bytes_ = 0;
     std::size_t pinned_bytes_ = 0;
     std::vector<std::size_t> chunk_ends_;  // pinned chunks [previous end, end)

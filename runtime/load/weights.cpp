@@ -446,6 +446,7 @@ WeightFile::~WeightFile() {
 }
 
 int WeightFile::direct_fd() {
+    std::lock_guard<std::mutex> lock(direct_mutex_);
     if (direct_fd_ != -2) return direct_fd_;
     const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
     if (fd < 0) {  // EINVAL on tmpfs and other file systems without O_DIRECT

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,7 @@ class WeightFile {
     const std::string &path() const { return path_; }
     int fd() const { return fd_; }
     // A second descriptor opened with O_DIRECT, or -1 where the file system refuses it.
+    // Opened on first use; thread-safe (reader threads and runtimes share the file).
     int direct_fd();
     std::uint64_t size() const { return size_; }
     // Throws FERRY_ERROR_FILE_CHANGED when the open file's size or mtime changed, or the
@@ -43,6 +45,7 @@ class WeightFile {
    private:
     std::string path_;
     int fd_ = -1;
+    std::mutex direct_mutex_;  // guards direct_fd_
     int direct_fd_ = -2;  // -2: not tried yet
     std::uint64_t size_ = 0;
     dev_t dev_ = 0;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "base/clock.hpp"
+#include "base/process.hpp"
 #include "observe/stats_layout.hpp"
 #include "observe/stats_segment.hpp"
 
@@ -133,12 +134,7 @@ long segment_pid(const std::string &segment) {
     return pid;
 }
 
-bool process_alive(long pid, std::uint64_t start) {
-    if (pid <= 0) return false;
-    // EPERM: it exists, as another user's process.
-    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
-    return start == 0 || StatsSegment::process_start(pid) == start;
-}
+bool process_alive(long pid, std::uint64_t start) { return process_is_alive(pid, start); }
 
 ReadResult read_segment(const std::string &segment) {
     const long name_pid = segment_pid(segment);

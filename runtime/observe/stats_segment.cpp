@@ -14,6 +14,7 @@
 #include <new>
 
 #include "base/error.hpp"
+#include "base/process.hpp"
 
 namespace ferry {
 namespace {
@@ -45,20 +46,7 @@ void copy_name(char *dst, std::size_t size, const std::string &src) {
 
 }  // namespace
 
-std::uint64_t StatsSegment::process_start(long pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    // Field 2 (comm) may hold spaces: count fields after its closing parenthesis.
-    const std::size_t close = text.rfind(')');
-    if (close == std::string::npos) return 0;
-    std::size_t at = close + 2;
-    for (int field = 3; field < 22 && at < text.size(); ++field) {
-        at = text.find(' ', at);
-        if (at == std::string::npos) return 0;
-        ++at;
-    }
-    return std::strtoull(text.c_str() + at, nullptr, 10);
-}
+std::uint64_t StatsSegment::process_start(long pid) { return process_start_ticks(pid); }
 
 StatsSegment::StatsSegment(const SegmentIdentity &identity) {
     const long pid = static_cast<long>(getpid());

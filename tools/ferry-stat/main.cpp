@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "host_shares.hpp"
 #include "render.hpp"
 #include "observe/stats_reader.hpp"
 
@@ -50,7 +51,8 @@ constexpr const char *kUsage =
     "  --interval SECONDS  time between the two snapshots rates come from (default 0.5)\n"
     "  --json              one JSON document (with --watch: one per line)\n"
     "  --prometheus        Prometheus text exposition, ferry_-prefixed metrics\n"
-    "  --remove-stale      remove segments left by processes that are gone\n"
+    "  --remove-stale      remove segments left by processes that are gone, and shared\n"
+    "                      host stores whose runtimes are all gone\n"
     "exit codes: 0 ok, 1 no such runtime, 2 bad usage, 3 permission denied,\n"
     "            4 incompatible layout version, 5 stale (the process is gone)\n";
 
@@ -199,10 +201,14 @@ std::vector<Shown> with_rates(const std::map<std::string, ferry::Snapshot> &befo
 
 std::string render(const Options &o, const std::vector<Shown> &shown,
                    const std::vector<Problem> &problems) {
-    if (o.json) return ferry_stat::render_json(shown, problems);
+    if (o.json) {  // the shared host stores as one more key of the document
+        std::string text = ferry_stat::render_json(shown, problems);
+        const std::size_t end = text.rfind('}');
+        return text.substr(0, end) + ",\n" + ferry_stat::host_shares_json(shown) + "}\n";
+    }
     if (o.prometheus) return ferry_stat::render_prometheus(shown);
     if (o.pid != 0) return ferry_stat::render_detail(shown);
-    return ferry_stat::render_table(shown, problems);
+    return ferry_stat::render_table(shown, problems) + ferry_stat::render_host_shares(shown);
 }
 
 std::string target_text(const Options &o) {
@@ -242,6 +248,9 @@ int remove_stale(const Options &o) {
             code = kExitPermissionDenied;
         }
     }
+    bool failed = false;
+    removed += ferry_stat::remove_stale_host_shares(o.pid, &failed);  // shared host stores
+    if (failed) code = kExitPermissionDenied;
     if (removed == 0 && code == kExitOk) std::printf("no stale segments\n");
     return code;
 }
@@ -316,6 +325,7 @@ int main(int argc, char **argv) {
     if (o.pid != 0 && shown.empty()) return code;
     if (o.pid == 0 && shown.empty() && problems.empty() && !o.json && !o.prometheus) {
         std::printf("no live ferry runtimes publish stats (start one with FERRY_STATS=1)\n");
+        std::fputs(ferry_stat::render_host_shares(shown).c_str(), stdout);
         return kExitOk;
     }
     std::fputs(render(o, shown, problems).c_str(), stdout);

@@ -20,6 +20,7 @@ __all__ = [
     "LoadProgressFn",
     "LoadReportStruct",
     "PinProgressFn",
+    "ShareProgressFn",
     "StatsStruct",
     "TensorHandle",
     "WeightsTensorStruct",
@@ -77,6 +78,8 @@ class ConfigStruct(ctypes.Structure):
         ("verify", ctypes.c_int32),
         ("pinned_cap_bytes", ctypes.c_uint64),
         ("pageable_fallback", ctypes.c_int32),
+        ("host_share", ctypes.c_char_p),
+        ("host_share_timeout_ms", ctypes.c_uint32),
         ("compress", ctypes.c_int32),
     ]
 
@@ -197,6 +200,8 @@ _status = ctypes.c_int  # ferry_status
 PinProgressFn = ctypes.CFUNCTYPE(
     None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64
 )
+# ferry_host_share_progress_fn(user, loaded_bytes, total_bytes)
+ShareProgressFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 _rt = ctypes.c_void_p  # ferry_runtime *
 _vp = ctypes.c_void_p
 _u64 = ctypes.c_uint64
@@ -250,6 +255,7 @@ _DECLARATIONS = {
     ),
     "ferry_group_resident_bytes": (_status, [_rt, GroupHandle, ctypes.POINTER(ctypes.c_uint64)]),
     "ferry_group_prefer_resident": (_status, [_rt, GroupHandle]),
+    "ferry_group_compute_declare": (_status, [_rt, GroupHandle, ctypes.c_uint64]),
     "ferry_groups_list": (
         _status, [_rt, ctypes.POINTER(GroupHandle), ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
     ),
@@ -268,6 +274,8 @@ _DECLARATIONS = {
     "ferry_trace_stop": (_status, [_rt]),
     "ferry_trace_dump": (_status, [_rt, ctypes.c_char_p]),
     "ferry_pin_progress_set": (_status, [_rt, PinProgressFn, _vp]),
+    "ferry_host_share_role_get": (_status, [_rt, ctypes.POINTER(ctypes.c_int)]),
+    "ferry_host_share_progress_set": (_status, [_rt, ShareProgressFn, _vp]),
     "ferry_weights_open": (_status, [ctypes.c_char_p, ctypes.POINTER(_vp)]),
     "ferry_weights_close": (_status, [_vp]),
     "ferry_weights_count": (_status, [_vp, ctypes.POINTER(_u64)]),

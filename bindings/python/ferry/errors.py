@@ -39,6 +39,8 @@ __all__ = [
     "WeightsMismatchError",
     "FileChangedError",
     "NotInMemoryError",
+    "HostShareError",
+    "HostShareLayoutError",
     "ClosedError",
     "AlreadyOffloadedError",
     "ModelChangedError",
@@ -79,6 +81,8 @@ class Status(enum.IntEnum):
     WEIGHTS_MISMATCH = 25
     FILE_CHANGED = 26
     NOT_IN_MEMORY = 27
+    HOST_SHARE = 28
+    HOST_SHARE_LAYOUT = 29
 
 
 def status_string(status):
@@ -236,6 +240,20 @@ class NotInMemoryError(FerryError):
     status = Status.NOT_IN_MEMORY
 
 
+class HostShareError(FerryError):
+    """The shared host store cannot be used: another user's segment, a corrupt or
+    truncated header, its load failed, or the wait for its loader timed out."""
+
+    status = Status.HOST_SHARE
+
+
+class HostShareLayoutError(FerryError):
+    """The shared host store holds another layout of groups and tensors than this
+    runtime's; the message names the first difference."""
+
+    status = Status.HOST_SHARE_LAYOUT
+
+
 # Raised by the Python side, not by the library.
 
 
@@ -294,6 +312,8 @@ _BY_STATUS = {
         WeightsMismatchError,
         FileChangedError,
         NotInMemoryError,
+        HostShareError,
+        HostShareLayoutError,
     )
 }
 

@@ -198,9 +198,10 @@ class Runtime:
 
     vram_budget: bytes, or a string such as "8GiB". The other keywords are the fields of
     ferry_config (backend: "auto", "cuda", "sim" or a Backend; pinned_cap: bytes or a
-    string, for pinned_cap_bytes, which is also accepted under its C name); unset ones
-    keep the library's defaults, and the FERRY_* environment variables still override
-    them."""
+    string, for pinned_cap_bytes, which is also accepted under its C name; host_share: the
+    name of a host store shared with other processes, host_share_timeout: seconds plan()
+    waits for its loader); unset ones keep the library's defaults, and the FERRY_*
+    environment variables still override them."""
 
     def __init__(
         self,
@@ -220,9 +221,12 @@ class Runtime:
         pinned_cap=None,
         pageable_fallback=None,
         pinned_cap_bytes=None,
+        host_share=None,
+        host_share_timeout=None,
         compress=None,
     ):
         self._ptr = None
+        self._share_progress = None  # the ShareProgressFn the library may call, kept alive
         self._pin_progress = None  # the _PinProgress the library may call, kept alive
         self._lib = _lib.lib()
         _destroy_orphans()
@@ -266,6 +270,14 @@ class Runtime:
             cfg.pinned_cap_bytes = parse_bytes(pinned_cap)
         if pageable_fallback is not None:
             cfg.pageable_fallback = int(bool(pageable_fallback))
+        if host_share is not None:
+            cfg.host_share = str(host_share).encode()
+        if host_share_timeout is not None:
+            ms = int(float(host_share_timeout) * 1000)
+            if not 1 <= ms < 2**32:
+                raise InvalidArgumentError(
+                    f"ferry: host_share_timeout must be 0.001 s .. 49 days, not {host_share_timeout!r}")
+            cfg.host_share_timeout_ms = ms
         if compress is not None:
             cfg.compress = int(bool(compress))
         ptr = ctypes.c_void_p()
@@ -370,8 +382,39 @@ class Runtime:
         check(self._lib.ferry_pin_progress_set(handle, progress.c_fn, None))
         self._pin_progress = progress
 
+    @property
+    def host_share_role(self):
+        """PLANNED or SEALED: "none" (a private host store), "loader" (this runtime
+        loads the shared store: first of its name, or taking over a dead loader's load)
+        or "attached" (its bytes are another process's: loading is a no-op)."""
+        out = ctypes.c_int()
+        check(self._lib.ferry_host_share_role_get(self._handle(), ctypes.byref(out)))
+        return ("none", "loader", "attached")[out.value]
+
+    def set_host_share_progress(self, fn):
+        """DEFINE. fn(loaded_bytes, total_bytes) is called by plan(), on its thread, about
+        every 100 ms while it waits for another process to load the shared host store.
+        None clears it. fn must not call into this runtime."""
+        if fn is None:
+            check(self._lib.ferry_host_share_progress_set(
+                self._handle(), _lib.ShareProgressFn(), None))
+            self._share_progress = None
+            return
+
+        def call(user, loaded, total):
+            try:
+                fn(int(loaded), int(total))
+            except BaseException:  # noqa: BLE001 - never into C; progress is best effort
+                pass
+
+        c_fn = _lib.ShareProgressFn(call)
+        check(self._lib.ferry_host_share_progress_set(self._handle(), c_fn, None))
+        self._share_progress = c_fn
+
     def plan(self):
-        """DEFINE -> PLANNED: layout, residency, pinned arena, VRAM slab."""
+        """DEFINE -> PLANNED: layout, residency, pinned arena, VRAM slab. With
+        host_share=, joins the shared host store: the first runtime of that name loads it,
+        the others wait here until it is sealed (host_share_timeout seconds at most)."""
         status = self._lib.ferry_plan(self._handle())
         progress = self._pin_progress
         error = progress.take_error() if progress is not None else None
@@ -564,6 +607,16 @@ class Group:
         groups and the streaming slots, they are planned like the others."""
         rt = self.runtime
         check(rt._lib.ferry_group_prefer_resident(rt._handle(), self._h))
+
+    def declare_compute(self, nanoseconds):
+        """DEFINE or PLANNED. The device time one acquire of this group computes for, for
+        the compute-aware planner (declared for every group before plan, it is used at
+        once; otherwise ferry times the first pass and re-plans once)."""
+        if isinstance(nanoseconds, bool) or not isinstance(nanoseconds, int) or nanoseconds < 0:
+            raise InvalidArgumentError(
+                f"declare_compute: nanoseconds must be an int >= 0, not {nanoseconds!r}")
+        rt = self.runtime
+        check(rt._lib.ferry_group_compute_declare(rt._handle(), self._h, nanoseconds))
 
     def define_tensor(self, name, nbytes=None, *, dtype=None, shape=None, mutable=False):
         """DEFINE. A tensor of this group. Give nbytes, or dtype and shape (or all three:

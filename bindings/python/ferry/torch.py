@@ -29,6 +29,7 @@ import itertools
 import json
 import operator
 import os
+import time
 
 import torch
 import torch.utils.dlpack
@@ -39,6 +40,7 @@ from .errors import (
     AlreadyOffloadedError,
     ClosedError,
     FerryError,
+    HostShareError,
     InvalidArgumentError,
     ModelChangedError,
     Status,
@@ -406,6 +408,8 @@ class OffloadHandle:
         self._checked = set()  # groups whose watch passed in this forward
         self._owned = []  # id() of each tensor registered in _owners
         self.load_report = None  # weights=: the ferry.LoadReport of the files' read
+        self.host_share_role = "none"  # share=: "loader" or "attached"
+        self.timings = {}  # plan_s, load_s of offload()
         self._group_of_tensor = {}
         for g in groups:
             for e in g.entries:
@@ -901,7 +905,7 @@ def _mismatch(model, weights, problems, library_message=None):
 
 def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progress=None,
             weights=None, weights_prefix="", allow_unused=False, load_options=None,
-            **config):
+            share=None, share_timeout=None, **config):
     """Streams model's parameters and buffers through a ferry runtime. Returns an
     OffloadHandle; the model is then used as before.
 
@@ -945,6 +949,16 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
                 FluxTransformer2DModel.load_config("FLUX.1-dev", subfolder="transformer"))
         transformer = transformer.to(torch.bfloat16)
         handle = ferry.torch.offload(transformer, "8GiB", weights="FLUX.1-dev")
+
+    share: the name of a host store shared by every process offloading the same model
+    on this host (torchrun ranks, data-parallel replicas): its bytes are held once in
+    host RAM, in /dev/shm/ferry-host.<share>. The first process to get there loads it
+    (from the module or from weights=); the others wait for it (share_timeout seconds at
+    most) and read nothing: their model may be on the meta device, without weights=. A
+    process whose model is on meta without weights= never loads: should it come first,
+    it waits for a process that can. Every process must offload the same model with the
+    same budget and blocks (a HostShareLayoutError names the first difference). Under
+    torchrun each process uses the GPU of its LOCAL_RANK unless device= is given.
 
     Errors leave the model as it was (a meta model stays on meta): FerryError subclasses
     (BudgetTooSmallError, AlreadyOffloadedError, WeightsMismatchError, FileFormatError,
@@ -1008,7 +1022,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     for e in entries.values():
         if e.tensor.is_sparse:
             raise InvalidArgumentError(f"ferry.torch.offload: {e.name} is sparse")
-        if e.on_meta and weights is None:
+        if e.on_meta and weights is None and share is None:
             raise InvalidArgumentError(
                 f"ferry.torch.offload: {e.name} is on meta; give weights= (safetensors "
                 "files) to read a model built on meta from them")
@@ -1047,6 +1061,12 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
                 raise _mismatch(model, files, problems)
         else:
             problems = []
+        if share is not None:
+            config["host_share"] = share
+            if share_timeout is not None:
+                config["host_share_timeout"] = share_timeout
+            if "device" not in config and os.environ.get("LOCAL_RANK", "").isdigit():
+                config["device"] = int(os.environ["LOCAL_RANK"])  # torchrun: a GPU per rank
         handle = _offload(model, groups, root, all_entries, model_bytes, vram_budget,
                           progress, config, files, problems,
                           dict(load_options, name_prefix=weights_prefix,
@@ -1059,14 +1079,66 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
 
 def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progress, config,
              files, problems, load_kwargs):
-    # --- runtime: define, plan (nothing of the model is touched before this works) ---
     config.setdefault("name", type(model).__name__)
+    # A shared host store: a process with nothing to load (a model on meta without
+    # weights=) that comes first leaves, and tries again until another one has loaded.
+    can_load = files is not None or not any(e.on_meta for e in all_entries)
+    deadline = None
+    if config.get("host_share") is not None:
+        deadline = time.monotonic() + float(config.get("host_share_timeout") or 1800)
+    while True:
+        planning = time.perf_counter()
+        rt = _plan_runtime(groups, root, vram_budget, progress, config)
+        plan_s = time.perf_counter() - planning
+        role = rt.host_share_role if deadline is not None else "none"
+        if role != "loader" or can_load:
+            break
+        rt.close()
+        if time.monotonic() > deadline:
+            raise HostShareError(
+                f"ferry.torch.offload: no process loaded the shared host store "
+                f"'{config['host_share']}' within {config.get('host_share_timeout') or 1800} s, "
+                "and this one cannot: its model is on the meta device and no weights= were "
+                "given. Start one process with the model's weights (or weights=)")
+        time.sleep(0.05)
+    if rt.backend == Backend.CUDA:
+        device = torch.device("cuda", rt.device)
+    else:
+        device = torch.device("cpu")
+
+    loading = time.perf_counter()
+    if role == "attached" and files is None:
+        _attach(groups, rt, device)  # the bytes are another process's: nothing to copy
+        report = None
+    elif files is None:
+        _load_from_module(groups, rt, model_bytes, progress, device)
+        report = None
+    else:
+        # Attached, the load matches the files and reads nothing (bytes_read 0).
+        report = _load_from_files(model, groups, rt, all_entries, progress, device, files,
+                                  problems, load_kwargs)
+    _heap.trim()
+
+    handle = OffloadHandle(model, rt, groups, all_entries, device)
+    handle.load_report = report
+    handle.host_share_role = role
+    # plan_s: ferry_plan (with share=: joining, and for an attached one its wait and
+    # mapping); load_s: copying or reading the bytes, and sealing.
+    handle.timings = {"plan_s": plan_s, "load_s": time.perf_counter() - loading}
+    for e in all_entries:
+        _owners[id(e.tensor)] = handle
+        handle._owned.append(id(e.tensor))
+    model.__dict__["_ferry_handle"] = handle
+    handle._install_hooks(model)
+    handle._watch_model()
+    return handle
+
+
+def _plan_runtime(groups, root, vram_budget, progress, config):
+    """A runtime with the groups defined and planned (nothing of the model is touched
+    before this works); closed on failure."""
     rt = _runtime.Runtime(vram_budget, **config)
     try:
-        if rt.backend == Backend.CUDA:
-            device = torch.device("cuda", rt.device)
-        else:
-            device = torch.device("cpu")
         for g in groups:
             g.ferry = rt.define_group(g.name)
             if g is root:
@@ -1078,36 +1150,70 @@ def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progres
                     shape=e.shape if dt != DType.UNKNOWN else None, mutable=e.mutable,
                 )
         pinning = _progress.PinBar(progress, "ferry: pinning")
+        waiting = _WaitBar(progress)
         if progress is not False:
             rt.set_pin_progress(pinning)
+            if config.get("host_share") is not None:
+                rt.set_host_share_progress(waiting)
         try:
-            rt.plan()
+            rt.plan()  # a shared host store: waits here while another process loads it
         finally:
             pinning.close()
+            waiting.close()
         for g in groups:
             info = g.ferry.info()
             g.split = not info["resident"] and info["resident_bytes"] > 0
     except BaseException:
         rt.close()
         raise
+    return rt
 
-    if files is None:
-        _load_from_module(groups, rt, model_bytes, progress, device)
-        report = None
-    else:
-        report = _load_from_files(model, groups, rt, all_entries, progress, device, files,
-                                  problems, load_kwargs)
-    _heap.trim()
 
-    handle = OffloadHandle(model, rt, groups, all_entries, device)
-    handle.load_report = report
-    for e in all_entries:
-        _owners[id(e.tensor)] = handle
-        handle._owned.append(id(e.tensor))
-    model.__dict__["_ferry_handle"] = handle
-    handle._install_hooks(model)
-    handle._watch_model()
-    return handle
+class _WaitBar:
+    """The bar of plan()'s wait for another process to load the shared host store."""
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, loaded, total):
+        if self.bar is None:
+            self.bar = _progress.bar(self.progress, total,
+                                     "ferry: waiting for the shared host store")
+        if self.bar is not None and loaded > self.done:
+            self.bar.update(loaded - self.done)
+            self.done = loaded
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _attach(groups, rt, device):
+    """A shared host store another process loaded: releases the module's tensors (a
+    meta model's included) and seals. On failure the model is as it was and the runtime
+    is closed."""
+    released = []
+    placeholders = {}
+    try:
+        for g in groups:
+            for e in g.entries:
+                if e.dtype not in placeholders:
+                    placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
+                e.original = (e.tensor, None if e.on_meta else e.tensor.data)
+                released.append(e)
+                e.release_to(placeholders[e.dtype])
+        rt.seal()
+    except BaseException:
+        for e in released:
+            e.put_back()
+            e.original = None
+        rt.close()
+        raise
+    for e in released:
+        e.original = None
 
 
 def _load_from_module(groups, rt, model_bytes, progress, device):

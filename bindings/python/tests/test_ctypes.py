@@ -597,3 +597,63 @@ def test_a_tensor_made_from_a_view_outlives_its_collected_runtime():
     assert dlpack.live_capsules() == before
     ferry.Runtime("1MiB", backend="sim").close()  # destroys the runtime no view needs
     assert ferry.runtime._orphans == []
+
+
+def test_declared_compute_is_taken_in_define_and_planned_and_refused_when_bad():
+    with make_runtime(1 << 20) as rt:
+        groups = [rt.define_group(f"g{i}") for i in range(4)]
+        for g in groups:
+            g.define_tensor("w", 64 * 1024)
+        groups[0].declare_compute(2_000_000)  # DEFINE
+        with pytest.raises(ferry.InvalidArgumentError):
+            groups[1].declare_compute(-1)
+        rt.plan()
+        groups[1].declare_compute(1_000_000)  # PLANNED
+        rt.seal()
+        with pytest.raises(ferry.WrongPhaseError):
+            groups[2].declare_compute(1_000_000)
+
+
+# --- compressed streaming -----------------------------------------------------------------
+
+
+def trained_bf16(n, seed):
+    """n bf16 values of a normal distribution of std 0.02, as bytes."""
+    values = np.random.default_rng(seed).normal(0.0, 0.02, n).astype(np.float32)
+    return (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+
+
+def test_compress_encodes_bf16_weights_and_streams_them_back_bit_for_bit():
+    with make_runtime("1MiB", compress=True) as rt:
+        groups, tensors, data = [], [], []
+        for i in range(4):
+            g = rt.define_group(f"g{i}")
+            groups.append(g)
+            tensors.append(g.define_tensor("w", dtype="bfloat16", shape=(32768,)))
+        rt.plan()
+        for i, t in enumerate(tensors):
+            data.append(trained_bf16(32768, i))
+            t.copy_in(data[-1])
+        rt.seal()
+        for g in groups:
+            with g.acquired():
+                pass
+        s = rt.stats()
+        assert s["compressed_groups"] == 4
+        assert s["host_compressed_bytes"] < 0.72 * s["host_compressed_raw_bytes"]
+        assert s["slab_bytes"] + s["slab_staging_bytes"] <= s["vram_budget"]
+        out = bytearray(65536)
+        tensors[2].copy_out(out)
+        assert bytes(out) == data[2]
+        with pytest.raises(ferry.NotInMemoryError, match="compressed"):
+            tensors[2].host_ptr()
+
+
+def test_without_compress_nothing_is_encoded():
+    with make_runtime("1MiB") as rt:
+        t = rt.define_group("g").define_tensor("w", dtype="bfloat16", shape=(32768,))
+        rt.plan()
+        t.copy_in(trained_bf16(32768, 1))
+        rt.seal()
+        s = rt.stats()
+        assert s["compressed_groups"] == 0 and s["slab_staging_bytes"] == 0

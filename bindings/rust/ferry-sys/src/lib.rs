@@ -59,6 +59,8 @@ pub const FERRY_ERROR_FILE_FORMAT: ferry_status = 24;
 pub const FERRY_ERROR_WEIGHTS_MISMATCH: ferry_status = 25;
 pub const FERRY_ERROR_FILE_CHANGED: ferry_status = 26;
 pub const FERRY_ERROR_NOT_IN_MEMORY: ferry_status = 27;
+pub const FERRY_ERROR_HOST_SHARE: ferry_status = 28;
+pub const FERRY_ERROR_HOST_SHARE_LAYOUT: ferry_status = 29;
 
 // ----------------------------------------------------------------------------------------
 // Configuration
@@ -89,6 +91,8 @@ pub struct ferry_config {
     pub verify: i32,
     pub pinned_cap_bytes: u64,
     pub pageable_fallback: i32,
+    pub host_share: *const c_char,
+    pub host_share_timeout_ms: u32,
     pub compress: i32,
 }
 
@@ -197,6 +201,18 @@ pub struct ferry_stats {
 /// Pinning progress: `(user, pinned_bytes, pageable_bytes, total_bytes)`; `None` is NULL.
 pub type ferry_pin_progress_fn =
     Option<unsafe extern "C" fn(user: *mut c_void, pinned: u64, pageable: u64, total: u64)>;
+
+// ----------------------------------------------------------------------------------------
+// Shared host store
+// ----------------------------------------------------------------------------------------
+
+pub type ferry_host_share_role = c_uint;
+pub const FERRY_HOST_SHARE_NONE: ferry_host_share_role = 0;
+pub const FERRY_HOST_SHARE_LOADER: ferry_host_share_role = 1;
+pub const FERRY_HOST_SHARE_ATTACHED: ferry_host_share_role = 2;
+
+pub type ferry_host_share_progress_fn =
+    Option<unsafe extern "C" fn(user: *mut c_void, loaded: u64, total: u64)>;
 
 // ----------------------------------------------------------------------------------------
 // Trace
@@ -349,6 +365,11 @@ extern "C" {
         runtime: *mut ferry_runtime,
         group: ferry_group,
     ) -> ferry_status;
+    pub fn ferry_group_compute_declare(
+        runtime: *mut ferry_runtime,
+        group: ferry_group,
+        nanoseconds: u64,
+    ) -> ferry_status;
     pub fn ferry_group_resident_bytes(
         runtime: *mut ferry_runtime,
         group: ferry_group,
@@ -395,6 +416,15 @@ extern "C" {
     pub fn ferry_pin_progress_set(
         runtime: *mut ferry_runtime,
         callback: ferry_pin_progress_fn,
+        user: *mut c_void,
+    ) -> ferry_status;
+    pub fn ferry_host_share_role_get(
+        runtime: *mut ferry_runtime,
+        out: *mut ferry_host_share_role,
+    ) -> ferry_status;
+    pub fn ferry_host_share_progress_set(
+        runtime: *mut ferry_runtime,
+        callback: ferry_host_share_progress_fn,
         user: *mut c_void,
     ) -> ferry_status;
 

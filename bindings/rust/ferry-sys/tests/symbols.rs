@@ -328,7 +328,7 @@ fn struct_layouts_match_c() {
         ferry_config { struct_size, backend, device, vram_budget, slots_per_class,
                        synchronous, name, sim_h2d_gbps, sim_d2h_gbps, sim_latency_us,
                        sim_chaos, sim_seed, publish_stats, verify, pinned_cap_bytes,
-                       pageable_fallback, compress }
+                       pageable_fallback, host_share, host_share_timeout_ms, compress }
         ferry_stats { struct_size, backend, phase, bytes_h2d, bytes_d2h, onloads, acquires,
                       releases, resident_hits, hits, misses, prefetches_issued,
                       prefetches_used, prefetches_wasted, writebacks, passes, groups,
@@ -429,6 +429,7 @@ fn every_declared_function_links() {
         ferry_group_info,
         ferry_group_resident_bytes,
         ferry_group_prefer_resident,
+        ferry_group_compute_declare,
         ferry_groups_list,
         ferry_group_tensors,
         ferry_group_find,
@@ -439,6 +440,8 @@ fn every_declared_function_links() {
         ferry_trace_stop,
         ferry_trace_dump,
         ferry_pin_progress_set,
+        ferry_host_share_role_get,
+        ferry_host_share_progress_set,
         ferry_weights_open,
         ferry_weights_close,
         ferry_weights_count,

@@ -82,6 +82,10 @@ pub enum Status {
     FileChanged,
     /// The tensor's bytes are on the disk tier: use [`Runtime::copy_out`].
     NotInMemory,
+    /// The shared host store cannot be used: another user's, corrupt, or a timed-out wait.
+    HostShare,
+    /// The shared host store holds another layout; the message names the first difference.
+    HostShareLayout,
     /// A code this crate does not know (a newer library).
     Unknown(u32),
 }
@@ -117,6 +121,8 @@ impl Status {
             sys::FERRY_ERROR_WEIGHTS_MISMATCH => Status::WeightsMismatch,
             sys::FERRY_ERROR_FILE_CHANGED => Status::FileChanged,
             sys::FERRY_ERROR_NOT_IN_MEMORY => Status::NotInMemory,
+            sys::FERRY_ERROR_HOST_SHARE => Status::HostShare,
+            sys::FERRY_ERROR_HOST_SHARE_LAYOUT => Status::HostShareLayout,
             other => Status::Unknown(other),
         }
     }
@@ -151,6 +157,8 @@ impl Status {
             Status::WeightsMismatch => sys::FERRY_ERROR_WEIGHTS_MISMATCH,
             Status::FileChanged => sys::FERRY_ERROR_FILE_CHANGED,
             Status::NotInMemory => sys::FERRY_ERROR_NOT_IN_MEMORY,
+            Status::HostShare => sys::FERRY_ERROR_HOST_SHARE,
+            Status::HostShareLayout => sys::FERRY_ERROR_HOST_SHARE_LAYOUT,
             Status::Unknown(raw) => raw,
         }
     }
@@ -385,6 +393,7 @@ pub fn version_number() -> u32 {
 pub struct RuntimeBuilder {
     config: sys::ferry_config,
     name: Option<String>,
+    host_share: Option<String>,
 }
 
 impl Default for RuntimeBuilder {
@@ -403,7 +412,11 @@ impl RuntimeBuilder {
             sys::ferry_config_init(config.as_mut_ptr());
             config.assume_init()
         };
-        RuntimeBuilder { config, name: None }
+        RuntimeBuilder {
+            config,
+            name: None,
+            host_share: None,
+        }
     }
 
     /// Bytes of VRAM ferry may hold (required, > 0).
@@ -438,6 +451,19 @@ impl RuntimeBuilder {
     /// The runtime's name (default "ferry").
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
+        self
+    }
+
+    /// The name of a host store shared with other processes of the same model (ferry.h,
+    /// "Shared host store"): the first runtime of that name loads it, the others attach.
+    pub fn host_share(mut self, name: &str) -> Self {
+        self.host_share = Some(name.to_string());
+        self
+    }
+
+    /// Longest wait in plan for another process to load the shared store (0: 30 min).
+    pub fn host_share_timeout_ms(mut self, ms: u32) -> Self {
+        self.config.host_share_timeout_ms = ms;
         self
     }
 
@@ -507,9 +533,17 @@ impl RuntimeBuilder {
         if let Some(name) = &name {
             config.name = name.as_ptr();
         }
+        let share = match &self.host_share {
+            Some(share) => Some(c_name("host share", share)?),
+            None => None,
+        };
+        if let Some(share) = &share {
+            config.host_share = share.as_ptr();
+        }
         let mut raw = ptr::null_mut();
-        // Safety: config is an initialised ferry_config whose name (if any) points to a
-        // CString alive for the call (the library copies it); raw is a valid out pointer.
+        // Safety: config is an initialised ferry_config whose name and host_share (if any)
+        // point to CStrings alive for the call (the library copies them); raw is a valid
+        // out pointer.
         check(unsafe { sys::ferry_create(&config, &mut raw) })?;
         let raw = NonNull::new(raw).ok_or_else(|| {
             Error::here(
@@ -962,6 +996,16 @@ impl Runtime {
     pub fn prefer_resident(&self, group: Group<'_>) -> Result<()> {
         // Safety: self.raw is a live runtime; the handle is checked by the library.
         check(unsafe { sys::ferry_group_prefer_resident(self.raw.as_ptr(), group.raw) })
+    }
+
+    /// DEFINE or PLANNED. The device time one acquire of `group` computes for, for the
+    /// compute-aware planner: declared for every group before `plan`, it is used at once;
+    /// otherwise ferry times the first pass and re-plans once.
+    pub fn declare_compute(&self, group: Group<'_>, nanoseconds: u64) -> Result<()> {
+        // Safety: self.raw is a live runtime; the handle is checked by the library.
+        check(unsafe {
+            sys::ferry_group_compute_declare(self.raw.as_ptr(), group.raw, nanoseconds)
+        })
     }
 
     /// DEFINE. An immutable tensor of raw bytes.

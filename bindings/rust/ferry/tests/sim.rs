@@ -675,3 +675,29 @@ fn a_preferred_group_stays_resident_and_split_groups_keep_heads() {
     let err = rt.prefer_resident(groups[0]).unwrap_err();
     assert_eq!(err.status(), ferry::Status::WrongPhase);
 }
+
+#[test]
+fn declared_compute_in_define_and_planned_only() {
+    let rt = sim().vram_budget(1 << 20).build().unwrap();
+    let a = rt.define_group("a").unwrap();
+    let b = rt.define_group("b").unwrap();
+    rt.define_tensor(a, "t", 4096).unwrap();
+    rt.define_tensor(b, "t", 4096).unwrap();
+    rt.declare_compute(a, 2_000_000).unwrap();
+    rt.plan().unwrap();
+    rt.declare_compute(b, 1_000_000).unwrap();
+    rt.seal().unwrap();
+    assert_eq!(
+        rt.declare_compute(a, 1).unwrap_err().status(),
+        Status::WrongPhase
+    );
+}
+
+#[test]
+fn compress_sets_the_config_field() {
+    let builder = sim().vram_budget(1 << 20).compress(true);
+    assert_eq!(builder.raw_config().compress, 1);
+    assert_eq!(sim().vram_budget(1 << 20).raw_config().compress, 0);
+    let rt = builder.build().unwrap();
+    assert_eq!(rt.stats().unwrap().compressed_groups, 0); // nothing sealed yet
+}

@@ -1,0 +1,50 @@
+// base/: what every room shares: errors, the clock, names in messages.
+// Processes by pid: their start time, and whether they are still alive. The stats
+// segment (observe/) and the shared host store (host/) both tell a live owner from a
+// dead one this way, a start time telling a reused pid from the process that was.
+#pragma once
+
+#include <signal.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+namespace ferry {
+
+// The process's start time as /proc/<pid>/stat gives it (field 22, clock ticks since
+// boot); 0 when the process does not exist.
+inline std::uint64_t process_start_ticks(long pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    // Field 2 (comm) may hold spaces: count fields after its closing parenthesis.
+    const std::size_t close = text.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::size_t at = close + 2;
+    for (int field = 3; field < 22 && at < text.size(); ++field) {
+        at = text.find(' ', at);
+        if (at == std::string::npos) return 0;
+        ++at;
+    }
+    return std::strtoull(text.c_str() + at, nullptr, 10);
+}
+
+// Whether the process with this pid exists and (when start is not 0) started at `start`.
+// A zombie (killed, not yet reaped) counts as gone.
+inline bool process_is_alive(long pid, std::uint64_t start) {
+    if (pid <= 0) return false;
+    // EPERM: it exists, as another user's process.
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::size_t close = text.rfind(')');
+    if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z') {
+        return false;
+    }
+    return start == 0 || process_start_ticks(pid) == start;
+}
+
+}  // namespace ferry
