@@ -226,16 +226,25 @@ void Runtime::plan() {
 
     PlanInput input = plan_input();  // replan.cpp
     Plan plan;
-    if (compute_known() && options_.compute_plan && !options_.synchronous) {
-        input.compute_s = declared_compute_s_;  // every group's, declared in DEFINE
-        input.link_bytes_per_s = link_estimate();
-        plan = make_compute_plan(input);  // spread already, when it is the byte plan
-    } else {
-        plan = make_plan(input);
-        std::vector<std::uint32_t> pass_order = declared_schedule_;
-        for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
-        spread_residents(plan, input.group_bytes, input.uses_per_pass, input.prefer_resident,
-                         pass_order);
+    try {
+        if (compute_known() && options_.compute_plan && !options_.synchronous) {
+            input.compute_s = declared_compute_s_;  // every group's, declared in DEFINE
+            input.link_bytes_per_s = link_estimate();
+            plan = make_compute_plan(input);  // spread already, when it is the byte plan
+        } else {
+            plan = make_plan(input);
+            std::vector<std::uint32_t> pass_order = declared_schedule_;
+            for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
+            spread_residents(plan, input.group_bytes, input.uses_per_pass,
+                             input.prefer_resident, pass_order);
+        }
+    } catch (const Error &error) {
+        if (error.status() != FERRY_ERROR_BUDGET_TOO_SMALL || input.budget == options_.vram_budget)
+            throw;
+        throw Error(error.status(), std::string(error.what()) + "; that budget is config.vram_budget (" +
+                                        std::to_string(options_.vram_budget) + " bytes) less " +
+                                        std::to_string(options_.vram_budget - input.budget) +
+                                        " bytes of staging for compressed images (config.compress)");
     }
     lay_out_heads(plan);
 
