@@ -3,11 +3,15 @@
 // decodes on the CPU; a corrupt compressed image is caught and named in verify mode.
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <random>
 #include <string>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <vector>
 
 #include "backend.hpp"
@@ -201,4 +205,26 @@ TEST_CASE("A corrupt compressed image in the host store is caught and named in v
         CHECK(ferry_tensor_copy_out(model.rt, model.tensors[0], 0, out.data(), out.size()) ==
               FERRY_ERROR_VERIFY_FAILED);
     }
+}
+
+TEST_CASE("The trace shows each decode as a span on the decode stream's track",
+          "[compress]") {
+    // Two slots and the staging area: all three groups stream, decoded at every onload.
+    Model model(1, /*verify=*/false, /*groups_count=*/3, 4 * (kTensorBytes + 512) + 4096);
+    check(ferry_trace_start(model.rt, 0), "ferry_trace_start");
+    for (int pass = 0; pass < 2; ++pass) model.check_pass();
+    const std::string path = "ferry-test-compress-trace-" + std::to_string(getpid()) + ".json";
+    check(ferry_trace_dump(model.rt, path.c_str()), "ferry_trace_dump");
+    std::ifstream file(path);
+    std::stringstream text;
+    text << file.rdbuf();
+    std::remove(path.c_str());
+    const std::string json = text.str();
+    std::size_t decodes = 0;
+    for (std::size_t at = json.find("\"cat\":\"decode\""); at != std::string::npos;
+         at = json.find("\"cat\":\"decode\"", at + 1)) {
+        ++decodes;
+    }
+    CHECK(decodes >= 4);
+    CHECK(json.find("\"decode stream\"") != std::string::npos);
 }

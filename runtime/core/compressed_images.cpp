@@ -82,7 +82,10 @@ void Runtime::prepare_compression() {
         zstage_free_[b] = device_->create_event();
         zstage_full_[b] = device_->create_event();
     }
-    if (copy_stream_ != nullptr) decode_stream_ = device_->create_stream();
+    if (copy_stream_ != nullptr) {
+        decode_stream_ = device_->create_stream();
+        observer_->set_decode_stream(decode_stream_);
+    }
     decode_results_ = device_->alloc_decode_results(2 * groups_.size());
     stats_.slab_staging_bytes = zstage_count_ * zstage_bytes_;
 }
@@ -243,7 +246,8 @@ void Runtime::onload_compressed(std::uint32_t group, SlotState &slot, Stream str
     const CompressedImage &image = compressed_[group];
     const std::uint64_t bytes = image.bytes - image.tail_src;
     if (image.tail_table == nullptr) return device_->record(slot.ready, stream);  // all head
-    decode_from_staging(group, image.tail_src, bytes, image.tail_table, slot.device,
+    decode_from_staging(group, image.tail_src, bytes, def.image_bytes - def.head_bytes,
+                        image.tail_table, slot.device,
                         &decode_results_[2 * group], stream, slot.ready);
     stats_.bytes_h2d += bytes;
     stats_.bytes_h2d_compressed += bytes;
@@ -255,8 +259,8 @@ void Runtime::onload_compressed(std::uint32_t group, SlotState &slot, Stream str
 // next staging buffer, then decoded by `table` into `dst`; `ready` (if any) is recorded
 // once the decode is done, where a later reader of dst can wait for it.
 void Runtime::decode_from_staging(std::uint32_t group, std::uint64_t src, std::uint64_t bytes,
-                                  void *table, std::byte *dst, kernels::DecodeResult *result,
-                                  Stream stream, Event ready) {
+                                  std::uint64_t decoded, void *table, std::byte *dst,
+                                  kernels::DecodeResult *result, Stream stream, Event ready) {
     const std::uint32_t b = zstage_next_;
     zstage_next_ = (zstage_next_ + 1) % zstage_count_;
     std::byte *buffer = zstage_ + b * zstage_bytes_;
@@ -269,7 +273,7 @@ void Runtime::decode_from_staging(std::uint32_t group, std::uint64_t src, std::u
         device_->record(zstage_full_[b], stream);
         device_->stream_wait(decode, zstage_full_[b]);
     }
-    device_->decode(table, buffer, dst, result, decode);
+    observer_->decode(group, table, buffer, dst, decoded, result, decode);
     device_->record(zstage_free_[b], decode);
     if (ready != nullptr) device_->record(ready, decode);
 }
@@ -279,7 +283,8 @@ void Runtime::onload_head_compressed(std::uint32_t group, Stream stream) {
     const GroupDef &def = groups_[group];
     const CompressedImage &image = compressed_[group];
     if (image.head_table == nullptr) return;
-    decode_from_staging(group, 0, image.tail_src, image.head_table, state_[group].head,
+    decode_from_staging(group, 0, image.tail_src, def.head_bytes, image.head_table,
+                        state_[group].head,
                         &decode_results_[2 * group + 1], stream, nullptr);
     stats_.bytes_h2d += image.tail_src;
     stats_.bytes_h2d_compressed += image.tail_src;

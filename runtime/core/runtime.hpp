@@ -285,8 +285,8 @@ class Runtime {
     std::uint64_t compress_staging_bytes() const;  // one staging buffer, sized at plan
     std::uint32_t staging_buffers() const { return options_.synchronous ? 1 : 2; }
     void decode_from_staging(std::uint32_t group, std::uint64_t src, std::uint64_t bytes,
-                             void *table, std::byte *dst, kernels::DecodeResult *result,
-                             Stream stream, Event ready);
+                             std::uint64_t decoded, void *table, std::byte *dst,
+                             kernels::DecodeResult *result, Stream stream, Event ready);
     void synchronize_decodes();
     void prepare_compression();                    // at plan: the staging area
     void encode_images();                          // at seal: compressed images in the store
