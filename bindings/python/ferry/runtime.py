@@ -200,7 +200,8 @@ class Runtime:
     ferry_config (backend: "auto", "cuda", "sim" or a Backend; pinned_cap: bytes or a
     string, for pinned_cap_bytes, which is also accepted under its C name; host_share: the
     name of a host store shared with other processes, host_share_timeout: seconds plan()
-    waits for its loader); unset ones keep the library's defaults, and the FERRY_*
+    waits for its loader; compress: stream bf16/f16 weights compressed, decoded on the
+    device); unset ones keep the library's defaults, and the FERRY_*
     environment variables still override them."""
 
     def __init__(
