@@ -267,7 +267,15 @@ PassModelInput Runtime::pass_model() {
     PlanInput input = plan_input();
     input.pass_order = schedule_;
     input.link_bytes_per_s = link_estimate();
-    return pass_model_input(input, current_plan());
+    PassModelInput model = pass_model_input(input, current_plan());
+    // A compressed group's copy moves its compressed tail (its decode overlaps the next
+    // copy, on the decode stream: compressed_images.cpp).
+    for (std::uint32_t g = 0; g < compressed_.size(); ++g) {
+        if (compressed(g) && model.streamed_bytes[g] > 0) {
+            model.streamed_bytes[g] = compressed_[g].bytes - compressed_[g].tail_src;
+        }
+    }
+    return model;
 }
 
 }  // namespace ferry

@@ -198,7 +198,8 @@ class Runtime {
     // For tests and tools: the host store (null before plan).
     const HostStore *host_store() const { return host_.get(); }
     // replan.cpp, for tools and tests: the installed plan as the pass-time model's input
-    // (planner.hpp), its compute_s left to the caller. Phase SEALED.
+    // (planner.hpp), its compute_s left to the caller; a compressed group streams its
+    // compressed bytes. Phase SEALED.
     PassModelInput pass_model();
     // How many re-plans changed the placement (replan.cpp); for tests.
     std::uint32_t replans() {
