@@ -156,9 +156,16 @@ std::uint64_t round_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) 
 
 std::uint64_t pattern_word(std::uint32_t group, std::uint32_t tensor, std::uint64_t i,
                            std::uint64_t version) {
-    return mix((static_cast<std::uint64_t>(group) << 44) ^
-               (static_cast<std::uint64_t>(tensor) << 32) ^ i) +
-           version;
+    std::uint64_t word = mix((static_cast<std::uint64_t>(group) << 44) ^
+                             (static_cast<std::uint64_t>(tensor) << 32) ^ i);
+    // Each 16-bit half's exponent bits (14..7) become 0x76 + three of its random bits.
+    std::uint64_t exponents = 0;
+    for (int half = 0; half < 4; ++half) {
+        const std::uint64_t e = 0x76 + ((word >> (16 * half)) & 7);
+        exponents |= e << (16 * half + 7);
+    }
+    word = (word & 0x807F807F807F807FULL) | exponents;
+    return word + version;
 }
 
 Failures::~Failures() {
@@ -196,6 +203,7 @@ SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
     config.verify = spec.verify ? 1 : 0;
     config.pinned_cap_bytes = spec.pinned_cap;
     config.pageable_fallback = spec.pageable_fallback ? 1 : 0;
+    config.compress = spec.compress ? 1 : 0;
     check(ferry_create(&config, &runtime_), "ferry_create");
     try {
         for (std::size_t g = 0; g < spec.groups.size(); ++g) {
@@ -211,9 +219,12 @@ SimModel::SimModel(const ModelSpec &spec) : spec_(spec) {
                 const std::string name = spec.weights_path.empty()
                                              ? "t" + std::to_string(t)
                                              : "g" + std::to_string(g) + ".t" + std::to_string(t);
-                check(ferry_tensor_define(runtime_, group, name.c_str(),
-                                          ts.bytes, FERRY_DTYPE_U8, 1,
-                                          reinterpret_cast<const int64_t *>(&ts.bytes),
+                const bool bf16 = spec.compress && !ts.is_mutable && ts.bytes % 2 == 0;
+                const std::int64_t elements =
+                    static_cast<std::int64_t>(bf16 ? ts.bytes / 2 : ts.bytes);
+                check(ferry_tensor_define(runtime_, group, name.c_str(), ts.bytes,
+                                          bf16 ? FERRY_DTYPE_BF16 : FERRY_DTYPE_U8, 1,
+                                          &elements,
                                           ts.is_mutable ? FERRY_TENSOR_MUTABLE : 0, &tensor),
                       "ferry_tensor_define");
                 tensors_[g].push_back(tensor);

@@ -48,6 +48,9 @@ struct ModelSpec {
     bool verify = false;                 // trust: verify mode
     std::uint64_t pinned_cap = 0;        // trust: 0 = default cap
     bool pageable_fallback = false;
+    // Compressed streaming: config.compress, and immutable tensors of an even size
+    // defined as bf16 (the pattern's exponents are narrow, as trained weights' are).
+    bool compress = false;
     // Weights: when set, the model's bytes are written to this safetensors file (tensor
     // "g<G>.t<T>" for tensor T of group G) and loaded with ferry_weights_load, disk tier
     // as asked; else they are written through host pointers.
@@ -61,6 +64,7 @@ std::vector<unsigned char> pattern_bytes(std::uint32_t group, std::uint32_t tens
                                          std::uint64_t bytes);
 
 // The expected 64-bit word at word index i of a tensor; mutable tensors add `version`.
+// Read as bf16, its exponents take 8 values, so that the codec's encoding pays.
 std::uint64_t pattern_word(std::uint32_t group, std::uint32_t tensor, std::uint64_t i,
                            std::uint64_t version);
 

@@ -261,3 +261,60 @@ TEST_CASE("A re-plan by declared compute between passes keeps every byte right u
     // follows the link rate the runtime measured, which chaos's delays vary).
     REQUIRE(replanned > 0);
 }
+
+TEST_CASE("With compressed streaming, every byte compute sees under chaos is the right byte",
+          "[chaos][compress]") {
+    std::mt19937_64 rng(20261201);
+    const int models = scaled(24);
+    std::uint64_t passes_run = 0;
+    std::uint64_t compressed_groups = 0;
+    std::uint64_t decodes = 0;
+    for (int m = 0; m < models; ++m) {
+        ModelSpec spec = random_spec(rng, /*allow_mutable=*/true);
+        spec.compress = true;
+        // The staging area comes out of the budget: as much as the largest group.
+        // Budgets near the floor, so that compressed groups stream and are decoded often.
+        std::uint64_t largest = 0;
+        std::uint64_t total = 0;
+        for (auto &group : spec.groups) {
+            std::uint64_t bytes = 0;
+            for (auto &tensor : group) {
+                if (rng() % 4 != 0) tensor.bytes += tensor.bytes % 2;  // most are bf16
+                bytes += tensor.bytes + 4096 + 256;
+            }
+            largest = std::max(largest, bytes);
+            total += bytes;
+        }
+        spec.budget = (spec.slots_per_class + 1) * largest + rng() % (total / 2 + 1);
+        INFO("model " << m << ": " << spec.groups.size() << " groups, budget " << spec.budget
+                      << ", slots " << spec.slots_per_class << ", sync " << spec.synchronous);
+        SimModel model(spec);
+        Failures failures;
+        const int passes = 10 + static_cast<int>(rng() % 20);
+        run_passes(model, passes, static_cast<int>(rng() % 4), failures, rng);
+        passes_run += passes;
+        synchronize_and_check(model, failures);
+        INFO("first failure: " << failures.first);
+        REQUIRE(failures.count == 0);
+        std::vector<std::uint32_t> pass = spec.declared_schedule;
+        if (pass.empty()) {
+            for (std::uint32_t g = 0; g < spec.groups.size(); ++g) pass.push_back(g);
+        }
+        REQUIRE(failures.checked == static_cast<std::uint64_t>(passes) * pass.size());
+
+        const ferry_stats stats = model.stats();
+        REQUIRE(stats.acquires == stats.resident_hits + stats.hits + stats.misses);
+        REQUIRE(stats.slab_bytes + stats.slab_staging_bytes <= spec.budget);
+        REQUIRE(stats.host_compressed_bytes < stats.host_compressed_raw_bytes +
+                                                  (stats.compressed_groups == 0 ? 1 : 0));
+        REQUIRE(stats.bytes_h2d_compressed <= stats.bytes_h2d);
+        compressed_groups += stats.compressed_groups;
+        decodes += stats.decodes;
+        if (!model.has_mutable()) REQUIRE(stats.bytes_d2h == 0);
+    }
+    REQUIRE(compressed_groups > 0);
+    REQUIRE(decodes > 0);
+    WARN("chaos, compressed: " << models << " models, " << passes_run << " passes, "
+                               << compressed_groups << " compressed groups, " << decodes
+                               << " decodes, every byte checked");
+}

@@ -160,6 +160,7 @@ typedef enum ferry_backend {
  *   FERRY_STATS=0|1                   FERRY_VERIFY=0|1            FERRY_PINNED_CAP=<bytes>
  *   FERRY_TRACE=<path>                FERRY_TRACE_EVENTS=<n>      (see "Trace" below)
  *   FERRY_PIN_CHUNK=<bytes>           (most bytes pinned per step, default 256 MiB)
+ *   FERRY_COMPRESS=0|1                (config.compress; "Compressed streaming" below)
  *
  * publish_stats / FERRY_STATS=1: the runtime publishes its counters and a per-group table
  * to POSIX shared memory (/dev/shm/ferry.<pid>.<name>, owner-only) while it lives, for
@@ -185,6 +186,26 @@ typedef enum ferry_backend {
  * FERRY_ERROR_OUT_OF_HOST_MEMORY, or with pageable_fallback = 1 keeps the rest pageable
  * (stats.host_pageable_bytes) and copies it through a pinned staging ring of 2 x 4 MiB
  * (outside the cap): slower, and the host waits for a ring buffer to be free.
+ *
+ * Compressed streaming (compress = 1 or FERRY_COMPRESS=1): at seal, every immutable bf16
+ * and f16 tensor of a group without mutable tensors is encoded on the CPU (a lossless
+ * Huffman code of the exponent byte, README "Compressed streaming"); an encoding is kept
+ * only where it pays (at most 0.95 of the tensor's bytes). The group's compressed image
+ * replaces its raw image in the host store, so the host holds one copy. Each onload
+ * copies the compressed image (of a split group: its tail's part) into a staging area of
+ * the VRAM budget (one DMA), then decodes it into the group's slot on a decode stream of
+ * ferry's, beside the copy stream. The staging area (stats.slab_staging_bytes) is set
+ * aside from the budget at plan, before anything is encoded: two buffers (one in
+ * synchronous mode) of 0.8 x the largest such group's raw image each; a group whose
+ * compressed image is larger stays raw. ferry_tensor_copy_out of an encoded tensor
+ * decodes it on the CPU (and fails with FERRY_ERROR_VERIFY_FAILED if its container is
+ * corrupt); ferry_tensor_host_ptr of one fails with FERRY_ERROR_NOT_IN_MEMORY, and so does
+ * ferry_tensor_copy_in after a seal that failed later had encoded it. In verify mode a
+ * decode that finds a corrupt container fails the next call with
+ * FERRY_ERROR_VERIFY_FAILED, naming the group and tensor (releases of compressed groups
+ * then wait on the host for their decode); a flipped sign or mantissa bit is caught by
+ * the release checksum. Groups on the disk tier or past the pinned cap stay raw, and so
+ * does a shared host store (host_share): compress is ignored there.
  */
 typedef struct ferry_config {
     size_t struct_size;        /* sizeof(ferry_config), set by ferry_config_init          */
@@ -212,6 +233,10 @@ typedef struct ferry_config {
     uint32_t host_share_timeout_ms; /* longest wait in ferry_plan for another process to
                                   load the shared store; 0: 30 minutes.
                                   FERRY_HOST_SHARE_TIMEOUT (seconds) overrides it         */
+    int32_t compress;          /* 1: at seal, encode immutable bf16/f16 tensors losslessly
+                                  and decode them on the device at each onload (see
+                                  "Compressed streaming" below). FERRY_COMPRESS=0|1
+                                  overrides. Default 0                                    */
 } ferry_config;
 
 FERRY_API void ferry_config_init(ferry_config *config);
@@ -433,6 +458,17 @@ typedef struct ferry_stats {
     uint64_t host_disk_bytes;      /* ... of which on the disk tier: read from the weights
                                       files at each onload, never held in host memory    */
     uint64_t bytes_disk_read;      /* bytes read from weights files at onload (disk tier) */
+    /* Compressed streaming (config.compress). bytes_h2d counts the bytes that crossed the
+       link: the compressed images of compressed groups.                                 */
+    uint64_t compressed_groups;    /* groups whose host image is compressed               */
+    uint64_t host_compressed_bytes; /* host store bytes of their compressed images        */
+    uint64_t host_compressed_raw_bytes; /* ... and the raw images they stand for; the ratio
+                                      is host_compressed_bytes / host_compressed_raw_bytes */
+    uint64_t bytes_h2d_compressed; /* of bytes_h2d, compressed images                     */
+    uint64_t bytes_decoded;        /* raw bytes the device decoded them into              */
+    uint64_t decodes;              /* decodes of compressed images on the device          */
+    uint64_t slab_staging_bytes;   /* VRAM staging area for compressed images, within the
+                                      budget, outside slab_bytes                         */
 } ferry_stats;
 
 FERRY_API ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out);

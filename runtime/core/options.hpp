@@ -23,6 +23,8 @@ struct RuntimeOptions {
     bool synchronous = false;
     // FERRY_COMPUTE_PLAN: time the first pass and re-plan by compute (core/replan.cpp).
     bool compute_plan = true;
+    // config.compress / FERRY_COMPRESS: compressed images (core/compressed_images.cpp).
+    bool compress = false;
     std::string name = "ferry";
     SimOptions sim;
     bool publish_stats = false;      // FERRY_STATS

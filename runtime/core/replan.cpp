@@ -59,7 +59,9 @@ PlanInput Runtime::plan_input() const {
     PlanInput input;
     for (const GroupDef &group : groups_) input.group_bytes.push_back(group.image_bytes);
     input.uses_per_pass = uses_per_pass();
-    input.budget = options_.vram_budget;
+    // The staging area of compressed images comes out of the budget (compressed_images.cpp).
+    const std::uint64_t staging = staging_buffers() * compress_staging_bytes();
+    input.budget = options_.vram_budget - std::min(options_.vram_budget, staging);
     input.slots_per_class = options_.slots_per_class;
     for (const GroupDef &group : groups_) {
         std::vector<std::uint32_t> tensors = group.tensors;
@@ -241,6 +243,7 @@ void Runtime::replan() {
         throw;
     }
     // The slab's contents are the new plan's from here on: onload them as seal does.
+    split_compressed();  // compressed_images.cpp
     const Stream stream = copy_stream_for(nullptr);
     stats_.slab_used_bytes = 0;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
@@ -251,6 +254,7 @@ void Runtime::replan() {
         }
     }
     device_->stream_synchronize(stream);
+    synchronize_decodes();  // compressed_images.cpp
     ++replans_;
     want_left_.assign(class_slots_.size(), 0);
     observe_plan();
@@ -263,7 +267,15 @@ PassModelInput Runtime::pass_model() {
     PlanInput input = plan_input();
     input.pass_order = schedule_;
     input.link_bytes_per_s = link_estimate();
-    return pass_model_input(input, current_plan());
+    PassModelInput model = pass_model_input(input, current_plan());
+    // A compressed group's copy moves its compressed tail (its decode overlaps the next
+    // copy, on the decode stream: compressed_images.cpp).
+    for (std::uint32_t g = 0; g < compressed_.size(); ++g) {
+        if (compressed(g) && model.streamed_bytes[g] > 0) {
+            model.streamed_bytes[g] = compressed_[g].bytes - compressed_[g].tail_src;
+        }
+    }
+    return model;
 }
 
 }  // namespace ferry

@@ -66,6 +66,7 @@ void Runtime::finish() {
 void Runtime::release_plan_resources() noexcept {
     staging_.reset();
     release_verify();  // runtime_verify.cpp
+    release_compression();  // compressed_images.cpp
     for (SlotState &slot : slots_) {
         device_->destroy_event(slot.ready);
         device_->destroy_event(slot.released);
@@ -225,16 +226,25 @@ void Runtime::plan() {
 
     PlanInput input = plan_input();  // replan.cpp
     Plan plan;
-    if (compute_known() && options_.compute_plan && !options_.synchronous) {
-        input.compute_s = declared_compute_s_;  // every group's, declared in DEFINE
-        input.link_bytes_per_s = link_estimate();
-        plan = make_compute_plan(input);  // spread already, when it is the byte plan
-    } else {
-        plan = make_plan(input);
-        std::vector<std::uint32_t> pass_order = declared_schedule_;
-        for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
-        spread_residents(plan, input.group_bytes, input.uses_per_pass, input.prefer_resident,
-                         pass_order);
+    try {
+        if (compute_known() && options_.compute_plan && !options_.synchronous) {
+            input.compute_s = declared_compute_s_;  // every group's, declared in DEFINE
+            input.link_bytes_per_s = link_estimate();
+            plan = make_compute_plan(input);  // spread already, when it is the byte plan
+        } else {
+            plan = make_plan(input);
+            std::vector<std::uint32_t> pass_order = declared_schedule_;
+            for (std::uint32_t g = 0; g < groups_.size(); ++g) pass_order.push_back(g);
+            spread_residents(plan, input.group_bytes, input.uses_per_pass,
+                             input.prefer_resident, pass_order);
+        }
+    } catch (const Error &error) {
+        if (error.status() != FERRY_ERROR_BUDGET_TOO_SMALL || input.budget == options_.vram_budget)
+            throw;
+        throw Error(error.status(), std::string(error.what()) + "; that budget is config.vram_budget (" +
+                                        std::to_string(options_.vram_budget) + " bytes) less " +
+                                        std::to_string(options_.vram_budget - input.budget) +
+                                        " bytes of staging for compressed images (config.compress)");
     }
     lay_out_heads(plan);
 
@@ -247,6 +257,7 @@ void Runtime::plan() {
         slab_ = std::make_unique<Slab>(*device_,
                                        carve_slab(plan, input.group_bytes, options_.slots_per_class));
         if (!options_.synchronous) copy_stream_ = device_->create_stream();
+        prepare_compression();  // compressed_images.cpp
 
         state_.assign(groups_.size(), GroupState{});
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
@@ -281,6 +292,9 @@ void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
                         source.file_tensor->name + "'), not in host memory; read them with "
                         "ferry_tensor_copy_out");
     }
+    FERRY_EXPECTS(encoded_job(tensor) == nullptr, FERRY_ERROR_NOT_IN_MEMORY,
+                  describe_tensor(tensor) + " is compressed in the host store (config.compress): "
+                  "it has no raw host bytes; read them with ferry_tensor_copy_out");
     return host_->base() + groups_[def.group].host_offset + def.offset;
 }
 
@@ -298,6 +312,9 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
     if (bytes == 0) return;
     if (attached() && !def.is_mutable) return;  // the loader's bytes, shared (ferry.h)
     if (share_ != nullptr) share_->add_loaded(bytes);
+    FERRY_EXPECTS(encoded_job(tensor) == nullptr, FERRY_ERROR_NOT_IN_MEMORY,
+                  describe_tensor(tensor) + " was compressed in the host store by a seal that "
+                  "failed later (config.compress): its bytes cannot be copied in");
     drop_disk_source(tensor);  // copied in: its bytes are the store's from now on
     std::memcpy(host_->base() + groups_[def.group].host_offset + def.offset + offset, src,
                 bytes);
@@ -317,12 +334,14 @@ void Runtime::seal() {
     const std::uint64_t bytes_h2d = stats_.bytes_h2d;
     try {
         if (options_.verify) prepare_verify();
+        encode_images();  // compressed_images.cpp: before anything reads the images
         const Stream stream = copy_stream_for(nullptr);
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
             if (state_[g].resident()) onload(g, state_[g].slot, stream);
             if (state_[g].head != nullptr) onload_head(g, stream);
         }
         device_->stream_synchronize(stream);
+        synchronize_decodes();  // compressed_images.cpp
         const std::uint64_t page = HostStore::page_size();
         for (const GroupDef &group : groups_) {
             host_->protect_read_only(group.host_offset, align_up(group.mutable_offset, page));

@@ -85,6 +85,25 @@ struct LoadRequest {
     std::function<void(std::uint64_t, std::uint64_t)> progress;
 };
 
+// A group's compressed image in the host store (compressed_images.cpp): it replaces the
+// raw image at the group's host_offset. Pieces in image order: a container per encoded
+// tensor, the raw bytes of the others, each at a 256-byte aligned offset.
+// A split group's head is a prefix of its tensors: its jobs are a prefix of `jobs`, and
+// so are their containers of the compressed image.
+struct CompressedImage {
+    std::uint64_t bytes = 0;      // of the compressed image; 0: the group is raw
+    std::vector<kernels::DecodeJob> jobs;   // in image order, offsets from the image starts
+    std::vector<std::uint32_t> job_tensor;  // the tensor each job decodes
+    // Made for the group's head_bytes of the plan installed (split_compressed()): the
+    // decode tables of the head's jobs and of the tail's, the tail's offsets from the
+    // start of its part of the compressed image, [tail_src, bytes), and of the slot.
+    std::uint64_t split_at = ~std::uint64_t{0};
+    std::uint32_t head_jobs = 0;
+    std::uint64_t tail_src = 0;
+    void *head_table = nullptr;
+    void *tail_table = nullptr;
+};
+
 // Where each group is and who holds it, while SEALED.
 struct GroupState {
     int size_class = -1;            // -1: resident, in a slot of its own for good
@@ -186,7 +205,8 @@ class Runtime {
     // For tests and tools: the host store (null before plan).
     const HostStore *host_store() const { return host_.get(); }
     // replan.cpp, for tools and tests: the installed plan as the pass-time model's input
-    // (planner.hpp), its compute_s left to the caller. Phase SEALED.
+    // (planner.hpp), its compute_s left to the caller; a compressed group streams its
+    // compressed bytes. Phase SEALED.
     PassModelInput pass_model();
     // How many re-plans changed the placement (replan.cpp); for tests.
     std::uint32_t replans() {
@@ -268,6 +288,30 @@ class Runtime {
                            std::uint64_t end, Stream stream);
     std::byte *device_address(const TensorDef &tensor) const;
 
+    // compressed_images.cpp (options_.compress), under mutex_.
+    bool compress_candidate(const GroupDef &group) const;
+    std::uint64_t compress_staging_bytes() const;  // one staging buffer, sized at plan
+    std::uint32_t staging_buffers() const { return options_.synchronous ? 1 : 2; }
+    void decode_from_staging(std::uint32_t group, std::uint64_t src, std::uint64_t bytes,
+                             std::uint64_t decoded, void *table, std::byte *dst,
+                             kernels::DecodeResult *result, Stream stream, Event ready);
+    void synchronize_decodes();
+    void prepare_compression();                    // at plan: the staging area
+    void encode_images();                          // at seal: compressed images in the store
+    bool compressed(std::uint32_t group) const {
+        return !compressed_.empty() && compressed_[group].bytes > 0;
+    }
+    // The job decoding `tensor`, when it is encoded in a compressed image; else null.
+    const kernels::DecodeJob *encoded_job(std::uint32_t tensor) const;
+    std::uint64_t encoded_checksum(std::uint32_t tensor) const;
+    void split_compressed();  // after a plan is installed: the tables for its heads
+    void onload_compressed(std::uint32_t group, SlotState &slot, Stream stream);
+    void onload_head_compressed(std::uint32_t group, Stream stream);
+    void copy_out_encoded(std::uint32_t tensor, std::uint64_t offset, void *dst,
+                          std::uint64_t bytes);
+    void check_decode(std::uint32_t group);        // verify mode, at release
+    void release_compression() noexcept;
+
     // disk_tier.cpp, under mutex_.
     void commit_disk_tier(const std::shared_ptr<load::WeightSet> &set,
                           const std::vector<std::pair<std::uint32_t, const load::FileTensor *>> &on_disk,
@@ -340,6 +384,17 @@ class Runtime {
     std::vector<std::uint32_t> check_tensor_;   // scratch for verify_release, sized at seal
     std::vector<const std::byte *> check_device_;
     std::vector<std::uint64_t> check_bytes_;
+
+    // Compressed streaming (compressed_images.cpp). compressed_ is sized at seal.
+    std::vector<CompressedImage> compressed_;
+    std::byte *zstage_ = nullptr;        // VRAM staging area: kStagingBuffers buffers
+    std::uint64_t zstage_bytes_ = 0;     // of one buffer
+    std::uint32_t zstage_count_ = 0;     // buffers: 2 with a copy stream, else 1
+    std::uint32_t zstage_next_ = 0;      // the buffer the next compressed copy goes to
+    Event zstage_free_[2] = {};          // per buffer: recorded after the decode that read it
+    Event zstage_full_[2] = {};          // per buffer: recorded after the copy into it
+    Stream decode_stream_ = nullptr;     // decodes, beside the copy stream
+    kernels::DecodeResult *decode_results_ = nullptr;  // per group: its tail's, its head's
 
     // Weights files (runtime_load.cpp, disk_tier.cpp). While loading_, the store is being
     // written outside mutex_: seal, copy-in and another load are refused. failed_load_

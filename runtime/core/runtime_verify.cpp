@@ -70,8 +70,12 @@ void Runtime::prepare_verify() {
         std::size_t frozen = 0;
         for (std::uint32_t t : group.tensors) {
             const TensorDef &tensor = tensors_[t];
-            const std::uint64_t sum = kernels::checksum_ref(
-                host_->base() + group.host_offset + tensor.offset, tensor.bytes);
+            // An image compressed by an earlier seal attempt: the sum its encoder stored.
+            const std::uint64_t sum =
+                encoded_job(t) != nullptr
+                    ? encoded_checksum(t)
+                    : kernels::checksum_ref(host_->base() + group.host_offset + tensor.offset,
+                                            tensor.bytes);
             if (tensor.is_mutable) {
                 mutable_sum_[t] = sum;
             } else {

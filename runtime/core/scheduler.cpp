@@ -67,16 +67,26 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     GroupState &state = state_[group];
     const GroupDef &def = groups_[group];
     device_->stream_wait(stream, slot.released);                       // old occupant done
+    // A decode into the slot (compressed_images.cpp) may still run on the decode stream,
+    // for an occupant evicted unused: the slot's last write lands first.
+    if (decode_stream_ != nullptr) device_->stream_wait(stream, slot.ready);
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
+    // The clock times raw bytes: for a compressed group, its copy and decode together.
     if (clock_ != nullptr) clock_->copy_begin(*device_, def.image_bytes - def.head_bytes, stream);
-    copy_image_part(group, slot.device, def.head_bytes, def.image_bytes, stream);
-    if (clock_ != nullptr) clock_->copy_end(*device_, stream);
-    device_->record(slot.ready, stream);
+    if (compressed(group)) {
+        // compressed_images.cpp: counts its bytes, records `ready` after the decode.
+        onload_compressed(group, slot, stream);
+        if (clock_ != nullptr) clock_->copy_end(*device_, stream);
+    } else {
+        copy_image_part(group, slot.device, def.head_bytes, def.image_bytes, stream);
+        stats_.bytes_h2d += def.image_bytes - def.head_bytes;
+        if (clock_ != nullptr) clock_->copy_end(*device_, stream);
+        device_->record(slot.ready, stream);
+    }
     slot.occupant = static_cast<int>(group);
     state.slot = slot_index;
     state.releases_since_onload = 0;
     ++stats_.onloads;
-    stats_.bytes_h2d += def.image_bytes - def.head_bytes;
     stats_.slab_used_bytes += slot.bytes;
     stats_.slab_used_peak_bytes = std::max(stats_.slab_used_peak_bytes, stats_.slab_used_bytes);
 }
@@ -85,8 +95,9 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
 // event guards it.
 void Runtime::onload_head(std::uint32_t group, Stream stream) {
     const GroupDef &def = groups_[group];
-    copy_image_part(group, state_[group].head, 0, def.head_bytes, stream);
     ++stats_.onloads;
+    if (compressed(group)) return onload_head_compressed(group, stream);  // counts its bytes
+    copy_image_part(group, state_[group].head, 0, def.head_bytes, stream);
     stats_.bytes_h2d += def.head_bytes;
 }
 
@@ -265,7 +276,10 @@ void Runtime::release(std::uint32_t group, Stream stream) {
                       " is not acquired (released more often than acquired)");
     // Verify checks the bytes on the caller's stream before `released` is recorded, so the
     // slot cannot be refilled under the check.
-    if (verifier_ != nullptr) verify_release(group, stream);  // runtime_verify.cpp
+    if (verifier_ != nullptr) {
+        check_decode(group);            // compressed_images.cpp
+        verify_release(group, stream);  // runtime_verify.cpp
+    }
     if (clock_ != nullptr && state.pins == 1) clock_->released(*device_, group, stream);
     // A resident group without mutable tensors is never overwritten nor written back:
     // nothing waits for its release, until an update may rewrite it (update.cpp).

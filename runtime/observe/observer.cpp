@@ -14,7 +14,7 @@ namespace {
 
 constexpr std::size_t kSpanRing = 1024;
 
-enum SpanKind { kCopyH2D, kCopyD2H, kWait, kHold };
+enum SpanKind { kCopyH2D, kCopyD2H, kWait, kHold, kDecode };
 
 // A timestamp that cannot be taken leaves its span untimed; it never fails the call.
 void stamp(Device &device, Stream stream, std::atomic<std::uint64_t> *out) noexcept {
@@ -146,6 +146,19 @@ void Observer::copy_d2h(std::uint32_t group, void *dst, const void *src, std::si
     copy(kCopyD2H, group, dst, src, bytes, stream);
 }
 
+void Observer::decode(std::uint32_t group, void *table, const void *image, void *dst,
+                      std::uint64_t bytes, kernels::DecodeResult *result, Stream stream) {
+    Span *span = claim(kDecode, group, stream, bytes);
+    if (span != nullptr) stamp(device_, stream, &span->begin);
+    try {
+        device_.decode(table, image, dst, result, stream);
+    } catch (...) {
+        if (span != nullptr) span->end.store(kTimestampLost, std::memory_order_release);
+        throw;
+    }
+    if (span != nullptr) stamp(device_, stream, &span->end);
+}
+
 void Observer::disk_read(std::uint32_t group, std::uint64_t bytes, std::uint64_t begin_ns,
                          std::uint64_t end_ns) {
     if (!trace_.recording()) return;
@@ -218,6 +231,7 @@ void Observer::consume(Span &span, ferry_stats &stats) {
         }
         case kCopyD2H: event.kind = TraceEvent::kWriteback; break;
         case kHold: event.kind = TraceEvent::kHold; break;
+        case kDecode: event.kind = TraceEvent::kDecode; break;
     }
     trace_.add(event);
 }
@@ -261,6 +275,7 @@ void Observer::trace_dump(const std::string &path) {
         char text[64];
         if (t == 0) std::snprintf(text, sizeof text, "copy stream");
         else if (tracks_[t] == nullptr) std::snprintf(text, sizeof text, "default stream");
+        else if (tracks_[t] == decode_stream_) std::snprintf(text, sizeof text, "decode stream");
         else std::snprintf(text, sizeof text, "stream %p", tracks_[t]);
         tracks.push_back(text);
     }

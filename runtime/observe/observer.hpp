@@ -61,6 +61,12 @@ class Observer {
     void copy_d2h(std::uint32_t group, void *dst, const void *src, std::size_t bytes,
                   Stream stream);
 
+    // Device::decode of a compressed image into `bytes` raw bytes at `dst`, timed: a
+    // "decode" span on the stream's track (the decode stream: set_decode_stream).
+    void decode(std::uint32_t group, void *table, const void *image, void *dst,
+                std::uint64_t bytes, kernels::DecodeResult *result, Stream stream);
+    void set_decode_stream(Stream stream) { decode_stream_ = stream; }
+
     // A disk-tier read of `bytes` file bytes for the group's onload, timed on the host
     // ([begin_ns, end_ns), steady clock): a span on the copy stream's track.
     void disk_read(std::uint32_t group, std::uint64_t bytes, std::uint64_t begin_ns,
@@ -119,6 +125,7 @@ class Observer {
     static constexpr std::size_t kMaxTracks = 64;
     std::array<Stream, kMaxTracks> tracks_{};  // [0]: the copy stream
     std::size_t track_count_ = 1;
+    Stream decode_stream_ = nullptr;  // named in the trace
 };
 
 }  // namespace ferry

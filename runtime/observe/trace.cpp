@@ -31,6 +31,7 @@ const char *kind_name(TraceEvent::Kind kind) {
         case TraceEvent::kAcquire: return "acquire";
         case TraceEvent::kRelease: return "release";
         case TraceEvent::kDiskRead: return "disk read";
+        case TraceEvent::kDecode: return "decode";
     }
     return "?";
 }
@@ -72,7 +73,8 @@ void Trace::dump(const std::string &path, long pid, const std::string &process,
     }
     for (const TraceEvent &e : events) {
         const std::string group = e.group < groups.size() ? groups[e.group] : "?";
-        const bool span = e.kind <= TraceEvent::kHold || e.kind == TraceEvent::kDiskRead;
+        const bool span = e.kind <= TraceEvent::kHold || e.kind == TraceEvent::kDiskRead ||
+                          e.kind == TraceEvent::kDecode;
         out << ",\n{\"name\":" << json_string(std::string(kind_name(e.kind)) + " " + group)
             << ",\"cat\":\"" << kind_name(e.kind) << "\",\"ph\":\"" << (span ? "X" : "i") << "\","
             << ids << e.track << ",\"ts\":"

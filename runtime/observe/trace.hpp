@@ -23,6 +23,7 @@ struct TraceEvent {
         kRelease,    // instant: the host called release
         kDiskRead,   // span, copy track: the host read a disk-tier image's bytes from its
                      // files into the staging ring, before their host-to-device copy
+        kDecode,     // span, decode track: a compressed image decoded into its slot
     };
     Kind kind = kAcquire;
     std::uint32_t group = 0;

@@ -1,5 +1,6 @@
 // The ferry strategy: the model streamed through the runtime's public C API.
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "check.hpp"
@@ -8,7 +9,24 @@
 #include "strategies.hpp"
 
 namespace bench {
-Measured run_ferry(const RunSpec &spec) {
+namespace {
+
+// bf16 of a normal distribution of std 0.02: the exponents of trained weights.
+void fill_trained_bf16(void *host, std::uint64_t bytes, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    auto *out = static_cast<std::uint16_t *>(host);
+    for (std::uint64_t i = 0; i < bytes / 2; ++i) {
+        const float x = normal(rng);
+        std::uint32_t u;
+        std::memcpy(&u, &x, sizeof u);
+        out[i] = static_cast<std::uint16_t>(u >> 16);
+    }
+}
+
+}  // namespace
+
+Measured run_ferry(const RunSpec &spec, bool compress) {
     const Model &model = *spec.model;
     const Platform &platform = *spec.platform;
     const std::uint64_t rss_before = rss_bytes();
@@ -20,6 +38,7 @@ Measured run_ferry(const RunSpec &spec) {
     config.vram_budget = spec.budget;
     config.slots_per_class = spec.slots_per_class;
     config.name = "ferry-bench";
+    config.compress = compress ? 1 : 0;
     ferry_runtime *rt = nullptr;
     check(ferry_create(&config, &rt), "ferry_create");
 
@@ -43,7 +62,8 @@ Measured run_ferry(const RunSpec &spec) {
         for (std::size_t t = 0; t < tensors[g].size(); ++t) {
             void *host = nullptr;
             check(ferry_tensor_host_ptr(rt, tensors[g][t], &host), "ferry_tensor_host_ptr");
-            std::memset(host, 1, model.groups[g].tensors[t].bytes);
+            if (compress) fill_trained_bf16(host, model.groups[g].tensors[t].bytes, g * 1000 + t);
+            else std::memset(host, 1, model.groups[g].tensors[t].bytes);
         }
     }
     check(ferry_seal(rt), "ferry_seal");
@@ -71,12 +91,19 @@ Measured run_ferry(const RunSpec &spec) {
         warm = true;
     };
     Measured m;
-    m.name = "ferry";
+    m.name = compress ? "ferry-z" : "ferry";
     m.seconds_per_pass = seconds_per_pass(spec, pass, drain);
     const ferry_stats after = stats_of(rt);
     m.h2d_bytes_per_pass = (after.bytes_h2d - before.bytes_h2d) / spec.passes;
     m.d2h_bytes_per_pass = (after.bytes_d2h - before.bytes_d2h) / spec.passes;
-    m.vram_peak_bytes = after.slab_bytes;
+    m.vram_peak_bytes = after.slab_bytes + after.slab_staging_bytes;
+    m.compressed_bytes_per_pass =
+        (after.bytes_h2d_compressed - before.bytes_h2d_compressed) / spec.passes;
+    m.decoded_bytes_per_pass = (after.bytes_decoded - before.bytes_decoded) / spec.passes;
+    if (after.host_compressed_raw_bytes > 0) {
+        m.host_ratio = static_cast<double>(after.host_compressed_bytes) /
+                       static_cast<double>(after.host_compressed_raw_bytes);
+    }
     m.host_rss_bytes = rss_growth_since(rss_before);
     m.host_pinned_bytes = after.host_pinned_bytes;
     // The installed plan in the planner's pass-time model, with the compute that ran.

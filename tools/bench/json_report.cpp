@@ -54,6 +54,11 @@ std::string strategy(const Figures &f) {
         .field("vram_peak_bytes", number(m.vram_peak_bytes))
         .field("host_rss_bytes", number(m.host_rss_bytes))
         .field("host_pinned_bytes", number(m.host_pinned_bytes));
+    if (m.name == "ferry-z") {
+        o.field("compressed_bytes_per_pass", number(m.compressed_bytes_per_pass))
+            .field("decoded_bytes_per_pass", number(m.decoded_bytes_per_pass))
+            .field("host_compressed_ratio", number(m.host_ratio));
+    }
     o.close();
     return out.str();
 }
@@ -143,6 +148,18 @@ bool write_json(const Run &run, const std::string &path) {
             .field("c_api_round_trip_ns", number(run.micro.api_ns));
         o.close();
         top.field("micro", micro.str());
+    }
+    if (const CompressionFigures c = compression_figures(run); c.present) {
+        std::ostringstream z;
+        Object o(z, 2);
+        o.field("stream_ratio", number(c.stream_ratio))
+            .field("host_ratio", number(c.host_ratio))
+            .field("bytes_vs_ferry", number(c.bytes_vs_ferry))
+            .field("time_vs_ferry", number(c.time_vs_ferry))
+            .field("break_even_decode_gbps", number(c.break_even_gbps))
+            .field("sim_decode_gbps", number(c.decode_gbps));
+        o.close();
+        top.field("compression", z.str());
     }
     top.field("targets", targets_json(run.targets));
     top.close();

@@ -76,6 +76,7 @@ Measured run_strategy(const std::string &name, const RunSpec &spec) {
     if (name == "sync") return run_sync(spec);
     if (name == "stream") return run_stream(spec);
     if (name == "partial") return run_partial(spec);
+    if (name == "ferry-z") return run_ferry(spec, true);
     return run_ferry(spec);
 }
 

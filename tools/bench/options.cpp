@@ -19,7 +19,9 @@ const char kUsage[] =
     "  --slots-per-class S   ferry's streaming slots per size class (default 2)\n"
     "  --compute-ms X        compute per group, in ms of modeled time\n"
     "  --tflops T            or compute = each group's FLOPs at T TFLOP/s (default 186)\n"
-    "  --strategies LIST     comma-separated, of writeback,sync,stream,partial,ferry (default all)\n"
+    "  --strategies LIST     comma-separated, of writeback,sync,stream,partial,ferry,ferry-z\n"
+    "  --compress            adds ferry-z: ferry with compressed streaming (weights drawn as\n"
+    "                        trained bf16: normal, std 0.02); sim time scale 1000 unless given\n"
     "  --grid                qwen-image, flux and wan14b at budgets of 25%, 50% and 75%: ferry's\n"
     "                        efficiency and its speed-up over partial (other flags as above)\n"
     "  --backend auto|sim|cuda\n"
@@ -92,6 +94,7 @@ std::uint64_t parse_budget(const std::string &text, std::uint64_t model_bytes) {
 
 Options parse_options(int argc, char **argv) {
     Options o;
+    bool time_scale_given = false;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
         if (flag == "--help" || flag == "-h") {
@@ -101,6 +104,10 @@ Options parse_options(int argc, char **argv) {
         }
         if (flag == "--grid") {
             o.grid = true;
+            continue;
+        }
+        if (flag == "--compress") {
+            o.compress = true;
             continue;
         }
         if (i + 1 >= argc) usage_error(flag + " needs a value");
@@ -146,8 +153,8 @@ Options parse_options(int argc, char **argv) {
             o.strategies = split(value);
             for (const std::string &s : o.strategies) {
                 if (s != "writeback" && s != "sync" && s != "stream" && s != "partial" &&
-                    s != "ferry") {
-                    usage_error("--strategies takes writeback, sync, stream, partial and ferry, got '" +
+                    s != "ferry" && s != "ferry-z") {
+                    usage_error("--strategies takes writeback, sync, stream, partial, ferry and ferry-z, got '" +
                                 s + "'");
                 }
             }
@@ -168,6 +175,7 @@ Options parse_options(int argc, char **argv) {
             o.link.latency_us = number(flag, value, 0, 1e6);
         } else if (flag == "--time-scale") {
             o.link.time_scale = number(flag, value, 1e-3, 1e4);
+            time_scale_given = true;
         } else {
             usage_error("unknown flag " + flag);
         }
@@ -175,11 +183,16 @@ Options parse_options(int argc, char **argv) {
     if (o.model.preset != "custom") {
         for (int j = 1; j < argc; ++j) {
             const std::string flag = argv[j];
-            if (flag != "--grid") ++j;  // past its value
+            if (flag != "--grid" && flag != "--compress") ++j;  // past its value
             if (flag == "--groups" || flag == "--group-mb" || flag == "--tensors-per-group") {
                 usage_error(flag + " only applies to --model custom");
             }
         }
+    }
+    if (o.compress) {
+        if (std::find(o.strategies.begin(), o.strategies.end(), "ferry-z") == o.strategies.end())
+            o.strategies.push_back("ferry-z");
+        if (!time_scale_given) o.link.time_scale = kCompressTimeScale;
     }
     return o;
 }

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+
+#include "device/device.hpp"
 
 namespace bench {
 namespace {
@@ -54,6 +57,37 @@ void add_speedups(std::vector<Figures> &all) {
     for (Figures &f : all) f.ferry_speedup = f.ms_per_pass / ferry_ms;
 }
 
+CompressionFigures compression_figures(const Run &run) {
+    CompressionFigures c;
+    const Figures *ferry = nullptr, *z = nullptr;
+    for (const Figures &f : run.strategies) {
+        if (f.measured.name == "ferry") ferry = &f;
+        if (f.measured.name == "ferry-z") z = &f;
+    }
+    if (ferry == nullptr || z == nullptr || ferry->measured.h2d_bytes_per_pass == 0 ||
+        ferry->ms_per_pass <= 0.0) {
+        return c;
+    }
+    c.present = true;
+    const Measured &m = z->measured;
+    if (m.decoded_bytes_per_pass > 0) {
+        c.stream_ratio = static_cast<double>(m.compressed_bytes_per_pass) /
+                         static_cast<double>(m.decoded_bytes_per_pass);
+    }
+    c.host_ratio = m.host_ratio;
+    c.bytes_vs_ferry = static_cast<double>(m.h2d_bytes_per_pass) /
+                       static_cast<double>(ferry->measured.h2d_bytes_per_pass);
+    c.time_vs_ferry = z->ms_per_pass / ferry->ms_per_pass;
+    const double r = c.stream_ratio > 0.0 ? c.stream_ratio : c.host_ratio;
+    c.break_even_gbps = r > 0.0 && r < 1.0 ? run.peak_gbps / (1.0 - r) : 0.0;
+    if (run.backend == "sim") {
+        const char *env = std::getenv("FERRY_SIM_DECODE_GBPS");
+        c.decode_gbps = env != nullptr && *env != '\0' ? std::atof(env)
+                                                        : ferry::kDefaultSimDecodeGbps;
+    }
+    return c;
+}
+
 std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
                             std::uint32_t slots_per_class) {
     auto find = [&](const char *name) -> const Figures * {
@@ -66,6 +100,17 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
     const Figures *ferry = find("ferry");
     if (ferry == nullptr) return out;
     out.push_back({"ferry efficiency >= 0.95", ferry->efficiency, 0.95, ferry->efficiency >= 0.95});
+    if (const CompressionFigures c = compression_figures(run); c.present) {
+        out.push_back({"ferry-z streams <= 0.72 x ferry's bytes per pass", c.bytes_vs_ferry, 0.72,
+                       c.bytes_vs_ferry <= 0.72});
+        if (ferry->bound == "compute") {
+            out.push_back({"ferry-z no slower than ferry when compute-bound, to within 2%",
+                           c.time_vs_ferry, 1.02, c.time_vs_ferry <= 1.02});
+        } else {
+            out.push_back({"ferry-z pass time <= 0.78 x ferry's when link-bound", c.time_vs_ferry,
+                           0.78, c.time_vs_ferry <= 0.78});
+        }
+    }
     if (run.backend == "cuda") {
         const double share = ferry->h2d_gbps / run.peak_gbps;
         out.push_back({"ferry's achieved H2D >= 90% of the raw pinned peak", share, 0.9,
@@ -127,6 +172,23 @@ void print_table(const Run &run) {
         const double model_ms = f.measured.modeled_seconds_per_pass * 1e3;
         std::printf("  %-9s plan modeled at %.2f ms per pass (measured %+.1f%%)\n",
                     f.measured.name.c_str(), model_ms, 100.0 * (f.ms_per_pass / model_ms - 1.0));
+    }
+    if (const CompressionFigures c = compression_figures(run); c.present) {
+        const Figures *z = nullptr;
+        for (const Figures &f : run.strategies) {
+            if (f.measured.name == "ferry-z") z = &f;
+        }
+        std::printf("\n  ferry-z: host store %.3f of raw; per pass %.1f MiB copied compressed for "
+                    "%.1f MiB decoded (%.3f);\n  %.3f x ferry's H2D bytes, %.3f x its pass time. "
+                    "Compression pays while decode runs faster than\n  link / (1 - %.3f) = "
+                    "%.0f GB/s",
+                    c.host_ratio, mib(z->measured.compressed_bytes_per_pass),
+                    mib(z->measured.decoded_bytes_per_pass), c.stream_ratio, c.bytes_vs_ferry,
+                    c.time_vs_ferry, c.stream_ratio, c.break_even_gbps);
+        if (c.decode_gbps > 0.0) {
+            std::printf(" (sim decode modeled at %.0f GB/s, FERRY_SIM_DECODE_GBPS)", c.decode_gbps);
+        }
+        std::printf(".\n");
     }
     const MicroResult &micro = run.micro;
     std::printf("\n  acquire+release, per call: resident group %.0f ns, prefetched group %.0f ns"

@@ -68,6 +68,18 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
 
 void print_table(const Run &run);
 
+// ferry-z against ferry (--compress); `present` is false without both.
+struct CompressionFigures {
+    bool present = false;
+    double stream_ratio = 0.0;     // compressed bytes copied over the raw bytes they decode to
+    double host_ratio = 0.0;       // compressed images over raw images in the host store
+    double bytes_vs_ferry = 0.0;   // ferry-z's H2D bytes per pass over ferry's
+    double time_vs_ferry = 0.0;    // ferry-z's pass time over ferry's
+    double break_even_gbps = 0.0;  // decode throughput at which ferry-z only ties: link / (1 - r)
+    double decode_gbps = 0.0;      // sim: the modeled decode throughput; 0 on cuda
+};
+CompressionFigures compression_figures(const Run &run);
+
 // --grid: one model at one budget, ferry against partial.
 struct GridCell {
     std::string model;

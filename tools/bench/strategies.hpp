@@ -11,6 +11,8 @@
 //              memory on two round-robin copy streams, with event waits, no host wait.
 //   ferry      the runtime through its C API: one DMA per group, resident groups,
 //              event-driven prefetch, no writeback.
+//   ferry-z    ferry with compressed streaming (--compress): bf16 weights encoded at seal,
+//              decoded on the device after each (smaller) copy.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +46,11 @@ struct Measured {
     std::uint64_t host_pinned_bytes = 0;
     std::string overhead;                 // what costs time beyond its floor
     double modeled_seconds_per_pass = 0;  // ferry: its plan's pass in the planner's model
+    // ferry-z: compressed bytes copied and the raw bytes they were decoded into, per pass,
+    // and the ratio of the host store's compressed images to their raw images.
+    std::uint64_t compressed_bytes_per_pass = 0;
+    std::uint64_t decoded_bytes_per_pass = 0;
+    double host_ratio = 0.0;
 };
 
 Measured run_writeback(const RunSpec &spec);
@@ -53,7 +60,9 @@ Measured run_partial(const RunSpec &spec);
 // partial's resident groups for image sizes `bytes` and a budget (all false when two
 // slots of the smallest group do not fit).
 std::vector<bool> partial_residents(const std::vector<std::uint64_t> &bytes, std::uint64_t budget);
-Measured run_ferry(const RunSpec &spec);  // exits with a message if the C API fails
+// Exits with a message if the C API fails. compress: ferry-z, the weights drawn as trained
+// bf16 weights are (normal, std 0.02) and streamed compressed.
+Measured run_ferry(const RunSpec &spec, bool compress = false);
 
 // Runs one warm-up pass, then spec.passes timed ones; `drain` waits for all their work.
 // Returns modeled seconds per timed pass.

@@ -127,7 +127,23 @@ std::string render_detail(const std::vector<Shown> &shown) {
             << bytes_text(static_cast<double>(st.slab_resident_bytes)) << ", streaming "
             << bytes_text(static_cast<double>(st.slab_streaming_bytes)) << "); in use "
             << bytes_text(static_cast<double>(st.slab_used_bytes)) << ", peak "
-            << bytes_text(static_cast<double>(st.slab_used_peak_bytes)) << "\n";
+            << bytes_text(static_cast<double>(st.slab_used_peak_bytes));
+        if (st.slab_staging_bytes > 0) {
+            out << "; compressed staging "
+                << bytes_text(static_cast<double>(st.slab_staging_bytes));
+        }
+        out << "\n";
+        if (st.compressed_groups > 0) {
+            const double ratio = static_cast<double>(st.host_compressed_bytes) /
+                                 static_cast<double>(std::max<std::uint64_t>(
+                                     1, st.host_compressed_raw_bytes));
+            out << "  compressed       " << st.compressed_groups << " groups, "
+                << bytes_text(static_cast<double>(st.host_compressed_bytes)) << " for "
+                << bytes_text(static_cast<double>(st.host_compressed_raw_bytes)) << " raw (ratio "
+                << format("%.3f", ratio) << "); " << st.decodes << " decodes, "
+                << bytes_text(static_cast<double>(st.bytes_h2d_compressed)) << " H2D into "
+                << bytes_text(static_cast<double>(st.bytes_decoded)) << " decoded\n";
+        }
         out << "  host             pinned " << bytes_text(static_cast<double>(st.host_pinned_bytes))
             << " (peak " << bytes_text(static_cast<double>(st.host_pinned_peak_bytes))
             << "), pageable " << bytes_text(static_cast<double>(st.host_pageable_bytes));

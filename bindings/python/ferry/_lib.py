@@ -80,6 +80,7 @@ class ConfigStruct(ctypes.Structure):
         ("pageable_fallback", ctypes.c_int32),
         ("host_share", ctypes.c_char_p),
         ("host_share_timeout_ms", ctypes.c_uint32),
+        ("compress", ctypes.c_int32),
     ]
 
 
@@ -124,6 +125,13 @@ class StatsStruct(ctypes.Structure):
         ("host_pageable_bytes", ctypes.c_uint64),
         ("host_disk_bytes", ctypes.c_uint64),
         ("bytes_disk_read", ctypes.c_uint64),
+        ("compressed_groups", ctypes.c_uint64),
+        ("host_compressed_bytes", ctypes.c_uint64),
+        ("host_compressed_raw_bytes", ctypes.c_uint64),
+        ("bytes_h2d_compressed", ctypes.c_uint64),
+        ("bytes_decoded", ctypes.c_uint64),
+        ("decodes", ctypes.c_uint64),
+        ("slab_staging_bytes", ctypes.c_uint64),
     ]
 
 

@@ -200,7 +200,8 @@ class Runtime:
     ferry_config (backend: "auto", "cuda", "sim" or a Backend; pinned_cap: bytes or a
     string, for pinned_cap_bytes, which is also accepted under its C name; host_share: the
     name of a host store shared with other processes, host_share_timeout: seconds plan()
-    waits for its loader); unset ones keep the library's defaults, and the FERRY_*
+    waits for its loader; compress: stream bf16/f16 weights compressed, decoded on the
+    device); unset ones keep the library's defaults, and the FERRY_*
     environment variables still override them."""
 
     def __init__(
@@ -223,6 +224,7 @@ class Runtime:
         pinned_cap_bytes=None,
         host_share=None,
         host_share_timeout=None,
+        compress=None,
     ):
         self._ptr = None
         self._share_progress = None  # the ShareProgressFn the library may call, kept alive
@@ -277,6 +279,8 @@ class Runtime:
                 raise InvalidArgumentError(
                     f"ferry: host_share_timeout must be 0.001 s .. 49 days, not {host_share_timeout!r}")
             cfg.host_share_timeout_ms = ms
+        if compress is not None:
+            cfg.compress = int(bool(compress))
         ptr = ctypes.c_void_p()
         check(self._lib.ferry_create(ctypes.byref(cfg), ctypes.byref(ptr)))
         self._ptr = ptr

@@ -1133,7 +1133,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     is installed and stderr is a terminal, True: always (plain lines without tqdm),
     False: never. config: ferry.Runtime keywords (backend="sim", device=0,
     slots_per_class=2, synchronous=False, name=..., sim_chaos=1, pinned_cap_bytes=...,
-    pageable_fallback=True, ...).
+    pageable_fallback=True, compress=True, ...).
 
     weights: safetensors files to read the model's tensors from, straight into ferry's
     host store: a .safetensors file, a *.safetensors.index.json, a transformers or

@@ -648,3 +648,48 @@ def test_update_gives_a_frozen_tensor_new_bytes_and_each_bad_call_its_exception(
             with pytest.raises(ferry.GroupBusyError, match="release it first"):
                 ts[2].update(bytes(4))
         assert rt.stats()["bytes_d2h"] == 0
+
+
+# --- compressed streaming -----------------------------------------------------------------
+
+
+def trained_bf16(n, seed):
+    """n bf16 values of a normal distribution of std 0.02, as bytes."""
+    values = np.random.default_rng(seed).normal(0.0, 0.02, n).astype(np.float32)
+    return (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+
+
+def test_compress_encodes_bf16_weights_and_streams_them_back_bit_for_bit():
+    with make_runtime("1MiB", compress=True) as rt:
+        groups, tensors, data = [], [], []
+        for i in range(4):
+            g = rt.define_group(f"g{i}")
+            groups.append(g)
+            tensors.append(g.define_tensor("w", dtype="bfloat16", shape=(32768,)))
+        rt.plan()
+        for i, t in enumerate(tensors):
+            data.append(trained_bf16(32768, i))
+            t.copy_in(data[-1])
+        rt.seal()
+        for g in groups:
+            with g.acquired():
+                pass
+        s = rt.stats()
+        assert s["compressed_groups"] == 4
+        assert s["host_compressed_bytes"] < 0.72 * s["host_compressed_raw_bytes"]
+        assert s["slab_bytes"] + s["slab_staging_bytes"] <= s["vram_budget"]
+        out = bytearray(65536)
+        tensors[2].copy_out(out)
+        assert bytes(out) == data[2]
+        with pytest.raises(ferry.NotInMemoryError, match="compressed"):
+            tensors[2].host_ptr()
+
+
+def test_without_compress_nothing_is_encoded():
+    with make_runtime("1MiB") as rt:
+        t = rt.define_group("g").define_tensor("w", dtype="bfloat16", shape=(32768,))
+        rt.plan()
+        t.copy_in(trained_bf16(32768, 1))
+        rt.seal()
+        s = rt.stats()
+        assert s["compressed_groups"] == 0 and s["slab_staging_bytes"] == 0

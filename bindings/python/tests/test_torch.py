@@ -96,6 +96,27 @@ def test_stats_show_streaming_with_prefetch_and_no_misses_after_the_first_pass()
     assert s["passes"] == PASSES + 1
 
 
+def test_compress_streams_bf16_weights_compressed_and_restores_them_exactly():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(6)])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    model = model.to(torch.bfloat16).eval()
+    ref = copy.deepcopy(model).to(DEVICE)
+    xs = [torch.randn(4, 256).to(torch.bfloat16) for _ in range(2)]
+    want = outputs(ref, xs)
+    handle = offload(model, budget="90%", compress=True)
+    for _ in range(2):
+        assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), want))
+    s = handle.stats()
+    assert s["compressed_groups"] > 0 and s["decodes"] > 0
+    assert s["host_compressed_bytes"] < 0.8 * s["host_compressed_raw_bytes"]
+    assert s["slab_bytes"] + s["slab_staging_bytes"] <= s["vram_budget"]
+    handle.close()
+    assert_restored(model, ref)
+
+
 def test_close_restores_the_plain_model_exactly():
     model, ref = fresh()
     params = dict(model.named_parameters())

@@ -93,6 +93,7 @@ pub struct ferry_config {
     pub pageable_fallback: i32,
     pub host_share: *const c_char,
     pub host_share_timeout_ms: u32,
+    pub compress: i32,
 }
 
 // ----------------------------------------------------------------------------------------
@@ -188,6 +189,13 @@ pub struct ferry_stats {
     pub host_pageable_bytes: u64,
     pub host_disk_bytes: u64,
     pub bytes_disk_read: u64,
+    pub compressed_groups: u64,
+    pub host_compressed_bytes: u64,
+    pub host_compressed_raw_bytes: u64,
+    pub bytes_h2d_compressed: u64,
+    pub bytes_decoded: u64,
+    pub decodes: u64,
+    pub slab_staging_bytes: u64,
 }
 
 /// Pinning progress: `(user, pinned_bytes, pageable_bytes, total_bytes)`; `None` is NULL.

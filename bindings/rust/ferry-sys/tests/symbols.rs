@@ -328,7 +328,7 @@ fn struct_layouts_match_c() {
         ferry_config { struct_size, backend, device, vram_budget, slots_per_class,
                        synchronous, name, sim_h2d_gbps, sim_d2h_gbps, sim_latency_us,
                        sim_chaos, sim_seed, publish_stats, verify, pinned_cap_bytes,
-                       pageable_fallback }
+                       pageable_fallback, host_share, host_share_timeout_ms, compress }
         ferry_stats { struct_size, backend, phase, bytes_h2d, bytes_d2h, onloads, acquires,
                       releases, resident_hits, hits, misses, prefetches_issued,
                       prefetches_used, prefetches_wasted, writebacks, passes, groups,
@@ -337,7 +337,9 @@ fn struct_layouts_match_c() {
                       slab_streaming_bytes, slab_used_bytes, slab_used_peak_bytes,
                       host_pinned_bytes, host_pinned_peak_bytes, stall_ns,
                       writebacks_skipped, verify_checks, verify_failures,
-                      host_pageable_bytes, host_disk_bytes, bytes_disk_read }
+                      host_pageable_bytes, host_disk_bytes, bytes_disk_read,
+                      compressed_groups, host_compressed_bytes, host_compressed_raw_bytes,
+                      bytes_h2d_compressed, bytes_decoded, decodes, slab_staging_bytes }
         ferry_weights_tensor { name, file, dtype, file_dtype, ndim, shape, bytes, file_offset }
         ferry_load_options { struct_size, name_prefix, tensors, tensor_count, allow_unused,
                              convert_dtype, threads, direct, disk_tier, progress,

@@ -510,6 +510,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Encode immutable bf16/f16 tensors at seal and decode them on the device at each
+    /// onload (compressed streaming; `FERRY_COMPRESS` overrides).
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.config.compress = i32::from(compress);
+        self
+    }
+
     /// The raw configuration as it stands (the name is applied at `build`).
     pub fn raw_config(&self) -> &sys::ferry_config {
         &self.config
@@ -758,6 +765,20 @@ pub struct Stats {
     pub host_disk_bytes: u64,
     /// Bytes read from weights files at onload (disk tier).
     pub bytes_disk_read: u64,
+    /// Groups whose host image is compressed (`compress`).
+    pub compressed_groups: u64,
+    /// Host store bytes of their compressed images.
+    pub host_compressed_bytes: u64,
+    /// ... and of the raw images they stand for.
+    pub host_compressed_raw_bytes: u64,
+    /// Of `bytes_h2d`, compressed images.
+    pub bytes_h2d_compressed: u64,
+    /// Raw bytes the device decoded them into.
+    pub bytes_decoded: u64,
+    /// Decodes of compressed images on the device.
+    pub decodes: u64,
+    /// VRAM staging area for compressed images, within the budget, outside `slab_bytes`.
+    pub slab_staging_bytes: u64,
 }
 
 impl Stats {
@@ -802,6 +823,13 @@ impl Stats {
             host_pageable_bytes,
             host_disk_bytes,
             bytes_disk_read,
+            compressed_groups,
+            host_compressed_bytes,
+            host_compressed_raw_bytes,
+            bytes_h2d_compressed,
+            bytes_decoded,
+            decodes,
+            slab_staging_bytes,
         } = *s;
         let backend = Backend::from_raw(backend).ok_or_else(|| {
             Error::here(
@@ -852,6 +880,13 @@ impl Stats {
             host_pageable_bytes,
             host_disk_bytes,
             bytes_disk_read,
+            compressed_groups,
+            host_compressed_bytes,
+            host_compressed_raw_bytes,
+            bytes_h2d_compressed,
+            bytes_decoded,
+            decodes,
+            slab_staging_bytes,
         })
     }
 }

@@ -775,3 +775,12 @@ fn a_mutable_tensor_is_not_updated_but_written_on_the_device() {
     assert_eq!(err.status(), Status::InvalidArgument);
     assert!(err.to_string().contains("is mutable"), "{err}");
 }
+
+#[test]
+fn compress_sets_the_config_field() {
+    let builder = sim().vram_budget(1 << 20).compress(true);
+    assert_eq!(builder.raw_config().compress, 1);
+    assert_eq!(sim().vram_budget(1 << 20).raw_config().compress, 0);
+    let rt = builder.build().unwrap();
+    assert_eq!(rt.stats().unwrap().compressed_groups, 0); // nothing sealed yet
+}

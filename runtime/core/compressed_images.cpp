@@ -1,0 +1,343 @@
+// core/: ferry::Runtime (definition, plan, seal, the pipeline) and what it plans with.
+// Compressed streaming (config.compress): group images whose bf16/f16 tensors are encoded
+// by codec/, decoded on the device at each onload.
+//
+// Layout. At seal, each group without mutable tensors, wholly in the pinned part of the
+// host store and not on the disk tier, is encoded tensor by tensor (codec::plan_encode,
+// threaded). Its compressed image is the tensors in image order, each at a 256-byte
+// aligned offset: a container where the encoding pays, the raw bytes elsewhere. When the
+// image is smaller than the raw one, it is written over the raw image at the group's
+// host_offset: the store holds one copy of every tensor, raw or encoded. The pages past
+// the compressed image stay mapped and pinned (they belong to a pinned registration).
+//
+// Onload. The compressed image (of a split group: the part that holds its tail's tensors)
+// is copied into the staging area (one DMA), then decoded into the slot on the same
+// stream; the slot's `ready` is recorded after the decode. A split group's head is decoded
+// once into its place, the same way, at seal and after a re-plan.
+//
+// With a copy stream, decodes run on a decode stream of their own, so that the copy of the
+// next group overlaps the decode of this one: a group then costs about
+// max(compressed / link, raw / decode) of link time rather than their sum. The staging
+// area is two buffers, used in turn: a copy into buffer b waits on the copy stream for
+// zstage_free_[b] (the decode that last read it); the decode waits on the decode stream for
+// zstage_full_[b] (the copy into it), and records the slot's `ready` and zstage_free_[b].
+// In synchronous mode (no copy stream) copy and decode go on the caller's stream, through
+// one buffer, ordered across callers' streams by zstage_free_[0] all the same.
+//
+// The staging area is reserved at plan out of the budget (the planner plans with the
+// budget less the staging area), before anything is encoded: each buffer is sized by
+// kStagingRatio of the largest candidate group's raw image, above the ratio trained bf16
+// weights reach (0.67-0.68); a group whose compressed image turns out larger stays raw.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/error.hpp"
+#include "codec/codec.hpp"
+#include "core/runtime.hpp"
+
+namespace ferry {
+namespace {
+
+bool codec_dtype(ferry_dtype dtype, codec::Dtype *out) {
+    if (dtype == FERRY_DTYPE_BF16) *out = kernels::codec::kBf16;
+    else if (dtype == FERRY_DTYPE_F16) *out = kernels::codec::kF16;
+    else return false;
+    return true;
+}
+
+// The staging area over the largest candidate image's raw bytes.
+constexpr double kStagingRatio = 0.8;
+
+}  // namespace
+
+// Groups with mutable tensors stay raw whole: their writeback copies into the host image,
+// and their slot must hold what the caller wrote. A shared host store (host_share) stays
+// raw: the processes attached to it read the loader's images as they are.
+bool Runtime::compress_candidate(const GroupDef &group) const {
+    if (!options_.compress || group.has_mutable || !options_.host_share.empty()) return false;
+    codec::Dtype dtype;
+    for (std::uint32_t t : group.tensors) {
+        if (codec_dtype(tensors_[t].dtype, &dtype)) return true;
+    }
+    return false;
+}
+
+std::uint64_t Runtime::compress_staging_bytes() const {
+    std::uint64_t most = 0;
+    for (const GroupDef &group : groups_) {
+        if (compress_candidate(group)) most = std::max(most, group.image_bytes);
+    }
+    return align_up(static_cast<std::uint64_t>(static_cast<double>(most) * kStagingRatio),
+                    kImageAlignment);
+}
+
+void Runtime::prepare_compression() {
+    zstage_bytes_ = compress_staging_bytes();
+    if (zstage_bytes_ == 0) return;
+    zstage_count_ = staging_buffers();
+    zstage_ = static_cast<std::byte *>(device_->reserve(zstage_count_ * zstage_bytes_));
+    for (std::uint32_t b = 0; b < zstage_count_; ++b) {
+        zstage_free_[b] = device_->create_event();
+        zstage_full_[b] = device_->create_event();
+    }
+    if (copy_stream_ != nullptr) {
+        decode_stream_ = device_->create_stream();
+        observer_->set_decode_stream(decode_stream_);
+    }
+    decode_results_ = device_->alloc_decode_results(2 * groups_.size());
+    stats_.slab_staging_bytes = zstage_count_ * zstage_bytes_;
+}
+
+void Runtime::synchronize_decodes() {
+    if (decode_stream_ != nullptr) device_->stream_synchronize(decode_stream_);
+}
+
+void Runtime::release_compression() noexcept {
+    for (CompressedImage &image : compressed_) {
+        if (image.head_table != nullptr) device_->destroy_decode_table(image.head_table);
+        if (image.tail_table != nullptr) device_->destroy_decode_table(image.tail_table);
+    }
+    compressed_.clear();
+    if (decode_results_ != nullptr) device_->free_decode_results(decode_results_);
+    decode_results_ = nullptr;
+    if (decode_stream_ != nullptr) device_->destroy_stream(decode_stream_);  // drains it
+    decode_stream_ = nullptr;
+    for (std::uint32_t b = 0; b < 2; ++b) {
+        if (zstage_free_[b] != nullptr) device_->destroy_event(zstage_free_[b]);
+        if (zstage_full_[b] != nullptr) device_->destroy_event(zstage_full_[b]);
+        zstage_free_[b] = zstage_full_[b] = nullptr;
+    }
+    zstage_count_ = 0;
+    if (zstage_ != nullptr) device_->unreserve(zstage_);
+    zstage_ = nullptr;
+    zstage_bytes_ = 0;
+    stats_.slab_staging_bytes = 0;
+}
+
+// At seal, before anything is onloaded. A group encoded by an earlier seal that failed
+// later keeps its encoding (the same bytes).
+void Runtime::encode_images() {
+    if (zstage_ == nullptr) return;
+    compressed_.resize(groups_.size());
+    for (std::uint32_t g = 0; g < groups_.size(); ++g) {
+        const GroupDef &def = groups_[g];
+        if (compressed_[g].bytes > 0 || !compress_candidate(def) || def.disk_tensors > 0 ||
+            def.host_offset + def.image_bytes > host_->pinned_bytes()) {
+            continue;
+        }
+        std::byte *host = host_->base() + def.host_offset;
+        std::vector<std::uint32_t> order = def.tensors;
+        std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+            return tensors_[a].offset < tensors_[b].offset;
+        });
+        std::vector<codec::EncodePlan> plans(order.size());
+        CompressedImage image;
+        std::uint64_t end = 0;
+        bool any_coded = false;
+        for (std::size_t i = 0; i < order.size(); ++i) {
+            const TensorDef &tensor = tensors_[order[i]];
+            kernels::DecodeJob job{};
+            job.src_offset = align_up(end, kImageAlignment);
+            job.dst_offset = tensor.offset;
+            job.dst_bytes = tensor.bytes;
+            job.src_bytes = tensor.bytes;
+            codec::Dtype dtype;
+            if (codec_dtype(tensor.dtype, &dtype)) {
+                plans[i] = codec::plan_encode(host + tensor.offset, tensor.bytes, dtype);
+                if (plans[i].pays) {
+                    job.coded = 1;
+                    job.src_bytes = plans[i].encoded_bytes;
+                    any_coded = true;
+                }
+            }
+            end = job.src_offset + job.src_bytes;
+            image.jobs.push_back(job);
+            image.job_tensor.push_back(order[i]);
+        }
+        const std::uint64_t bytes = align_up(end, kImageAlignment);
+        // Raw when it does not pay, or does not fit the staging area.
+        if (!any_coded || bytes >= def.image_bytes || bytes > zstage_bytes_) continue;
+        std::vector<std::byte> buffer(bytes);
+        for (std::size_t i = 0; i < order.size(); ++i) {
+            const kernels::DecodeJob &job = image.jobs[i];
+            if (job.coded != 0) {
+                codec::write_encoded(plans[i], host + job.dst_offset, buffer.data() + job.src_offset);
+            } else {
+                std::memcpy(buffer.data() + job.src_offset, host + job.dst_offset, job.dst_bytes);
+            }
+        }
+        image.bytes = bytes;
+        // Committed: from here on the store holds the compressed image.
+        std::memcpy(host, buffer.data(), bytes);
+        compressed_[g] = std::move(image);
+        ++stats_.compressed_groups;
+        stats_.host_compressed_bytes += bytes;
+        stats_.host_compressed_raw_bytes += def.image_bytes;
+    }
+    split_compressed();
+}
+
+// The decode tables of each compressed group for its head_bytes, when they changed.
+void Runtime::split_compressed() {
+    for (std::uint32_t g = 0; g < compressed_.size(); ++g) {
+        CompressedImage &image = compressed_[g];
+        const std::uint64_t head = groups_[g].head_bytes;
+        if (image.bytes == 0 || image.split_at == head) continue;
+        std::vector<kernels::DecodeJob> heads, tails;
+        for (const kernels::DecodeJob &job : image.jobs) {
+            FERRY_EXPECTS(job.dst_offset >= head || job.dst_offset + job.dst_bytes <= head,
+                          FERRY_ERROR_INTERNAL,
+                          describe_group(g) + ": its head ends inside a tensor");
+            (job.dst_offset < head ? heads : tails).push_back(job);
+        }
+        const std::uint64_t tail_src = tails.empty() ? image.bytes : tails.front().src_offset;
+        for (kernels::DecodeJob &job : tails) {
+            job.src_offset -= tail_src;
+            job.dst_offset -= head;
+        }
+        auto make = [&](std::vector<kernels::DecodeJob> &jobs) -> void * {
+            if (jobs.empty()) return nullptr;
+            const auto count = static_cast<std::uint32_t>(jobs.size());
+            kernels::assign_blocks(jobs.data(), count);
+            return device_->create_decode_table(jobs.data(), count);
+        };
+        void *head_table = make(heads);
+        void *tail_table = nullptr;
+        try {
+            tail_table = make(tails);
+        } catch (...) {
+            if (head_table != nullptr) device_->destroy_decode_table(head_table);
+            throw;
+        }
+        if (image.head_table != nullptr) device_->destroy_decode_table(image.head_table);
+        if (image.tail_table != nullptr) device_->destroy_decode_table(image.tail_table);
+        image.head_table = head_table;
+        image.tail_table = tail_table;
+        image.head_jobs = static_cast<std::uint32_t>(heads.size());
+        image.tail_src = tail_src;
+        image.split_at = head;
+    }
+}
+
+const kernels::DecodeJob *Runtime::encoded_job(std::uint32_t tensor) const {
+    const std::uint32_t group = tensors_[tensor].group;
+    if (!compressed(group)) return nullptr;
+    const CompressedImage &image = compressed_[group];
+    for (std::size_t i = 0; i < image.jobs.size(); ++i) {
+        if (image.job_tensor[i] == tensor) return image.jobs[i].coded != 0 ? &image.jobs[i] : nullptr;
+    }
+    return nullptr;
+}
+
+// The checksum of an encoded tensor's raw bytes, as its encoder stored it.
+std::uint64_t Runtime::encoded_checksum(std::uint32_t tensor) const {
+    const kernels::DecodeJob *job = encoded_job(tensor);
+    const auto *container = reinterpret_cast<const std::uint8_t *>(
+        host_->base() + groups_[tensors_[tensor].group].host_offset + job->src_offset);
+    return kernels::codec::load_le(container + kernels::codec::kAtChecksum, 8);
+}
+
+// Under mutex_, after onload() waited for the slot's release: the compressed image into
+// the staging area, decoded into the slot.
+void Runtime::onload_compressed(std::uint32_t group, SlotState &slot, Stream stream) {
+    const GroupDef &def = groups_[group];
+    const CompressedImage &image = compressed_[group];
+    const std::uint64_t bytes = image.bytes - image.tail_src;
+    if (image.tail_table == nullptr) return device_->record(slot.ready, stream);  // all head
+    decode_from_staging(group, image.tail_src, bytes, def.image_bytes - def.head_bytes,
+                        image.tail_table, slot.device,
+                        &decode_results_[2 * group], stream, slot.ready);
+    stats_.bytes_h2d += bytes;
+    stats_.bytes_h2d_compressed += bytes;
+    stats_.bytes_decoded += def.image_bytes - def.head_bytes;
+    ++stats_.decodes;
+}
+
+// Bytes [src, src + bytes) of the group's compressed image copied on `stream` into the
+// next staging buffer, then decoded by `table` into `dst`; `ready` (if any) is recorded
+// once the decode is done, where a later reader of dst can wait for it.
+void Runtime::decode_from_staging(std::uint32_t group, std::uint64_t src, std::uint64_t bytes,
+                                  std::uint64_t decoded, void *table, std::byte *dst,
+                                  kernels::DecodeResult *result, Stream stream, Event ready) {
+    const std::uint32_t b = zstage_next_;
+    zstage_next_ = (zstage_next_ + 1) % zstage_count_;
+    std::byte *buffer = zstage_ + b * zstage_bytes_;
+    const bool beside = stream == copy_stream_ && decode_stream_ != nullptr;
+    const Stream decode = beside ? decode_stream_ : stream;
+    device_->stream_wait(stream, zstage_free_[b]);
+    observer_->copy_h2d(group, buffer, host_->base() + groups_[group].host_offset + src, bytes,
+                        stream);
+    if (beside) {
+        device_->record(zstage_full_[b], stream);
+        device_->stream_wait(decode, zstage_full_[b]);
+    }
+    observer_->decode(group, table, buffer, dst, decoded, result, decode);
+    device_->record(zstage_free_[b], decode);
+    if (ready != nullptr) device_->record(ready, decode);
+}
+
+// A split group's head, decoded once into its place (seal, re-plan).
+void Runtime::onload_head_compressed(std::uint32_t group, Stream stream) {
+    const GroupDef &def = groups_[group];
+    const CompressedImage &image = compressed_[group];
+    if (image.head_table == nullptr) return;
+    decode_from_staging(group, 0, image.tail_src, def.head_bytes, image.head_table,
+                        state_[group].head,
+                        &decode_results_[2 * group + 1], stream, nullptr);
+    stats_.bytes_h2d += image.tail_src;
+    stats_.bytes_h2d_compressed += image.tail_src;
+    stats_.bytes_decoded += def.head_bytes;
+    ++stats_.decodes;
+}
+
+// Verify mode, at release: what the group's last decode found, and its head's (decoded
+// before seal or the re-plan returned). The host waits for the slot's decode.
+void Runtime::check_decode(std::uint32_t group) {
+    if (!compressed(group)) return;
+    const CompressedImage &image = compressed_[group];
+    const GroupState &state = state_[group];
+    if (state.slot >= 0 && image.tail_table != nullptr) {
+        device_->event_synchronize(slots_[state.slot].ready);
+    }
+    kernels::DecodeResult result = decode_results_[2 * group];
+    std::uint32_t first = image.head_jobs;  // the table's first job in image.jobs
+    if (result.status == kernels::codec::kOk || image.tail_table == nullptr) {
+        result = decode_results_[2 * group + 1];
+        first = 0;
+        if (result.status == kernels::codec::kOk || image.head_table == nullptr) return;
+    }
+    const std::uint32_t job = std::min<std::uint32_t>(
+        first + result.job, static_cast<std::uint32_t>(image.jobs.size() - 1));
+    const std::string text =
+        "verify: the compressed image of " + describe_group(group) + " failed to decode: tensor '" +
+        tensors_[image.job_tensor[job]].name + "': " +
+        codec::status_name(static_cast<codec::Status>(result.status)) +
+        " (its bytes in the host store are corrupt)";
+    {
+        std::lock_guard<std::mutex> lock(deferred_mutex_);
+        if (deferred_status_ == FERRY_OK) {
+            deferred_status_ = FERRY_ERROR_VERIFY_FAILED;
+            deferred_message_ = text;
+        }
+    }
+    deferred_.store(true);
+}
+
+// Under mutex_ (copy_out): the whole tensor decoded on the CPU, the range copied out.
+void Runtime::copy_out_encoded(std::uint32_t tensor, std::uint64_t offset, void *dst,
+                               std::uint64_t bytes) {
+    const TensorDef &def = tensors_[tensor];
+    const kernels::DecodeJob *job = encoded_job(tensor);
+    std::vector<std::byte> raw(def.bytes);
+    const codec::Status status =
+        codec::decode(host_->base() + groups_[def.group].host_offset + job->src_offset,
+                      job->src_bytes, raw.data(), raw.size(), 0, true);
+    FERRY_EXPECTS(status == kernels::codec::kOk, FERRY_ERROR_VERIFY_FAILED,
+                  describe_tensor(tensor) + ": its compressed bytes in the host store do not "
+                  "decode (" + codec::status_name(status) + ")");
+    std::memcpy(dst, raw.data() + offset, bytes);
+}
+
+}  // namespace ferry

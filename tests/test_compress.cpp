@@ -1,0 +1,230 @@
+// Compressed streaming through the runtime (config.compress, core/compressed_images.cpp):
+// encoded at seal into the host store, decoded on the device at each onload; copy_out
+// decodes on the CPU; a corrupt compressed image is caught and named in verify mode.
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <random>
+#include <string>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <vector>
+
+#include "backend.hpp"
+#include "core/runtime.hpp"
+#include "ferry/ferry.h"
+#include "kernels/decode_core.hpp"
+#include "sim_model.hpp"
+
+using namespace ferry_test;
+
+namespace {
+
+constexpr std::uint64_t kTensorBytes = 64 * 1024;  // 32,768 bf16 elements
+
+// bf16 values drawn from a normal distribution of std 0.02, as trained weights are.
+std::vector<std::uint8_t> trained_bf16(std::size_t bytes, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    std::vector<std::uint8_t> out(bytes);
+    for (std::size_t i = 0; i + 1 < bytes; i += 2) {
+        const float x = normal(rng);
+        std::uint32_t u;
+        std::memcpy(&u, &x, 4);
+        const auto v = static_cast<std::uint16_t>(u >> 16);
+        std::memcpy(&out[i], &v, 2);
+    }
+    return out;
+}
+
+struct Model {
+    ferry_runtime *rt = nullptr;
+    std::vector<ferry_group> groups;
+    std::vector<ferry_tensor> tensors;  // one bf16 tensor per group, then an f32 one in group 0
+    std::vector<std::vector<std::uint8_t>> bytes;
+
+    explicit Model(int compress, bool verify = false, int groups_count = 4,
+                   std::uint64_t budget = 5 * (kTensorBytes + 8192)) {
+        ferry_config config;
+        ferry_config_init(&config);
+        config.backend = test_backend();
+        config.vram_budget = budget;
+        config.compress = compress;
+        config.verify = verify ? 1 : 0;
+        check(ferry_create(&config, &rt), "ferry_create");
+        for (int g = 0; g < groups_count; ++g) {
+            ferry_group group;
+            check(ferry_group_define(rt, ("g" + std::to_string(g)).c_str(), &group), "group");
+            groups.push_back(group);
+            ferry_tensor tensor;
+            const std::int64_t elements = kTensorBytes / 2;
+            check(ferry_tensor_define(rt, group, "w", kTensorBytes, FERRY_DTYPE_BF16, 1,
+                                      &elements, 0, &tensor), "tensor");
+            tensors.push_back(tensor);
+        }
+        ferry_tensor bias;
+        const std::int64_t four = 4;
+        check(ferry_tensor_define(rt, groups[0], "bias", 16, FERRY_DTYPE_F32, 1, &four, 0, &bias),
+              "tensor");
+        tensors.push_back(bias);
+        check(ferry_plan(rt), "ferry_plan");
+        for (std::size_t t = 0; t < tensors.size(); ++t) {
+            const std::size_t n = t < groups.size() ? kTensorBytes : 16;
+            bytes.push_back(trained_bf16(n, static_cast<unsigned>(t + 1)));
+            check(ferry_tensor_copy_in(rt, tensors[t], 0, bytes.back().data(), n), "copy_in");
+        }
+        check(ferry_seal(rt), "ferry_seal");
+    }
+    ~Model() { ferry_destroy(rt); }
+    ferry_stats stats() const {
+        ferry_stats s;
+        s.struct_size = sizeof s;
+        check(ferry_stats_get(rt, &s), "ferry_stats_get");
+        return s;
+    }
+    // Every group acquired and its bytes read back through the device.
+    void check_pass() {
+        for (std::size_t g = 0; g < groups.size(); ++g) {
+            check(ferry_acquire(rt, groups[g], nullptr), "ferry_acquire");
+            void *ptr = nullptr;
+            check(ferry_tensor_device_ptr(rt, tensors[g], &ptr), "device_ptr");
+            REQUIRE(read_device(rt, ptr, kTensorBytes) ==
+                    std::vector<unsigned char>(bytes[g].begin(), bytes[g].end()));
+            check(ferry_release(rt, groups[g], nullptr), "ferry_release");
+        }
+    }
+};
+
+}  // namespace
+
+TEST_CASE("Compressed groups stream fewer bytes and every byte arrives as it was",
+          "[compress]") {
+    Model model(1);
+    for (int pass = 0; pass < 3; ++pass) model.check_pass();
+    const ferry_stats s = model.stats();
+    CHECK(s.compressed_groups == 4);
+    CHECK(s.host_compressed_raw_bytes >= 4 * kTensorBytes);
+    CHECK(s.host_compressed_bytes < 0.72 * s.host_compressed_raw_bytes);
+    CHECK(s.bytes_h2d_compressed > 0);
+    CHECK(s.bytes_h2d_compressed <= s.bytes_h2d);
+    CHECK(s.decodes > 0);
+    CHECK(s.bytes_decoded >= s.decodes * kTensorBytes);
+    // Two buffers, each sized at plan by 0.8 of the largest raw image; every compressed
+    // image fits one.
+    CHECK(s.slab_staging_bytes < 2 * kTensorBytes);
+    CHECK(4 * (s.slab_staging_bytes / 2) >= s.host_compressed_bytes);
+    CHECK(s.slab_bytes + s.slab_staging_bytes <= s.vram_budget);
+}
+
+TEST_CASE("Without compress nothing is encoded and no staging area is set aside",
+          "[compress]") {
+    Model model(0);
+    model.check_pass();
+    const ferry_stats s = model.stats();
+    CHECK(s.compressed_groups == 0);
+    CHECK(s.host_compressed_bytes == 0);
+    CHECK(s.bytes_h2d_compressed == 0);
+    CHECK(s.decodes == 0);
+    CHECK(s.slab_staging_bytes == 0);
+}
+
+TEST_CASE("copy_out of an encoded tensor decodes it to the raw bytes; host_ptr refuses it",
+          "[compress]") {
+    Model model(1);
+    std::vector<std::uint8_t> out(kTensorBytes);
+    check(ferry_tensor_copy_out(model.rt, model.tensors[1], 0, out.data(), out.size()),
+          "copy_out");
+    CHECK(out == model.bytes[1]);
+    std::vector<std::uint8_t> part(100);
+    check(ferry_tensor_copy_out(model.rt, model.tensors[1], 1001, part.data(), part.size()),
+          "copy_out");
+    CHECK(std::memcmp(part.data(), model.bytes[1].data() + 1001, part.size()) == 0);
+    // The f32 tensor stays raw, in the compressed image, and copies out as it was.
+    std::vector<std::uint8_t> bias(16);
+    check(ferry_tensor_copy_out(model.rt, model.tensors[4], 0, bias.data(), 16), "copy_out");
+    CHECK(bias == model.bytes[4]);
+    void *host = nullptr;
+    CHECK(ferry_tensor_host_ptr(model.rt, model.tensors[1], &host) == FERRY_ERROR_NOT_IN_MEMORY);
+    CHECK(std::string(ferry_last_error()).find("compressed") != std::string::npos);
+    CHECK(ferry_tensor_host_ptr(model.rt, model.tensors[4], &host) == FERRY_OK);
+}
+
+TEST_CASE("FERRY_COMPRESS turns compression on and off over the config", "[compress]") {
+    setenv("FERRY_COMPRESS", "1", 1);
+    {
+        Model model(0);
+        CHECK(model.stats().compressed_groups == 4);
+    }
+    setenv("FERRY_COMPRESS", "0", 1);
+    {
+        Model model(1);
+        CHECK(model.stats().compressed_groups == 0);
+    }
+    unsetenv("FERRY_COMPRESS");
+}
+
+TEST_CASE("A corrupt compressed image in the host store is caught and named in verify mode",
+          "[compress][sim-only]") {
+    namespace k = ferry::kernels::codec;
+    for (const bool structural : {true, false}) {
+        INFO((structural ? "chunk table" : "raw byte"));
+        // Two slots and the staging area: all three groups stream, decoded at every onload.
+        Model model(1, /*verify=*/true, /*groups_count=*/3, 4 * (kTensorBytes + 512) + 4096);
+        REQUIRE(model.stats().resident_groups == 0);
+        const ferry::HostStore *store = ferry_runtime_impl(model.rt).host_store();
+        // Group 0 lies at the store's start; its first piece is its bf16 tensor's container.
+        std::uint8_t *image = reinterpret_cast<std::uint8_t *>(store->base());
+        const std::uint64_t chunks = k::load_le(image + k::kAtChunks, 8);
+        const std::uint64_t at = structural ? k::kHeaderBytes + 8 * 1 + 1
+                                            : k::kHeaderBytes + 8 * (chunks + 1) + 5;
+        const std::size_t page = ferry::HostStore::page_size();
+        REQUIRE(mprotect(image, page * 4, PROT_READ | PROT_WRITE) == 0);
+        image[at] ^= 0x10;
+        REQUIRE(mprotect(image, page * 4, PROT_READ) == 0);
+
+        ferry_status status = FERRY_OK;
+        for (int pass = 0; pass < 2 && status == FERRY_OK; ++pass) {
+            for (std::size_t g = 0; g < model.groups.size() && status == FERRY_OK; ++g) {
+                status = ferry_acquire(model.rt, model.groups[g], nullptr);
+                if (status == FERRY_OK) status = ferry_release(model.rt, model.groups[g], nullptr);
+            }
+        }
+        if (status == FERRY_OK) status = ferry_synchronize(model.rt);
+        CHECK(status == FERRY_ERROR_VERIFY_FAILED);
+        const std::string message = ferry_last_error();
+        INFO(message);
+        CHECK(message.find("group 'g0'") != std::string::npos);
+        CHECK(message.find("'w'") != std::string::npos);
+        if (structural) CHECK(message.find("failed to decode") != std::string::npos);
+        // copy_out checks the container and refuses to hand out wrong bytes.
+        std::vector<std::uint8_t> out(kTensorBytes);
+        CHECK(ferry_tensor_copy_out(model.rt, model.tensors[0], 0, out.data(), out.size()) ==
+              FERRY_ERROR_VERIFY_FAILED);
+    }
+}
+
+TEST_CASE("The trace shows each decode as a span on the decode stream's track",
+          "[compress]") {
+    // Two slots and the staging area: all three groups stream, decoded at every onload.
+    Model model(1, /*verify=*/false, /*groups_count=*/3, 4 * (kTensorBytes + 512) + 4096);
+    check(ferry_trace_start(model.rt, 0), "ferry_trace_start");
+    for (int pass = 0; pass < 2; ++pass) model.check_pass();
+    const std::string path = "ferry-test-compress-trace-" + std::to_string(getpid()) + ".json";
+    check(ferry_trace_dump(model.rt, path.c_str()), "ferry_trace_dump");
+    std::ifstream file(path);
+    std::stringstream text;
+    text << file.rdbuf();
+    std::remove(path.c_str());
+    const std::string json = text.str();
+    std::size_t decodes = 0;
+    for (std::size_t at = json.find("\"cat\":\"decode\""); at != std::string::npos;
+         at = json.find("\"cat\":\"decode\"", at + 1)) {
+        ++decodes;
+    }
+    CHECK(decodes >= 4);
+    CHECK(json.find("\"decode stream\"") != std::string::npos);
+}
