@@ -153,6 +153,18 @@ TEST_CASE("copy_out of an encoded tensor decodes it to the raw bytes; host_ptr r
     CHECK(ferry_tensor_host_ptr(model.rt, model.tensors[4], &host) == FERRY_OK);
 }
 
+TEST_CASE("An update of a tensor of a compressed group is refused and changes nothing",
+          "[compress]") {
+    Model model(1);
+    const std::vector<std::uint8_t> other = trained_bf16(kTensorBytes, 99);
+    for (ferry_tensor t : {model.tensors[1], model.tensors[4]}) {  // encoded, and raw beside
+        CHECK(ferry_tensor_update(model.rt, t, 0, other.data(), 16) ==
+              FERRY_ERROR_INVALID_ARGUMENT);
+        CHECK(std::string(ferry_last_error()).find("compressed") != std::string::npos);
+    }
+    model.check_pass();  // every byte as it was
+}
+
 TEST_CASE("FERRY_COMPRESS turns compression on and off over the config", "[compress]") {
     setenv("FERRY_COMPRESS", "1", 1);
     {

@@ -80,6 +80,12 @@ void Runtime::update(std::uint32_t tensor, std::uint64_t offset, const void *src
                   "(host_share '" + share_->name() + "'), whose device copies of it an update "
                   "would leave stale; update a runtime with a private host store");
     const std::uint32_t group = def.group;
+    // Its image in the host store is the compressed one (compressed_images.cpp): raw bytes
+    // written there would corrupt it, and re-encoding on update is not built.
+    FERRY_EXPECTS(!compressed(group), FERRY_ERROR_INVALID_ARGUMENT,
+                  describe_tensor(tensor) + ": the group's image is compressed "
+                  "(config.compress), and updates of compressed images are not supported; "
+                  "run without compress to update its tensors");
     GroupState &state = state_[group];
     FERRY_EXPECTS(state.pins == 0, FERRY_ERROR_GROUP_BUSY,
                   describe_tensor(tensor) + ": the group is acquired (" +
