@@ -176,6 +176,16 @@ _orphans = []
 _orphans_lock = threading.Lock()
 
 
+def _char_buffer(data):
+    """A ctypes char array over a bytes-like object's bytes (a copy when it is read-only),
+    and its length."""
+    view = memoryview(data).cast("B")
+    n = view.nbytes
+    if view.readonly:
+        return (ctypes.c_char * n).from_buffer_copy(view), n
+    return (ctypes.c_char * n).from_buffer(view), n
+
+
 def _destroy_orphans():
     with _orphans_lock:
         if not _orphans:
@@ -755,12 +765,7 @@ class Tensor:
     def copy_in(self, data, offset=0):
         """PLANNED. Copies a bytes-like object (bytes, bytearray, memoryview, a numpy
         array, ...) into the host bytes at offset."""
-        view = memoryview(data).cast("B")
-        n = view.nbytes
-        if view.readonly:
-            buf = (ctypes.c_char * n).from_buffer_copy(view)
-        else:
-            buf = (ctypes.c_char * n).from_buffer(view)
+        buf, n = _char_buffer(data)
         self.copy_in_address(ctypes.addressof(buf), n, offset)
 
     def copy_in_address(self, address, nbytes, offset=0):
@@ -779,12 +784,7 @@ class Tensor:
         streamed group's slot is emptied; the next acquire sees the new bytes.
         GroupBusyError while the group is acquired, WrongPhaseError before seal (use
         copy_in), InvalidArgumentError for a mutable tensor, OutOfRangeError past the end."""
-        view = memoryview(data).cast("B")
-        n = view.nbytes
-        if view.readonly:
-            buf = (ctypes.c_char * n).from_buffer_copy(view)
-        else:
-            buf = (ctypes.c_char * n).from_buffer(view)
+        buf, n = _char_buffer(data)
         self.update_address(ctypes.addressof(buf), n, offset)
 
     def update_address(self, address, nbytes, offset=0):

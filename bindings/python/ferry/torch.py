@@ -1418,15 +1418,8 @@ def _attach(groups, rt, device):
     meta model's included) and seals. On failure the model is as it was and the runtime
     is closed."""
     released = []
-    placeholders = {}
     try:
-        for g in groups:
-            for e in g.entries:
-                if e.dtype not in placeholders:
-                    placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
-                e.original = (e.tensor, None if e.on_meta else e.tensor.data)
-                released.append(e)
-                e.release_to(placeholders[e.dtype])
+        _release_entries(groups, device, released)
         rt.seal()
     except BaseException:
         for e in released:
@@ -1436,6 +1429,20 @@ def _attach(groups, rt, device):
         raise
     for e in released:
         e.original = None
+
+
+def _release_entries(groups, device, released):
+    """Points every entry at an empty placeholder of its dtype on `device`, remembering
+    its tensor (and a real one's bytes) so that put_back() can undo it; appends each to
+    `released` as it goes, so that a failure part-way undoes what was done."""
+    placeholders = {}
+    for g in groups:
+        for e in g.entries:
+            if e.dtype not in placeholders:
+                placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
+            e.original = (e.tensor, None if e.on_meta else e.tensor.data)
+            released.append(e)
+            e.release_to(placeholders[e.dtype])
 
 
 def _load_from_module(groups, rt, model_bytes, progress, device):
@@ -1504,14 +1511,7 @@ def _load_from_files(model, groups, rt, all_entries, progress, device, files, pr
             raise
         if problems:
             raise _mismatch(model, files, problems)
-        placeholders = {}
-        for g in groups:
-            for e in g.entries:
-                if e.dtype not in placeholders:
-                    placeholders[e.dtype] = torch.empty(0, dtype=e.dtype, device=device)
-                e.original = (e.tensor, None if e.on_meta else e.tensor.data)
-                released.append(e)
-                e.release_to(placeholders[e.dtype])
+        _release_entries(groups, device, released)
         rt.seal()
     except BaseException:
         for e in released:
