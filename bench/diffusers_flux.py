@@ -42,6 +42,7 @@ import time
 T0 = time.monotonic()
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bindings" / "python"))
+sys.path.insert(0, str(REPO / "bench"))  # proc_memory, also when imported as a module
 
 
 def progress(msg):

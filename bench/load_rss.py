@@ -32,6 +32,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bindings" / "python"))
+sys.path.insert(0, str(REPO / "bench"))  # proc_memory, also when imported as a module
 
 try:
     import torch
