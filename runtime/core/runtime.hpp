@@ -116,6 +116,8 @@ struct GroupState {
     bool prefetched_unused = false;
     bool refreshed = false;         // resident: an update re-onloaded bytes; acquires wait
                                     // on the slot's `ready` (update.cpp)
+    bool track_releases = false;    // resident, frozen: set by its first update, after which
+                                    // its releases record `released` for the next update
     std::uint64_t want_mark = 0;    // == Runtime::want_epoch_ while prefetch wants it
     Event host_current = nullptr;   // mutable groups: recorded after each writeback
 
@@ -130,6 +132,7 @@ struct SlotState {
     std::uint64_t last_use = 0;
     Event ready = nullptr;          // recorded after the occupant's copy
     Event released = nullptr;       // recorded at the occupant's last release
+    bool decoded = false;           // its last fill was a decode on the decode stream
 };
 
 class Runtime {
@@ -357,9 +360,6 @@ class Runtime {
     std::uint64_t tick_ = 0;
     std::uint64_t want_epoch_ = 0;
     std::vector<std::uint32_t> wanted_;  // scratch for prefetch, reserved at seal
-    // Set by the first update (update.cpp): releases of resident groups of frozen tensors
-    // record `released` too, so that a later update's copy can wait on their holders.
-    bool track_resident_releases_ = false;
     std::vector<std::uint32_t> want_left_;  // per class, scratch
 
     ferry_stats stats_{};

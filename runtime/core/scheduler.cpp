@@ -69,7 +69,8 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     device_->stream_wait(stream, slot.released);                       // old occupant done
     // A decode into the slot (compressed_images.cpp) may still run on the decode stream,
     // for an occupant evicted unused: the slot's last write lands first.
-    if (decode_stream_ != nullptr) device_->stream_wait(stream, slot.ready);
+    if (slot.decoded) device_->stream_wait(stream, slot.ready);
+    slot.decoded = compressed(group);
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
     // The clock times raw bytes: for a compressed group, its copy and decode together.
     if (clock_ != nullptr) clock_->copy_begin(*device_, def.image_bytes - def.head_bytes, stream);
@@ -283,7 +284,7 @@ void Runtime::release(std::uint32_t group, Stream stream) {
     if (clock_ != nullptr && state.pins == 1) clock_->released(*device_, group, stream);
     // A resident group without mutable tensors is never overwritten nor written back:
     // nothing waits for its release, until an update may rewrite it (update.cpp).
-    if (!state.resident() || groups_[group].has_mutable || track_resident_releases_) {
+    if (!state.resident() || groups_[group].has_mutable || state.track_releases) {
         SlotState &slot = slots_[state.slot];
         // Chain every release since the slot was filled, on whatever streams, so that
         // `released` covers all the holders' work, not only the last one's.

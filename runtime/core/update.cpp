@@ -128,10 +128,10 @@ void Runtime::update(std::uint32_t tensor, std::uint64_t offset, const void *src
         if (!options_.synchronous) {
             if (state.slot >= 0 && state.releases_since_onload > 0) {
                 device_->stream_wait(copy, slots_[state.slot].released);
-            } else if (state.resident() && !owner.has_mutable && !track_resident_releases_) {
-                // Its releases recorded nothing so far: wait for them all, once.
+            } else if (state.resident() && !owner.has_mutable && !state.track_releases) {
+                // Its releases recorded nothing so far: wait for them all, once per group.
                 device_->device_synchronize();
-                track_resident_releases_ = true;
+                state.track_releases = true;
             }
         }
         copy_image_part(group, dst, begin, end, copy);
