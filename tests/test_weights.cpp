@@ -655,9 +655,13 @@ TEST_CASE("direct_fd gives an O_DIRECT descriptor of the same file, or -1 where 
     write(path, one_tensor("a"));
     ferry::load::WeightFile file(path);
     const int fd = file.direct_fd();
-    CHECK(fd >= -1);
+    REQUIRE(fd != -2);  // tried: a descriptor, or -1 where refused
     CHECK(file.direct_fd() == fd);  // opened once
-    if (fd >= 0) {
+    if (fd < 0) {
+        // Said, not passed over: the same-file and replaced-file checks below need it.
+        WARN("O_DIRECT is refused under " << fs::temp_directory_path()
+                                          << ": only the refusal (-1) is checked");
+    } else {
         struct stat a {
         }, b{};
         REQUIRE(fstat(fd, &a) == 0);
@@ -672,5 +676,7 @@ TEST_CASE("direct_fd gives an O_DIRECT descriptor of the same file, or -1 where 
     if (fd >= 0) {  // where the file system allows O_DIRECT at all
         expect_error([&] { replaced.direct_fd(); }, FERRY_ERROR_FILE_CHANGED,
                      {path, "was replaced"});
+    } else {
+        CHECK(replaced.direct_fd() == -1);
     }
 }

@@ -258,7 +258,7 @@ ferry_load_report Runtime::load_weights(const std::shared_ptr<load::WeightSet> &
                 continue;
             }
             jobs.push_back({&set->file(file->file), file->offset, file->bytes,
-                            def.dtype == FERRY_DTYPE_UNKNOWN ? to : file->dtype, to,
+                            file->dtype, to,
                             host_->base() + group.host_offset + def.offset});
             in_memory.push_back(t);
             ++report.tensors_read;

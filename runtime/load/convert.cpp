@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "base/dtype.hpp"
 #include "base/error.hpp"
 
 namespace ferry::load {
@@ -84,8 +85,6 @@ std::uint32_t to_f32(ferry_dtype from, const std::byte *p) {
     }
 }
 
-std::size_t element_bytes(ferry_dtype dtype) { return dtype == FERRY_DTYPE_F32 ? 4 : 2; }
-
 }  // namespace
 
 bool is_convertible(ferry_dtype dtype) {
@@ -99,7 +98,7 @@ void convert(ferry_dtype from, ferry_dtype to, const void *src, void *dst, std::
                       " are not a float conversion");
     const auto *in = static_cast<const std::byte *>(src);
     auto *out = static_cast<std::byte *>(dst);
-    const std::size_t in_bytes = element_bytes(from);
+    const std::size_t in_bytes = dtype_bytes(from);
     // One loop per pair, so that each is a simple loop over bit patterns.
     if (to == FERRY_DTYPE_F32) {
         for (std::size_t i = 0; i < count; ++i) {

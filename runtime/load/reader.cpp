@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 
+#include "base/dtype.hpp"
 #include "base/error.hpp"
 #include "load/convert.hpp"
 
@@ -28,7 +29,6 @@ namespace {
 constexpr std::uint64_t kRequestBytes = 64ull << 20;  // most bytes per pread
 constexpr std::uint64_t kDirectAlign = 4096;
 
-std::size_t dtype_size(ferry_dtype dtype) { return dtype == FERRY_DTYPE_F32 ? 4 : 2; }
 
 // Exactly `bytes` bytes at `offset` of the file into `dst`, in requests of at most
 // kRequestBytes; an end of file first is FERRY_ERROR_IO. Returns the bytes read, which
@@ -82,8 +82,8 @@ std::uint64_t run_job(const ReadJob &job, bool direct, std::byte *buffer,
     WeightFile &file = *job.file;
     const int direct_fd = direct ? file.direct_fd() : -1;
     const bool converts = job.from != job.to;
-    const std::size_t in_size = converts ? dtype_size(job.from) : 1;
-    const std::size_t out_size = converts ? dtype_size(job.to) : 1;
+    const std::size_t in_size = converts ? dtype_bytes(job.from) : 1;
+    const std::size_t out_size = converts ? dtype_bytes(job.to) : 1;
     auto advance = [&](std::uint64_t n) {
         if (progress != nullptr) progress->fetch_add(n, std::memory_order_relaxed);
         if (tick) tick();
@@ -134,7 +134,7 @@ void check_job(const ReadJob &job) {
     FERRY_EXPECTS(is_convertible(job.from) && is_convertible(job.to), FERRY_ERROR_INTERNAL,
                   "read job of '" + job.file->path() + "' converts between dtypes " +
                       std::to_string(job.from) + " and " + std::to_string(job.to));
-    FERRY_EXPECTS(job.bytes % dtype_size(job.from) == 0, FERRY_ERROR_INTERNAL,
+    FERRY_EXPECTS(job.bytes % dtype_bytes(job.from) == 0, FERRY_ERROR_INTERNAL,
                   "read job of '" + job.file->path() + "' is not whole elements");
 }
 

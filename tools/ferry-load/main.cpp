@@ -341,14 +341,22 @@ int main(int argc, char **argv) {
     std::printf("  %-10s %9.1f %12.3f %18.3f %13s %12s\n", "pinned", pinned.seconds * 1e3,
                 double(pinned_rss) / model.bytes,
                 (double(pinned_rss) - double(pinned_slab)) / model.bytes, "0",
-                pinned.wrong == 0 ? "all" : "NO");
+                pinned.wrong == 0 && pinned.checked == model.bytes ? "all" : "NO");
     std::printf("  %-10s %9.1f %12.3f %18.3f %13.3f %12s\n", "disk tier", disk.seconds * 1e3,
                 double(tier_rss) / model.bytes,
                 (double(tier_rss) - double(tier.slab_bytes)) / model.bytes,
-                stats.bytes_disk_read * 1e-9 / (o.passes + 1), disk.wrong == 0 ? "all" : "NO");
+                stats.bytes_disk_read * 1e-9 / (o.passes + 1),
+                disk.wrong == 0 && disk.checked == model.bytes ? "all" : "NO");
     std::printf("  disk tier / pinned pass time: %.2f; host_disk_bytes %.3f GB of %.3f GB\n",
                 pinned.seconds > 0 ? disk.seconds / pinned.seconds : 0, stats.host_disk_bytes * 1e-9,
                 model.bytes * 1e-9);
+    if (pinned.checked != model.bytes || disk.checked != model.bytes) {
+        std::fprintf(stderr, "ferry-load: compared %llu and %llu bytes on the device, not all "
+                     "%llu of the model\n", static_cast<unsigned long long>(pinned.checked),
+                     static_cast<unsigned long long>(disk.checked),
+                     static_cast<unsigned long long>(model.bytes));
+        return 1;
+    }
     if (pinned.wrong + disk.wrong > 0) {
         std::fprintf(stderr, "ferry-load: %llu tensor(s) on the device differ from the file\n",
                      static_cast<unsigned long long>(pinned.wrong + disk.wrong));
