@@ -53,6 +53,8 @@ struct Model {
           std::uint64_t pinned_cap = 0, bool pageable = false, std::uint32_t timeout_ms = 20000) {
         ferry_config config;
         ferry_config_init(&config);
+        // On sim whatever FERRY_BACKEND says: the checks read device bytes from the host.
+        // Their tests are [sim-only], so a cuda run names them as not run.
         config.backend = FERRY_BACKEND_SIM;
         config.vram_budget = kBudget;
         config.name = "share-test";
@@ -140,7 +142,7 @@ bool wait_members(const std::string &share, std::size_t members) {
 
 }  // namespace
 
-TEST_CASE("A runtime attaches to a sealed shared store and streams the loader's bytes") {
+TEST_CASE("A runtime attaches to a sealed shared store and streams the loader's bytes", "[sim-only]") {
     const std::string share = unique_share("attach");
     {
         Model loader(share);
@@ -169,7 +171,7 @@ TEST_CASE("A runtime attaches to a sealed shared store and streams the loader's 
     REQUIRE_FALSE(segment_exists(share));  // the last member removed it
 }
 
-TEST_CASE("An update is refused on a shared host store, by the loader and the attached") {
+TEST_CASE("An update is refused on a shared host store, by the loader and the attached", "[sim-only]") {
     const std::string share = unique_share("update");
     Model loader(share);
     REQUIRE(ferry_plan(loader.rt) == FERRY_OK);
@@ -207,7 +209,7 @@ TEST_CASE("An attached runtime's shared bytes are read-only even before seal", "
     REQUIRE(wait_exit(child) == 77);
 }
 
-TEST_CASE("A runtime in another process waits for the loader, then sees its bytes", "[fork]") {
+TEST_CASE("A runtime in another process waits for the loader, then sees its bytes", "[sim-only][fork]") {
     const std::string share = unique_share("wait");
     Model loader(share);
     REQUIRE(ferry_plan(loader.rt) == FERRY_OK);
@@ -229,7 +231,7 @@ TEST_CASE("A runtime in another process waits for the loader, then sees its byte
     REQUIRE(loader.bytes_right());
 }
 
-TEST_CASE("A layout that differs is refused, naming the first difference") {
+TEST_CASE("A layout that differs is refused, naming the first difference", "[sim-only]") {
     const std::string share = unique_share("layout");
     Model loader(share);
     REQUIRE(ferry_plan(loader.rt) == FERRY_OK);
@@ -251,7 +253,7 @@ TEST_CASE("A layout that differs is refused, naming the first difference") {
     REQUIRE(info.members.size() == 1);
 }
 
-TEST_CASE("Mutable tensors are private to each process, initialized from the loader") {
+TEST_CASE("Mutable tensors are private to each process, initialized from the loader", "[sim-only]") {
     const std::string share = unique_share("mutable");
     Model loader(share, true);
     REQUIRE(ferry_plan(loader.rt) == FERRY_OK);
@@ -281,7 +283,7 @@ TEST_CASE("Mutable tensors are private to each process, initialized from the loa
     REQUIRE(third.bytes_right());
 }
 
-TEST_CASE("When the loader is killed mid-load, a waiting runtime takes the load over", "[fork]") {
+TEST_CASE("When the loader is killed mid-load, a waiting runtime takes the load over", "[sim-only][fork]") {
     const std::string share = unique_share("takeover");
     int ready[2];
     REQUIRE(pipe(ready) == 0);
@@ -320,7 +322,7 @@ TEST_CASE("When the loader is killed mid-load, a waiting runtime takes the load 
     close(ready[1]);
 }
 
-TEST_CASE("A loader destroyed before sealing passes the load to a waiter", "[fork]") {
+TEST_CASE("A loader destroyed before sealing passes the load to a waiter", "[sim-only][fork]") {
     const std::string share = unique_share("handover");
     auto loader = std::make_unique<Model>(share);
     REQUIRE(ferry_plan(loader->rt) == FERRY_OK);
@@ -341,7 +343,7 @@ TEST_CASE("A loader destroyed before sealing passes the load to a waiter", "[for
     REQUIRE_FALSE(segment_exists(share));
 }
 
-TEST_CASE("Killing an attached runtime leaves the others running and every byte right", "[fork]") {
+TEST_CASE("Killing an attached runtime leaves the others running and every byte right", "[sim-only][fork]") {
     const std::string share = unique_share("kill");
     Model loader(share);
     REQUIRE(ferry_plan(loader.rt) == FERRY_OK);
@@ -372,7 +374,7 @@ TEST_CASE("Killing an attached runtime leaves the others running and every byte 
     REQUIRE(late.bytes_right());
 }
 
-TEST_CASE("A segment left by dead processes is stale: removed, then created anew", "[fork]") {
+TEST_CASE("A segment left by dead processes is stale: removed, then created anew", "[sim-only][fork]") {
     const std::string share = unique_share("stale");
     const pid_t child = fork();
     if (child == 0) {
@@ -400,7 +402,7 @@ TEST_CASE("A segment left by dead processes is stale: removed, then created anew
     REQUIRE_FALSE(segment_exists(share));
 }
 
-TEST_CASE("A live segment is not stale, and remove_if_stale leaves it") {
+TEST_CASE("A live segment is not stale, and remove_if_stale leaves it", "[sim-only]") {
     const std::string share = unique_share("live");
     Model model(share);
     REQUIRE(ferry_plan(model.rt) == FERRY_OK);
@@ -409,7 +411,7 @@ TEST_CASE("A live segment is not stale, and remove_if_stale leaves it") {
     REQUIRE(segment_exists(share));
 }
 
-TEST_CASE("Another user's segment is refused and left alone") {
+TEST_CASE("Another user's segment is refused and left alone", "[sim-only]") {
     const std::string share = unique_share("owner");
     const std::string path = "/dev/shm/ferry-host." + share;
     const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -431,7 +433,7 @@ TEST_CASE("Another user's segment is refused and left alone") {
     unlink(path.c_str());
 }
 
-TEST_CASE("A corrupt or truncated segment header is a clear error, and nothing is changed") {
+TEST_CASE("A corrupt or truncated segment header is a clear error, and nothing is changed", "[sim-only]") {
     const std::string share = unique_share("corrupt");
     const std::string path = "/dev/shm/ferry-host." + share;
     std::string needle;
@@ -478,7 +480,7 @@ TEST_CASE("A share name too long or holding a '/' is refused at create") {
     }
 }
 
-TEST_CASE("An attached runtime pins what the loader pinned, whatever its own cap") {
+TEST_CASE("An attached runtime pins what the loader pinned, whatever its own cap", "[sim-only]") {
     const std::string share = unique_share("pin");
     const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
     Model loader(share, false, false, 2 * page * 3, true);  // about the first group
@@ -498,7 +500,7 @@ TEST_CASE("An attached runtime pins what the loader pinned, whatever its own cap
     REQUIRE(attached.bytes_right());
 }
 
-TEST_CASE("The wait for a loader times out with what it was waiting for", "[fork]") {
+TEST_CASE("The wait for a loader times out with what it was waiting for", "[sim-only][fork]") {
     const std::string share = unique_share("timeout");
     Model loader(share);
     REQUIRE(ferry_plan(loader.rt) == FERRY_OK);
