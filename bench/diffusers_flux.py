@@ -218,6 +218,7 @@ def run_config(name, args, cuda, dtype):
         progress(f"{name}: building the model ({args.size})")
         model = build_model(args.size, dtype)
         row["model_bytes"] = model_bytes(model)
+        row["laid_out_bytes"] = ferry.torch.laid_out_bytes(model)
         device = "cuda" if cuda else "cpu"
         inputs = make_inputs(args.size, dtype, device)
         if cuda:
@@ -355,8 +356,9 @@ def table(result):
 def settle(result, outputs, args):
     """Fills in the budget and each output's difference from the reference, as far as
     they are known, and writes the JSON and the table; returns the table."""
-    if result["model"]["bytes"] is not None:
-        result["budget_bytes"] = ferry.torch.parse_budget(args.budget, result["model"]["bytes"])
+    if result["model"].get("laid_out_bytes") is not None:
+        result["budget_bytes"] = ferry.torch.parse_budget(args.budget,
+                                                          result["model"]["laid_out_bytes"])
     ref = outputs.get(result["reference"])
     if ref is not None:
         result["reference_output_finite"] = bool(torch.isfinite(ref).all())
@@ -447,10 +449,14 @@ def main(argv=None):
             continue
         row, outputs[name] = run_config(name, args, cuda, dtype)
         result["model"]["bytes"] = row.pop("model_bytes") or result["model"]["bytes"]
+        result["model"]["laid_out_bytes"] = (row.pop("laid_out_bytes", None)
+                                             or result["model"].get("laid_out_bytes"))
         result["configs"][name] = row
         settle(result, outputs, args)  # a run cut short keeps what it measured
     if result["model"]["bytes"] is None:  # only the reference ran
-        result["model"]["bytes"] = model_bytes(build_model(args.size, dtype))
+        model = build_model(args.size, dtype)
+        result["model"]["bytes"] = model_bytes(model)
+        result["model"]["laid_out_bytes"] = ferry.torch.laid_out_bytes(model)
     result["elapsed_s"] = round(time.monotonic() - T0, 1)
     print(settle(result, outputs, args))
     progress(f"done; wrote {args.out}/diffusers_flux.json and .txt")

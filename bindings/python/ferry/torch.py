@@ -223,6 +223,20 @@ def _module_bytes(module):
     return sum(seen.values())
 
 
+def _laid_out(nbytes):
+    """A tensor's bytes at its 256-byte aligned offset in a group image."""
+    return -(-nbytes // 256) * 256
+
+
+def laid_out_bytes(module):
+    """The bytes of module's distinct tensors as ferry lays them out (each padded to its
+    256-byte alignment): what a budget share ("50%") is a share of."""
+    seen = {}
+    for t in list(module.parameters()) + [b for b in module.buffers() if b is not None]:
+        seen[id(t)] = _laid_out(t.numel() * t.element_size())
+    return sum(seen.values())
+
+
 def _qualify(prefix, name):
     return f"{prefix}.{name}" if prefix else name
 
@@ -1122,7 +1136,7 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     OffloadHandle; the model is then used as before.
 
     budget: VRAM bytes ferry may hold: an int, "8GiB", "512MB", or "40%" (of the bytes
-    offloaded). blocks_per_group: consecutive blocks of each split ModuleList or
+    offloaded, each tensor padded to ferry's 256-byte alignment: "100%" holds them all). blocks_per_group: consecutive blocks of each split ModuleList or
     Sequential per group. mutable: qualified names (a module's name covers its tensors)
     or a predicate ``f(name, tensor) -> bool`` of the tensors that may change in place
     on the device; their updates persist. All others are immutable: never written back.
@@ -1260,8 +1274,11 @@ def offload(model, budget, blocks_per_group=1, mutable=None, blocks=None, progre
     for e in all_entries:
         e.mutable = e.name in chosen
     model_bytes = sum(e.nbytes for e in all_entries)
-    vram_budget = parse_budget(budget, model_bytes)
-    reserved = parse_budget(adapter_budget, model_bytes) if adapter_budget else 0
+    # A share is of the bytes as ferry lays them out, each tensor at a 256-byte aligned
+    # offset of its group's image: "100%" holds the whole model.
+    laid_out = sum(_laid_out(e.nbytes) for e in all_entries)
+    vram_budget = parse_budget(budget, laid_out)
+    reserved = parse_budget(adapter_budget, laid_out) if adapter_budget else 0
     if reserved < 0 or reserved >= vram_budget:
         raise InvalidArgumentError(
             f"ferry.torch.offload: adapter_budget ({format_bytes(reserved)}) must leave "

@@ -63,7 +63,7 @@ def test_ferry_streamed_the_model_through_half_of_it_and_copied_nothing_back(run
     row = result["configs"]["ferry"]
     s = row["ferry_stats"]
     assert row["ferry_backend"] == ("cuda" if BACKEND == "cuda" else "sim")
-    assert s["vram_budget"] == result["budget_bytes"] == result["model"]["bytes"] // 2
+    assert s["vram_budget"] == result["budget_bytes"] == result["model"]["laid_out_bytes"] // 2
     assert 0 < s["slab_bytes"] <= s["vram_budget"]
     assert s["passes"] == 4  # warm-up + 3 timed
     assert s["onloads"] > s["resident_groups"]  # groups were streamed, not just made resident
