@@ -118,6 +118,8 @@ TEST_CASE("Compressed groups stream fewer bytes and every byte arrives as it was
     CHECK(s.slab_staging_bytes < 2 * kTensorBytes);
     CHECK(4 * (s.slab_staging_bytes / 2) >= s.host_compressed_bytes);
     CHECK(s.slab_bytes + s.slab_staging_bytes <= s.vram_budget);
+    CHECK(s.encode_ns > 0);
+    CHECK(s.host_pin_ns > 0);
 }
 
 TEST_CASE("Without compress nothing is encoded and no staging area is set aside",
@@ -130,6 +132,7 @@ TEST_CASE("Without compress nothing is encoded and no staging area is set aside"
     CHECK(s.bytes_h2d_compressed == 0);
     CHECK(s.decodes == 0);
     CHECK(s.slab_staging_bytes == 0);
+    CHECK(s.encode_ns == 0);
 }
 
 TEST_CASE("copy_out of an encoded tensor decodes it to the raw bytes; host_ptr refuses it",
@@ -239,4 +242,70 @@ TEST_CASE("The trace shows each decode as a span on the decode stream's track",
     }
     CHECK(decodes >= 4);
     CHECK(json.find("\"decode stream\"") != std::string::npos);
+}
+
+// The plan made before anything is encoded counts raw bytes; once the images are
+// compressed, the re-plan counts what each copy moves. Room for one resident group: a
+// 60 KiB f32 group (never encoded) or a 64 KiB bf16 one (copied as about 43 KiB). By raw
+// bytes a bf16 group stays; the re-plan keeps the f32 one, whose copy moves more.
+TEST_CASE("The re-plan after seal keeps resident the group whose copy moves the most bytes",
+          "[compress]") {
+    constexpr std::uint64_t kRawBytes = 60 * 1024;
+    ferry_config config;
+    ferry_config_init(&config);
+    config.backend = test_backend();
+    config.compress = 1;
+    // The staging area (2 x 0.8 x 64 KiB), two slots and one resident group.
+    config.vram_budget = 2 * 52480 + 3 * kTensorBytes;
+    ferry_runtime *rt = nullptr;
+    check(ferry_create(&config, &rt), "ferry_create");
+    std::vector<ferry_group> groups;
+    std::vector<ferry_tensor> tensors;
+    std::vector<std::vector<std::uint8_t>> bytes;
+    std::mt19937 rng(7);
+    for (int g = 0; g < 4; ++g) {
+        ferry_group group;
+        check(ferry_group_define(rt, ("g" + std::to_string(g)).c_str(), &group), "group");
+        groups.push_back(group);
+        const bool raw = g == 1;
+        const std::int64_t elements = raw ? kRawBytes / 4 : kTensorBytes / 2;
+        ferry_tensor tensor;
+        check(ferry_tensor_define(rt, group, "w", raw ? kRawBytes : kTensorBytes,
+                                  raw ? FERRY_DTYPE_F32 : FERRY_DTYPE_BF16, 1, &elements, 0,
+                                  &tensor), "tensor");
+        tensors.push_back(tensor);
+        if (raw) {
+            bytes.emplace_back(kRawBytes);
+            for (auto &b : bytes.back()) b = static_cast<std::uint8_t>(rng());
+        } else {
+            bytes.push_back(trained_bf16(kTensorBytes, static_cast<unsigned>(g + 1)));
+        }
+        check(ferry_group_compute_declare(rt, group, 0), "compute_declare");  // link-bound
+    }
+    check(ferry_schedule_declare(rt, groups.data(), groups.size()), "schedule");
+    check(ferry_plan(rt), "ferry_plan");
+    auto resident = [&](int g) {
+        std::int32_t r = 0;
+        check(ferry_group_info(rt, groups[g], &r, nullptr, nullptr), "group_info");
+        return r != 0;
+    };
+    REQUIRE_FALSE(resident(1));  // planned by raw bytes
+    for (std::size_t t = 0; t < tensors.size(); ++t) {
+        check(ferry_tensor_copy_in(rt, tensors[t], 0, bytes[t].data(), bytes[t].size()), "copy_in");
+    }
+    check(ferry_seal(rt), "ferry_seal");
+    check(ferry_synchronize(rt), "ferry_synchronize");  // the re-plan (replan.cpp)
+    CHECK(ferry_runtime_impl(rt).replans() == 1);
+    CHECK(resident(1));
+    for (int pass = 0; pass < 2; ++pass) {
+        for (std::size_t g = 0; g < groups.size(); ++g) {
+            check(ferry_acquire(rt, groups[g], nullptr), "ferry_acquire");
+            void *ptr = nullptr;
+            check(ferry_tensor_device_ptr(rt, tensors[g], &ptr), "device_ptr");
+            REQUIRE(read_device(rt, ptr, bytes[g].size()) ==
+                    std::vector<unsigned char>(bytes[g].begin(), bytes[g].end()));
+            check(ferry_release(rt, groups[g], nullptr), "ferry_release");
+        }
+    }
+    ferry_destroy(rt);
 }

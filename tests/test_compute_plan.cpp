@@ -392,3 +392,62 @@ TEST_CASE("The slab carves each class the slot count its plan gives it", "[compu
     CHECK(std::count_if(layout.streaming.begin(), layout.streaming.end(),
                         [](const ferry::StreamingSlot &s) { return s.size_class == 0; }) == 4);
 }
+
+// Compressed images (link_pieces): a slot holds a group's raw bytes, its copy moves fewer.
+// Four groups, room for one resident besides two slots: 900 raw bytes that do not
+// compress, or 1000 that cross the link as 670. By raw bytes a 1000 stays; by link bytes,
+// the 900.
+TEST_CASE("With compressed sizes, residency goes to the group whose copy moves most bytes",
+          "[compute-plan]") {
+    PlanInput in;
+    in.group_bytes = {1000, 900, 1000, 1000};
+    in.pieces = {{1000}, {900}, {1000}, {1000}};
+    in.budget = 2 * 1000 + 1000;
+    const Plan by_raw = ferry::make_plan(in);
+    REQUIRE_FALSE(by_raw.resident[1]);
+    REQUIRE(std::count(by_raw.resident.begin(), by_raw.resident.end(), true) == 1);
+
+    in.link_pieces = {{670}, {}, {670}, {670}};
+    const Plan by_link = ferry::make_plan(in);
+    REQUIRE(by_link.resident == std::vector<bool>{false, true, false, false});
+    REQUIRE(ferry::streamed_link_bytes(in, by_link, 0) == 670);
+    REQUIRE(ferry::streamed_link_bytes(in, by_link, 1) == 0);
+
+    // A re-plan from the raw plan, link-bound (no compute), moves residency the same way,
+    // and the model now counts the compressed copies.
+    in.compute_s = {0.0, 0.0, 0.0, 0.0};
+    in.link_bytes_per_s = 1e6;
+    in.pieces_in_order = true;
+    Plan current = by_raw;
+    const Plan next = ferry::make_compute_plan(in, &current);
+    REQUIRE_FALSE(next.resident[0]);
+    REQUIRE(next.resident[1]);
+    REQUIRE(next.modeled_pass_s < ferry::modeled_seconds(in, by_raw));
+    const PassModelInput model = ferry::pass_model_input(in, by_link);
+    REQUIRE(model.streamed_bytes == std::vector<std::uint64_t>{670, 0, 670, 670});
+}
+
+TEST_CASE("A split group's streamed link bytes are those of the pieces in its tail",
+          "[compute-plan]") {
+    PlanInput in;
+    in.group_bytes = {300};
+    in.pieces = {{100, 100, 100}};
+    in.link_pieces = {{60, 70, 80}};
+    Plan plan;
+    plan.resident = {false};
+    plan.size_class = {0};
+    plan.in_head = {{}};
+    plan.head_bytes = {100};  // a prefix: the tail is the last two pieces
+    REQUIRE(ferry::streamed_link_bytes(in, plan, 0) == 150);
+    plan.in_head = {{false, true, false}};  // the middle piece resident
+    REQUIRE(ferry::streamed_link_bytes(in, plan, 0) == 140);
+    plan.head_bytes = {0};
+    plan.in_head = {{}};
+    REQUIRE(ferry::streamed_link_bytes(in, plan, 0) == 210);
+
+    in.link_pieces = {{60, 170, 80}};  // more link bytes than the piece has
+    in.budget = 1000;
+    REQUIRE_THROWS_AS(ferry::make_plan(in), ferry::Error);
+    in.link_pieces = {{60, 70}};  // not one per piece
+    REQUIRE_THROWS_AS(ferry::make_plan(in), ferry::Error);
+}

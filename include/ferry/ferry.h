@@ -469,6 +469,11 @@ typedef struct ferry_stats {
     uint64_t decodes;              /* decodes of compressed images on the device          */
     uint64_t slab_staging_bytes;   /* VRAM staging area for compressed images, within the
                                       budget, outside slab_bytes                         */
+    /* Start-up costs, wall time (not modeled on sim).                                    */
+    uint64_t host_pin_ns;          /* ferry_plan: allocating and pinning the host store
+                                      (cudaHostRegister on cuda; an attached shared store:
+                                      registering its mapping)                           */
+    uint64_t encode_ns;            /* ferry_seal: encoding compressed images             */
 } ferry_stats;
 
 FERRY_API ferry_status ferry_stats_get(ferry_runtime *runtime, ferry_stats *out);

@@ -46,17 +46,6 @@ void parallel_for(std::uint64_t count, std::uint64_t grain, unsigned threads, Fn
     for (auto &worker : workers) worker.join();
 }
 
-inline std::uint16_t element(const std::uint8_t *data, std::uint64_t i) {
-    return static_cast<std::uint16_t>(data[2 * i] | (data[2 * i + 1] << 8));
-}
-inline std::uint8_t symbol_of(Dtype dtype, std::uint16_t x) {
-    return static_cast<std::uint8_t>(dtype == k::kBf16 ? (x >> 7) & 0xFF : x >> 8);
-}
-inline std::uint8_t raw_of(Dtype dtype, std::uint16_t x) {
-    return static_cast<std::uint8_t>(dtype == k::kBf16 ? ((x >> 8) & 0x80) | (x & 0x7F)
-                                                       : x & 0xFF);
-}
-
 // Huffman code lengths of the symbols counted in `hist`, then limited to kMaxCodeBits:
 // lengths over the limit are cut to it, the code space this overfills is paid back by
 // lengthening the rarest symbols still under it, and space left over shortens the most
@@ -131,6 +120,113 @@ void store_le(std::uint8_t *p, std::uint64_t value, unsigned bytes) {
     for (unsigned i = 0; i < bytes; ++i) p[i] = static_cast<std::uint8_t>(value >> (8 * i));
 }
 
+// Splits `count` elements at `p` into their symbols and, unless `raw` is null, their raw
+// bytes, each contiguous, so that what reads symbols lane by lane reads them from L1.
+// Whole chunks take a loop with a constant trip count, which the compiler vectorizes
+// (__restrict: at -O2 it will not add a run-time check that the arrays do not overlap).
+template <Dtype D, bool kRaw>
+void split_elements_of(const std::uint8_t *__restrict p, std::uint32_t count,
+                       std::uint8_t *__restrict symbols, std::uint8_t *__restrict raw) {
+    for (std::uint32_t i = 0; i < count; ++i) {
+        std::uint16_t x;
+        std::memcpy(&x, p + 2 * i, 2);  // little-endian hosts only, as the store is
+        symbols[i] = static_cast<std::uint8_t>(D == k::kBf16 ? x >> 7 : x >> 8);
+        if (kRaw)
+            raw[i] = static_cast<std::uint8_t>(D == k::kBf16 ? ((x >> 8) & 0x80) | (x & 0x7F) : x);
+    }
+}
+
+template <Dtype D, bool kRaw>
+void split_of(const std::uint8_t *p, std::uint32_t count, std::uint8_t *symbols,
+              std::uint8_t *raw) {
+    if (count == k::kChunkElems)
+        split_elements_of<D, kRaw>(p, k::kChunkElems, symbols, raw);
+    else
+        split_elements_of<D, kRaw>(p, count, symbols, raw);
+}
+
+void split(Dtype dtype, const std::uint8_t *p, std::uint32_t count, std::uint8_t *symbols,
+           std::uint8_t *raw = nullptr) {
+    if (dtype == k::kBf16)
+        raw ? split_of<k::kBf16, true>(p, count, symbols, raw)
+            : split_of<k::kBf16, false>(p, count, symbols, raw);
+    else
+        raw ? split_of<k::kF16, true>(p, count, symbols, raw)
+            : split_of<k::kF16, false>(p, count, symbols, raw);
+}
+
+// One lane's bit stream being written, MSB first. Bits gather in a 64-bit word and leave
+// it 32 at a time: a code has at most 12 bits, so the word never holds more than 43.
+struct LaneWriter {
+    std::uint64_t acc = 0;  // the pending bits are the low `have`; higher bits are stale
+    unsigned have = 0;
+    std::uint8_t *out = nullptr;
+
+    // `entry` is a symbol's code << 4 | its length.
+    void put(std::uint32_t entry) {
+        const unsigned length = entry & 0xF;
+        acc = (acc << length) | (entry >> 4);
+        have += length;
+        if (have >= 32) {
+            have -= 32;
+            const auto word = static_cast<std::uint32_t>(acc >> have);
+            out[0] = static_cast<std::uint8_t>(word >> 24);
+            out[1] = static_cast<std::uint8_t>(word >> 16);
+            out[2] = static_cast<std::uint8_t>(word >> 8);
+            out[3] = static_cast<std::uint8_t>(word);
+            out += 4;
+        }
+    }
+    // Writes what is pending, zero-padded to a byte; returns the stream's end.
+    std::uint8_t *finish() {
+        for (; have >= 8; have -= 8) *out++ = static_cast<std::uint8_t>(acc >> (have - 8));
+        if (have != 0) *out++ = static_cast<std::uint8_t>(acc << (8 - have));
+        return out;
+    }
+};
+
+// Writes a chunk's record at `record` (its kLanes lane lengths, then the lanes' streams in
+// lane order) from its `count` symbols. `packed[s]` is symbol s's code << 4 | its length.
+// Four lanes are coded side by side into `scratch` (kLanes x kMaxLaneBytes), each lane's
+// stream a chain of shifts that would otherwise wait on the one before; the streams are
+// then moved together behind the lane lengths. Returns the record's end.
+std::uint8_t *write_chunk(const std::uint8_t *symbols, std::uint32_t count,
+                          const std::uint32_t *packed, std::uint8_t *scratch,
+                          std::uint8_t *record) {
+    std::uint8_t *ends[k::kLanes];
+    for (std::uint32_t lane = 0; lane < k::kLanes; lane += 4) {
+        // Four named writers, not an array, so that they live in registers.
+        LaneWriter w0, w1, w2, w3;
+        w0.out = scratch + lane * k::kMaxLaneBytes;
+        w1.out = w0.out + k::kMaxLaneBytes;
+        w2.out = w1.out + k::kMaxLaneBytes;
+        w3.out = w2.out + k::kMaxLaneBytes;
+        std::uint32_t i = lane;
+        for (; i + 3 < count; i += k::kLanes) {
+            w0.put(packed[symbols[i]]);
+            w1.put(packed[symbols[i + 1]]);
+            w2.put(packed[symbols[i + 2]]);
+            w3.put(packed[symbols[i + 3]]);
+        }
+        if (i < count) w0.put(packed[symbols[i]]);
+        if (i + 1 < count) w1.put(packed[symbols[i + 1]]);
+        if (i + 2 < count) w2.put(packed[symbols[i + 2]]);
+        ends[lane] = w0.finish();
+        ends[lane + 1] = w1.finish();
+        ends[lane + 2] = w2.finish();
+        ends[lane + 3] = w3.finish();
+    }
+    std::uint8_t *stream = record + k::kLanes;
+    for (std::uint32_t lane = 0; lane < k::kLanes; ++lane) {
+        const std::uint8_t *start = scratch + lane * k::kMaxLaneBytes;
+        const auto bytes = static_cast<std::size_t>(ends[lane] - start);
+        record[lane] = static_cast<std::uint8_t>(bytes);
+        std::memcpy(stream, start, bytes);
+        stream += bytes;
+    }
+    return stream;
+}
+
 }  // namespace
 
 EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
@@ -146,29 +242,45 @@ EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
     // Small tensors on one thread: starting threads would cost more than they save.
     const unsigned threads = bytes < (1u << 20) ? 1 : thread_count(options.threads);
 
-    // Histogram and checksum, each thread over whole 8-byte words.
+    // Histogram and checksum in one pass, a chunk at a time so that the checksum reads it
+    // from L1. Ranges are multiples of the grain, so each covers whole 8-byte words; the
+    // tail word (zero-padded) goes to the last range.
     std::vector<std::uint64_t> hists(static_cast<std::size_t>(threads) * 256, 0);
     std::vector<std::uint64_t> sums(threads, 0);
     std::atomic<unsigned> slot{0};
     parallel_for(elements, 1 << 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
         const unsigned me = slot.fetch_add(1);
         std::uint64_t *hist = &hists[static_cast<std::size_t>(me) * 256];
-        std::uint64_t local[4][256] = {};
-        std::uint64_t i = begin;
-        for (; i + 4 <= end; i += 4) {
-            local[0][symbol_of(dtype, element(p, i))]++;
-            local[1][symbol_of(dtype, element(p, i + 1))]++;
-            local[2][symbol_of(dtype, element(p, i + 2))]++;
-            local[3][symbol_of(dtype, element(p, i + 3))]++;
-        }
-        for (; i < end; ++i) local[0][symbol_of(dtype, element(p, i))]++;
-        for (int s = 0; s < 256; ++s) hist[s] = local[0][s] + local[1][s] + local[2][s] + local[3][s];
-        // Words [begin/4, end/4) whole, the tail word (zero-padded) by the last range.
+        // Four histograms, so that a run of one symbol does not wait on its own increments;
+        // 32-bit, emptied into `hist` every kFlush chunks, long before they could overflow.
+        constexpr std::uint64_t kFlush = 256;
+        std::uint32_t local[4][256] = {};
+        std::uint8_t symbols[k::kChunkElems];
         std::uint64_t sum = 0;
-        for (std::uint64_t w = begin / 4; w < end / 4; ++w) {
-            std::uint64_t word;
-            std::memcpy(&word, p + 8 * w, 8);
-            sum += kernels::checksum_term(word, w);
+        std::uint64_t chunk = 0;
+        for (std::uint64_t at = begin; at < end; at += k::kChunkElems, ++chunk) {
+            const auto count =
+                static_cast<std::uint32_t>(std::min<std::uint64_t>(end - at, k::kChunkElems));
+            split(dtype, p + 2 * at, count, symbols);
+            std::uint32_t i = 0;
+            for (; i + 4 <= count; i += 4) {
+                local[0][symbols[i]]++;
+                local[1][symbols[i + 1]]++;
+                local[2][symbols[i + 2]]++;
+                local[3][symbols[i + 3]]++;
+            }
+            for (; i < count; ++i) local[0][symbols[i]]++;
+            for (std::uint64_t w = at / 4; w < (at + count) / 4; ++w) {
+                std::uint64_t word;
+                std::memcpy(&word, p + 8 * w, 8);
+                sum += kernels::checksum_term(word, w);
+            }
+            if ((chunk + 1) % kFlush == 0 || at + count == end) {
+                for (int s = 0; s < 256; ++s) {
+                    hist[s] += std::uint64_t{local[0][s]} + local[1][s] + local[2][s] + local[3][s];
+                    local[0][s] = local[1][s] = local[2][s] = local[3][s] = 0;
+                }
+            }
         }
         if (end == elements && elements % 4 != 0) {
             std::uint64_t word = 0;
@@ -187,12 +299,19 @@ EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
     const std::uint64_t chunks = k::chunks_for(elements);
     plan.chunk_offsets.assign(chunks + 1, 0);
     parallel_for(chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
+        std::uint8_t symbols[k::kChunkElems];
         for (std::uint64_t c = begin; c < end; ++c) {
-            std::uint32_t bits[k::kLanes] = {};
             const std::uint64_t first = c * k::kChunkElems;
-            const std::uint64_t last = std::min(elements, first + k::kChunkElems);
-            for (std::uint64_t i = first; i < last; ++i)
-                bits[i % k::kLanes] += plan.lengths[symbol_of(dtype, element(p, i))];
+            const std::uint32_t count =
+                static_cast<std::uint32_t>(std::min<std::uint64_t>(elements - first, k::kChunkElems));
+            split(dtype, p + 2 * first, count, symbols);
+            std::uint32_t bits[k::kLanes] = {};
+            std::uint32_t i = 0;
+            for (; i + k::kLanes <= count; i += k::kLanes)
+                for (std::uint32_t lane = 0; lane < k::kLanes; ++lane)
+                    bits[lane] += plan.lengths[symbols[i + lane]];
+            for (std::uint32_t lane = 0; i + lane < count; ++lane)
+                bits[lane] += plan.lengths[symbols[i + lane]];
             std::uint64_t size = k::kLanes;
             for (const std::uint32_t b : bits) size += (b + 7) / 8;
             plan.chunk_offsets[c + 1] = size;
@@ -229,31 +348,21 @@ void write_encoded(const EncodePlan &plan, const void *data, void *out_bytes,
     std::uint8_t *raw = offsets + 8 * (chunks + 1);
     std::uint8_t *coded = raw + elements;
 
+    // One word per symbol: its code above its length, so a lane step does one lookup.
     std::uint16_t codes[k::kSymbols];
     canonical_codes(plan.lengths, codes);
+    std::uint32_t packed[k::kSymbols];
+    for (std::uint32_t s = 0; s < k::kSymbols; ++s)
+        packed[s] = (static_cast<std::uint32_t>(codes[s]) << 4) | plan.lengths[s];
     parallel_for(chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
+        std::uint8_t symbols[k::kChunkElems];
+        std::uint8_t scratch[k::kLanes * k::kMaxLaneBytes];
         for (std::uint64_t c = begin; c < end; ++c) {
             const std::uint64_t first = c * k::kChunkElems;
-            const std::uint64_t last = std::min(elements, first + k::kChunkElems);
-            for (std::uint64_t i = first; i < last; ++i) raw[i] = raw_of(dtype, element(p, i));
-            std::uint8_t *record = coded + plan.chunk_offsets[c];
-            std::uint8_t *stream = record + k::kLanes;
-            for (std::uint32_t lane = 0; lane < k::kLanes; ++lane) {
-                std::uint64_t acc = 0;  // pending bits, right-aligned
-                unsigned have = 0;
-                std::uint8_t *const lane_start = stream;
-                for (std::uint64_t i = first + lane; i < last; i += k::kLanes) {
-                    const std::uint8_t s = symbol_of(dtype, element(p, i));
-                    acc = (acc << plan.lengths[s]) | codes[s];
-                    have += plan.lengths[s];
-                    while (have >= 8) {
-                        have -= 8;
-                        *stream++ = static_cast<std::uint8_t>(acc >> have);
-                    }
-                }
-                if (have != 0) *stream++ = static_cast<std::uint8_t>(acc << (8 - have));
-                record[lane] = static_cast<std::uint8_t>(stream - lane_start);
-            }
+            const std::uint32_t count =
+                static_cast<std::uint32_t>(std::min<std::uint64_t>(elements - first, k::kChunkElems));
+            split(dtype, p + 2 * first, count, symbols, raw + first);
+            write_chunk(symbols, count, packed, scratch, coded + plan.chunk_offsets[c]);
         }
     });
 }

@@ -29,8 +29,13 @@
 // kStagingRatio of the largest candidate group's raw image, above the ratio trained bf16
 // weights reach (0.67-0.68); a group whose compressed image turns out larger stays raw.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/error.hpp"
@@ -49,6 +54,43 @@ bool codec_dtype(ferry_dtype dtype, codec::Dtype *out) {
 
 // The staging area over the largest candidate image's raw bytes.
 constexpr double kStagingRatio = 0.8;
+
+// Tensors this big are encoded on every thread, one at a time; smaller ones one a thread.
+constexpr std::uint64_t kOwnThreads = 32ull << 20;
+
+// Runs job(item, threads) for every item: those of kOwnThreads bytes and more one after
+// the other with threads = 0 (every hardware thread), then the rest biggest first, each on
+// one of up to hardware_concurrency threads (threads = 1). `items` is reordered. The
+// first exception a job throws is rethrown once every thread has stopped.
+template <typename Item, typename Job>
+void run_biggest_first(std::vector<Item> &items, Job job) {
+    std::stable_sort(items.begin(), items.end(),
+                     [](const Item &a, const Item &b) { return a.bytes > b.bytes; });
+    std::size_t next = 0;
+    for (; next < items.size() && items[next].bytes >= kOwnThreads; ++next) job(items[next], 0u);
+    const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
+    const auto threads =
+        static_cast<unsigned>(std::min<std::size_t>(hardware, items.size() - next));
+    std::atomic<std::size_t> cursor{next};
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    auto worker = [&] {
+        for (std::size_t i; (i = cursor.fetch_add(1)) < items.size();) {
+            try {
+                job(items[i], 1u);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(failure_mutex);
+                if (failure == nullptr) failure = std::current_exception();
+                cursor = items.size();
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
+    if (threads > 0) worker();
+    for (std::thread &thread : pool) thread.join();
+    if (failure != nullptr) std::rethrow_exception(failure);
+}
 
 }  // namespace
 
@@ -118,65 +160,129 @@ void Runtime::release_compression() noexcept {
 
 // At seal, before anything is onloaded. A group encoded by an earlier seal that failed
 // later keeps its encoding (the same bytes).
+//
+// A model's tensors are many and mostly under a few MiB, too small to split over threads
+// one at a time: every tensor of every candidate group is planned at once, spread over
+// the threads, each on one thread (biggest first, so that no big one runs alone at the
+// end); then each group's tensors are written the same way. Tensors of kOwnThreads bytes
+// and more are split over all threads instead, one after the other.
 void Runtime::encode_images() {
     if (zstage_ == nullptr) return;
     compressed_.resize(groups_.size());
+    struct GroupWork {
+        std::uint32_t group;
+        std::vector<std::uint32_t> order;  // its tensors in image order
+        std::vector<codec::EncodePlan> plans;
+    };
+    std::vector<GroupWork> work;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
         const GroupDef &def = groups_[g];
         if (compressed_[g].bytes > 0 || !compress_candidate(def) || def.disk_tensors > 0 ||
             def.host_offset + def.image_bytes > host_->pinned_bytes()) {
             continue;
         }
-        std::byte *host = host_->base() + def.host_offset;
-        std::vector<std::uint32_t> order = def.tensors;
-        std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+        GroupWork w{g, def.tensors, {}};
+        std::sort(w.order.begin(), w.order.end(), [&](std::uint32_t a, std::uint32_t b) {
             return tensors_[a].offset < tensors_[b].offset;
         });
-        std::vector<codec::EncodePlan> plans(order.size());
+        w.plans.resize(w.order.size());
+        work.push_back(std::move(w));
+    }
+    auto host_of = [&](std::uint32_t g, std::uint32_t t) {
+        return host_->base() + groups_[g].host_offset + tensors_[t].offset;
+    };
+
+    struct Item {
+        std::size_t work, index;
+        std::uint64_t bytes;
+    };
+    std::vector<Item> items;
+    for (std::size_t w = 0; w < work.size(); ++w) {
+        for (std::size_t i = 0; i < work[w].order.size(); ++i) {
+            codec::Dtype dtype;
+            const TensorDef &tensor = tensors_[work[w].order[i]];
+            if (codec_dtype(tensor.dtype, &dtype)) items.push_back({w, i, tensor.bytes});
+        }
+    }
+    run_biggest_first(items, [&](const Item &item, unsigned threads) {
+        GroupWork &w = work[item.work];
+        const TensorDef &tensor = tensors_[w.order[item.index]];
+        codec::Dtype dtype = kernels::codec::kBf16;
+        codec_dtype(tensor.dtype, &dtype);  // true: items are of codec dtypes only
+        codec::EncodeOptions options;
+        options.threads = threads;
+        w.plans[item.index] = codec::plan_encode(host_of(w.group, w.order[item.index]),
+                                                 tensor.bytes, dtype, options);
+    });
+
+    // One scratch image for every group, never zero-filled: a fresh buffer per group
+    // would fault in and clear as many pages as the model has compressed bytes.
+    std::unique_ptr<std::byte[]> buffer;
+    for (GroupWork &w : work) {
+        const GroupDef &def = groups_[w.group];
         CompressedImage image;
         std::uint64_t end = 0;
         bool any_coded = false;
-        for (std::size_t i = 0; i < order.size(); ++i) {
-            const TensorDef &tensor = tensors_[order[i]];
+        for (std::size_t i = 0; i < w.order.size(); ++i) {
+            const TensorDef &tensor = tensors_[w.order[i]];
             kernels::DecodeJob job{};
             job.src_offset = align_up(end, kImageAlignment);
             job.dst_offset = tensor.offset;
             job.dst_bytes = tensor.bytes;
             job.src_bytes = tensor.bytes;
-            codec::Dtype dtype;
-            if (codec_dtype(tensor.dtype, &dtype)) {
-                plans[i] = codec::plan_encode(host + tensor.offset, tensor.bytes, dtype);
-                if (plans[i].pays) {
-                    job.coded = 1;
-                    job.src_bytes = plans[i].encoded_bytes;
-                    any_coded = true;
-                }
+            if (w.plans[i].pays) {
+                job.coded = 1;
+                job.src_bytes = w.plans[i].encoded_bytes;
+                any_coded = true;
             }
             end = job.src_offset + job.src_bytes;
             image.jobs.push_back(job);
-            image.job_tensor.push_back(order[i]);
+            image.job_tensor.push_back(w.order[i]);
         }
         const std::uint64_t bytes = align_up(end, kImageAlignment);
         // Raw when it does not pay, or does not fit the staging area.
         if (!any_coded || bytes >= def.image_bytes || bytes > zstage_bytes_) continue;
-        std::vector<std::byte> buffer(bytes);
-        for (std::size_t i = 0; i < order.size(); ++i) {
+        if (buffer == nullptr) buffer.reset(new std::byte[zstage_bytes_]);
+        std::byte *host = host_->base() + def.host_offset;
+        std::uint64_t written = 0;
+        std::vector<Item> pieces;
+        for (std::size_t i = 0; i < image.jobs.size(); ++i) {
             const kernels::DecodeJob &job = image.jobs[i];
-            if (job.coded != 0) {
-                codec::write_encoded(plans[i], host + job.dst_offset, buffer.data() + job.src_offset);
-            } else {
-                std::memcpy(buffer.data() + job.src_offset, host + job.dst_offset, job.dst_bytes);
-            }
+            std::memset(buffer.get() + written, 0, job.src_offset - written);  // alignment gap
+            written = job.src_offset + job.src_bytes;
+            pieces.push_back({0, i, job.dst_bytes});
         }
+        std::memset(buffer.get() + written, 0, bytes - written);
+        run_biggest_first(pieces, [&](const Item &piece, unsigned threads) {
+            const kernels::DecodeJob &job = image.jobs[piece.index];
+            if (job.coded != 0) {
+                codec::write_encoded(w.plans[piece.index], host + job.dst_offset,
+                                     buffer.get() + job.src_offset, threads);
+            } else {
+                std::memcpy(buffer.get() + job.src_offset, host + job.dst_offset, job.dst_bytes);
+            }
+        });
         image.bytes = bytes;
         // Committed: from here on the store holds the compressed image.
-        std::memcpy(host, buffer.data(), bytes);
-        compressed_[g] = std::move(image);
+        std::memcpy(host, buffer.get(), bytes);
+        compressed_[w.group] = std::move(image);
         ++stats_.compressed_groups;
         stats_.host_compressed_bytes += bytes;
         stats_.host_compressed_raw_bytes += def.image_bytes;
     }
     split_compressed();
+}
+
+// Per tensor of compressed group g, in image order (as plan_input's pieces): the bytes its
+// part of the compressed image takes, up to the next part.
+std::vector<std::uint64_t> Runtime::compressed_link_pieces(std::uint32_t g) const {
+    const CompressedImage &image = compressed_[g];
+    std::vector<std::uint64_t> out(image.jobs.size());
+    for (std::size_t k = 0; k < image.jobs.size(); ++k) {
+        const std::uint64_t next = k + 1 < image.jobs.size() ? image.jobs[k + 1].src_offset : image.bytes;
+        out[k] = next - image.jobs[k].src_offset;
+    }
+    return out;
 }
 
 // The decode tables of each compressed group for its head_bytes, when they changed.

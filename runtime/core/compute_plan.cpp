@@ -292,6 +292,52 @@ void improve(const PlanInput &in, const std::vector<std::uint64_t> &uses, Plan &
     }
 }
 
+// A re-plan that knows how many bytes each group's copy moves (input.link_pieces, once its
+// images are compressed) also weighs the whole-group plan of the byte planner by those:
+// the residency that saves the most link time, which the plan made before the images were
+// encoded could not know. Taken into *best when the model finds it faster.
+void consider_link_plan(const PlanInput &input, const std::vector<std::uint32_t> &order,
+                        Plan &best) {
+    const std::size_t n = input.group_bytes.size();
+    PlanInput whole = input;  // each group one piece: resident or streamed whole
+    whole.pieces.assign(n, {});
+    whole.link_pieces.assign(n, {});
+    for (std::size_t g = 0; g < n; ++g) {
+        if (g >= input.link_pieces.size() || input.link_pieces[g].empty()) continue;
+        whole.pieces[g] = {input.group_bytes[g]};
+        whole.link_pieces[g] = {std::accumulate(input.link_pieces[g].begin(),
+                                                input.link_pieces[g].end(), std::uint64_t{0})};
+    }
+    Plan plan;
+    try {
+        plan = make_plan(whole);
+    } catch (const Error &error) {
+        if (error.status() != FERRY_ERROR_BUDGET_TOO_SMALL) throw;
+        return;  // no whole-group plan fits what the split plan fits
+    }
+    std::vector<std::uint64_t> uses = input.uses_per_pass;
+    if (uses.empty()) uses.assign(n, 1);
+    // Groups are interchangeable only with the same bytes and the same link bytes: each
+    // group's key is the first group like it.
+    std::vector<std::uint64_t> kind(n);
+    for (std::size_t g = 0; g < n; ++g) {
+        kind[g] = g;
+        for (std::size_t h = 0; h < g; ++h) {
+            if (whole.group_bytes[h] == whole.group_bytes[g] &&
+                whole.link_pieces[h] == whole.link_pieces[g]) {
+                kind[g] = h;
+                break;
+            }
+        }
+    }
+    spread_residents(plan, kind, uses,
+                     input.prefer_resident.empty() ? std::vector<bool>(n, false)
+                                                   : input.prefer_resident,
+                     order);
+    plan.modeled_pass_s = modeled_seconds(input, plan);
+    if (better(plan, best)) best = std::move(plan);
+}
+
 }  // namespace
 
 double modeled_seconds(const PlanInput &input, const Plan &plan) {
@@ -335,6 +381,7 @@ Plan make_compute_plan(const PlanInput &input, const Plan *current) {
                          order);
     }
     best.modeled_pass_s = modeled_seconds(input, best);
+    if (current != nullptr && !input.link_pieces.empty()) consider_link_plan(input, order, best);
     if (best.streamed_bytes_per_pass == 0) return best;  // all resident
 
     std::vector<std::uint64_t> uses = input.uses_per_pass;

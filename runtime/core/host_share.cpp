@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/clock.hpp"
 #include "base/dtype.hpp"
 #include "base/error.hpp"
 #include "core/runtime.hpp"
@@ -49,7 +50,9 @@ std::string Runtime::host_layout_text() const {
 void Runtime::open_host_store() {
     const std::vector<std::size_t> ends = image_ends();
     if (options_.host_share.empty()) {
+        const std::uint64_t start = steady_now_ns();
         host_ = std::make_unique<HostStore>(*device_, ends, options_.pin);
+        stats_.host_pin_ns = steady_now_ns() - start;
         return;
     }
     // Mutable tensors' pages: private in every process (copy-on-write of the sealed bytes).
@@ -79,7 +82,9 @@ void Runtime::open_host_store() {
                 if (staging_ == nullptr) staging_ = std::make_unique<StagingRing>(*device_);
             }
         }
+        const std::uint64_t start = steady_now_ns();
         host_ = std::make_unique<HostStore>(*device_, ends, pin, base);
+        stats_.host_pin_ns = steady_now_ns() - start;
         if (share_->loader()) share_->set_pinned_bytes(host_->pinned_bytes());
     } catch (...) {
         host_.reset();

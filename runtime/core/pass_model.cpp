@@ -181,9 +181,7 @@ PassModelInput pass_model_input(const PlanInput &input, const Plan &plan) {
     out.compute_s.resize(n, 0.0);
     out.streamed_bytes.assign(n, 0);
     out.size_class = plan.size_class;
-    for (std::size_t g = 0; g < n; ++g) {
-        if (!plan.resident[g]) out.streamed_bytes[g] = input.group_bytes[g] - plan.head_bytes[g];
-    }
+    for (std::size_t g = 0; g < n; ++g) out.streamed_bytes[g] = streamed_link_bytes(input, plan, g);
     out.class_slots = plan.class_slots;
     if (out.class_slots.empty()) {
         out.class_slots.assign(plan.class_slot_bytes.size(), input.slots_per_class);

@@ -91,7 +91,29 @@ std::vector<std::uint64_t> validated_uses(const PlanInput &in) {
                 "the pieces of group " + std::to_string(i) + " sum to " + bytes_str(sum) +
                     ", not to its " + bytes_str(in.group_bytes[i]));
     }
+    FERRY_EXPECTS(in.link_pieces.empty() || in.link_pieces.size() == n,
+            FERRY_ERROR_INVALID_ARGUMENT,
+            "link_pieces has " + std::to_string(in.link_pieces.size()) + " entries for " +
+                std::to_string(n) + " groups (leave it empty when copies move raw bytes)");
+    for (std::size_t i = 0; i < in.link_pieces.size(); ++i) {
+        const std::size_t pieces = i < in.pieces.size() ? in.pieces[i].size() : 0;
+        FERRY_EXPECTS(in.link_pieces[i].empty() || in.link_pieces[i].size() == pieces,
+                FERRY_ERROR_INVALID_ARGUMENT,
+                "group " + std::to_string(i) + " has " + std::to_string(in.link_pieces[i].size()) +
+                    " link pieces for " + std::to_string(pieces) + " pieces");
+        for (std::size_t k = 0; k < in.link_pieces[i].size(); ++k) {
+            FERRY_EXPECTS(in.link_pieces[i][k] <= in.pieces[i][k], FERRY_ERROR_INVALID_ARGUMENT,
+                    "piece " + std::to_string(k) + " of group " + std::to_string(i) +
+                        " moves more bytes over the link than it has");
+        }
+    }
     return uses;
+}
+
+// The bytes a copy of all of group g moves over the link.
+std::uint64_t group_link_bytes(const PlanInput &in, std::size_t g) {
+    if (g >= in.link_pieces.size() || in.link_pieces[g].empty()) return in.group_bytes[g];
+    return std::accumulate(in.link_pieces[g].begin(), in.link_pieces[g].end(), std::uint64_t{0});
 }
 
 // The smallest footprint of any plan, and what it is made of.
@@ -131,7 +153,10 @@ struct Score {
 
 // The best resident set for the budget (see the top of the file). Requires
 // budget >= minimum_budget().
+// `link`: per group, the bytes streaming it moves over the link, the value of keeping it
+// resident (its bytes, unless its image is compressed).
 std::vector<bool> choose_resident(const std::vector<std::uint64_t> &bytes,
+                                  const std::vector<std::uint64_t> &link,
                                   const std::vector<std::uint64_t> &uses,
                                   std::uint64_t budget, std::uint64_t slots) {
     const std::size_t n = bytes.size();
@@ -179,7 +204,7 @@ std::vector<bool> choose_resident(const std::vector<std::uint64_t> &bytes,
     for (std::size_t k = 0; k < n; ++k) {
         const std::uint64_t b = bytes[by_size[k]];
         weight[k] = b / quantum + (b % quantum != 0);
-        const std::uint64_t value = b * uses[by_size[k]];
+        const std::uint64_t value = link[by_size[k]] * uses[by_size[k]];
         for (std::size_t c = width; c-- > weight[k];) {
             if (best[c - weight[k]] + value > best[c]) {
                 best[c] = best[c - weight[k]] + value;
@@ -220,7 +245,7 @@ std::vector<bool> choose_resident(const std::vector<std::uint64_t> &bytes,
             if (resident[i]) {
                 score.resident_bytes += bytes[i];
             } else {
-                score.streamed_per_pass += bytes[i] * uses[i];
+                score.streamed_per_pass += link[i] * uses[i];
                 ++score.streamed_groups;
             }
         }
@@ -420,8 +445,10 @@ void try_splitting(const PlanInput &in, const std::vector<std::uint64_t> &uses, 
 
 // The best plan for a budget that holds some plan.
 Plan plan_fitting(const PlanInput &in, const std::vector<std::uint64_t> &uses) {
-    Plan plan = lay_out(in, uses,
-                        choose_resident(in.group_bytes, uses, in.budget, in.slots_per_class));
+    std::vector<std::uint64_t> link(in.group_bytes.size());
+    for (std::size_t g = 0; g < link.size(); ++g) link[g] = group_link_bytes(in, g);
+    Plan plan = lay_out(in, uses, choose_resident(in.group_bytes, link, uses, in.budget,
+                                                  in.slots_per_class));
     try_splitting(in, uses, plan);
     return plan;
 }
@@ -443,6 +470,7 @@ bool plan_preferring(const PlanInput &in, Plan *out) {
         rest.group_bytes.push_back(in.group_bytes[g]);
         if (!in.uses_per_pass.empty()) rest.uses_per_pass.push_back(in.uses_per_pass[g]);
         if (!in.pieces.empty()) rest.pieces.push_back(in.pieces[g]);
+        if (!in.link_pieces.empty()) rest.link_pieces.push_back(in.link_pieces[g]);
     }
     if (preferred == 0 || preferred > in.budget) return false;
     rest.budget = in.budget - preferred;
@@ -476,6 +504,28 @@ bool plan_preferring(const PlanInput &in, Plan *out) {
 }
 
 }  // namespace
+
+std::uint64_t streamed_link_bytes(const PlanInput &input, const Plan &plan, std::size_t g) {
+    if (plan.resident[g]) return 0;
+    const std::uint64_t tail = input.group_bytes[g] - plan.head_bytes[g];
+    if (g >= input.link_pieces.size() || input.link_pieces[g].empty()) return tail;
+    const std::vector<std::uint64_t> &pieces = input.pieces[g];
+    const std::vector<std::uint64_t> &link = input.link_pieces[g];
+    std::uint64_t bytes = 0;
+    if (g < plan.in_head.size() && !plan.in_head[g].empty()) {
+        for (std::size_t k = 0; k < pieces.size(); ++k) {
+            if (!plan.in_head[g][k]) bytes += link[k];
+        }
+        return bytes;
+    }
+    // The head is a prefix of the pieces: the tail is the pieces after it.
+    std::uint64_t raw = 0;
+    for (std::size_t k = pieces.size(); k-- > 0 && raw < tail;) {
+        raw += pieces[k];
+        bytes += link[k];
+    }
+    return bytes;
+}
 
 std::uint64_t minimum_budget(const PlanInput &input) {
     validated_uses(input);

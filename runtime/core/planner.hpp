@@ -23,6 +23,11 @@ struct PlanInput {
     // Per group (or empty): keep it resident before any other, when the budget holds
     // all of them and the rest's smallest plan; else plan them like the others.
     std::vector<bool> prefer_resident;
+    // Per group (or empty), per piece as in `pieces`: the bytes a copy of that piece moves
+    // over the link, where it is not its bytes (a compressed image, compressed_images.cpp:
+    // the slot holds the raw bytes, the link carries fewer). A group without an entry
+    // moves its bytes. Residency is chosen by the link bytes it saves.
+    std::vector<std::vector<std::uint64_t>> link_pieces;
 
     // Compute-aware planning (compute_plan.cpp). Per group, the seconds of compute one
     // acquire holds it for; empty: plan by bytes only, as above.
@@ -68,6 +73,11 @@ Plan make_plan(const PlanInput &input);
 // stands in for the byte plan. Requires input.compute_s (one entry per group) and
 // input.link_bytes_per_s > 0; throws as make_plan() does. Sets modeled_pass_s.
 Plan make_compute_plan(const PlanInput &input, const Plan *current = nullptr);
+
+// The bytes group g's streamed tail under `plan` moves over the link per copy: 0 when it
+// is resident; its tail's bytes, or with input.link_pieces those of the tail's pieces
+// (plan.in_head's complement, or else the pieces after a prefix of head_bytes).
+std::uint64_t streamed_link_bytes(const PlanInput &input, const Plan &plan, std::size_t g);
 
 // The pass-time model (pass_model.cpp): the scheduler's prefetch replayed on a link that
 // copies one image at a time, in issue order, each copy after its slot's last release,

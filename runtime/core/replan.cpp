@@ -75,6 +75,12 @@ PlanInput Runtime::plan_input() const {
         input.pieces.push_back(std::move(pieces));
         input.prefer_resident.push_back(group.prefer_resident);
     }
+    // After seal, a compressed group's copies move its compressed pieces.
+    for (std::uint32_t g = 0; g < compressed_.size(); ++g) {
+        if (!compressed(g)) continue;
+        input.link_pieces.resize(groups_.size());
+        input.link_pieces[g] = compressed_link_pieces(g);  // compressed_images.cpp
+    }
     input.pass_order = declared_schedule_;
     if (input.pass_order.empty()) {
         for (std::uint32_t g = 0; g < groups_.size(); ++g) input.pass_order.push_back(g);
@@ -267,15 +273,9 @@ PassModelInput Runtime::pass_model() {
     PlanInput input = plan_input();
     input.pass_order = schedule_;
     input.link_bytes_per_s = link_estimate();
-    PassModelInput model = pass_model_input(input, current_plan());
-    // A compressed group's copy moves its compressed tail (its decode overlaps the next
-    // copy, on the decode stream: compressed_images.cpp).
-    for (std::uint32_t g = 0; g < compressed_.size(); ++g) {
-        if (compressed(g) && model.streamed_bytes[g] > 0) {
-            model.streamed_bytes[g] = compressed_[g].bytes - compressed_[g].tail_src;
-        }
-    }
-    return model;
+    // A compressed group's copy moves its compressed tail (plan_input's link_pieces); its
+    // decode overlaps the next copy, on the decode stream (compressed_images.cpp).
+    return pass_model_input(input, current_plan());
 }
 
 }  // namespace ferry

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <exception>
 
+#include "base/clock.hpp"
 #include "base/dtype.hpp"
 #include "base/error.hpp"
 #include "base/names.hpp"
@@ -334,7 +335,9 @@ void Runtime::seal() {
     const std::uint64_t bytes_h2d = stats_.bytes_h2d;
     try {
         if (options_.verify) prepare_verify();
+        const std::uint64_t encode_start = steady_now_ns();
         encode_images();  // compressed_images.cpp: before anything reads the images
+        if (zstage_ != nullptr) stats_.encode_ns += steady_now_ns() - encode_start;
         const Stream stream = copy_stream_for(nullptr);
         for (std::uint32_t g = 0; g < groups_.size(); ++g) {
             if (state_[g].resident()) onload(g, state_[g].slot, stream);

@@ -308,6 +308,7 @@ class Runtime {
     const kernels::DecodeJob *encoded_job(std::uint32_t tensor) const;
     std::uint64_t encoded_checksum(std::uint32_t tensor) const;
     void split_compressed();  // after a plan is installed: the tables for its heads
+    std::vector<std::uint64_t> compressed_link_pieces(std::uint32_t group) const;
     void onload_compressed(std::uint32_t group, SlotState &slot, Stream stream);
     void onload_head_compressed(std::uint32_t group, Stream stream);
     void copy_out_encoded(std::uint32_t tensor, std::uint64_t offset, void *dst,

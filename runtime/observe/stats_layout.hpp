@@ -21,7 +21,7 @@
 namespace ferry::shm {
 
 constexpr std::uint64_t kMagic = 0x3174617473797266ULL;  // "frystat1", little-endian
-constexpr std::uint32_t kLayoutVersion = 4;
+constexpr std::uint32_t kLayoutVersion = 5;
 constexpr const char *kPrefix = "ferry.";  // segment names: ferry.<pid>.<name>
 constexpr std::size_t kNameBytes = 256;
 constexpr std::size_t kDeviceNameBytes = 128;
@@ -78,6 +78,8 @@ inline constexpr StatField kStatFields[] = {
     FERRY_STAT(bytes_decoded, true),
     FERRY_STAT(decodes, true),
     FERRY_STAT(slab_staging_bytes, false),
+    FERRY_STAT(host_pin_ns, false),
+    FERRY_STAT(encode_ns, false),
 };
 #undef FERRY_STAT
 constexpr std::size_t kStatWords = sizeof kStatFields / sizeof kStatFields[0];

@@ -104,6 +104,9 @@ Measured run_ferry(const RunSpec &spec, bool compress) {
         m.host_ratio = static_cast<double>(after.host_compressed_bytes) /
                        static_cast<double>(after.host_compressed_raw_bytes);
     }
+    m.host_pin_s = after.host_pin_ns * 1e-9;
+    m.encode_s = after.encode_ns * 1e-9;
+    m.encoded_raw_bytes = after.host_compressed_raw_bytes;
     m.host_rss_bytes = rss_growth_since(rss_before);
     m.host_pinned_bytes = after.host_pinned_bytes;
     // The installed plan in the planner's pass-time model, with the compute that ran.

@@ -157,7 +157,11 @@ bool write_json(const Run &run, const std::string &path) {
             .field("bytes_vs_ferry", number(c.bytes_vs_ferry))
             .field("time_vs_ferry", number(c.time_vs_ferry))
             .field("break_even_decode_gbps", number(c.break_even_gbps))
-            .field("sim_decode_gbps", number(c.decode_gbps));
+            .field("sim_decode_gbps", number(c.decode_gbps))
+            .field("encode_gbps", number(c.encode_gbps))
+            .field("encode_threads", number(static_cast<std::uint64_t>(c.encode_threads)))
+            .field("pin_gbps", number(c.pin_gbps))
+            .field("encode_vs_pin", number(c.encode_vs_pin));
         o.close();
         top.field("compression", z.str());
     }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "device/device.hpp"
 
@@ -80,6 +81,12 @@ CompressionFigures compression_figures(const Run &run) {
     c.time_vs_ferry = z->ms_per_pass / ferry->ms_per_pass;
     const double r = c.stream_ratio > 0.0 ? c.stream_ratio : c.host_ratio;
     c.break_even_gbps = r > 0.0 && r < 1.0 ? run.peak_gbps / (1.0 - r) : 0.0;
+    if (m.encode_s > 0.0 && m.host_pin_s > 0.0) {
+        c.encode_gbps = static_cast<double>(m.encoded_raw_bytes) / m.encode_s * 1e-9;
+        c.encode_threads = std::max(1u, std::thread::hardware_concurrency());
+        c.pin_gbps = static_cast<double>(m.host_pinned_bytes) / m.host_pin_s * 1e-9;
+        c.encode_vs_pin = m.encode_s / m.host_pin_s;
+    }
     if (run.backend == "sim") {
         const char *env = std::getenv("FERRY_SIM_DECODE_GBPS");
         c.decode_gbps = env != nullptr && *env != '\0' ? std::atof(env)
@@ -109,6 +116,10 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
         } else {
             out.push_back({"ferry-z pass time <= 0.78 x ferry's when link-bound", c.time_vs_ferry,
                            0.78, c.time_vs_ferry <= 0.78});
+        }
+        if (c.encode_vs_pin > 0.0) {
+            out.push_back({"ferry-z encodes at seal in no longer than it pins at plan",
+                           c.encode_vs_pin, 1.0, c.encode_vs_pin <= 1.0});
         }
     }
     if (run.backend == "cuda") {
@@ -189,6 +200,12 @@ void print_table(const Run &run) {
             std::printf(" (sim decode modeled at %.0f GB/s, FERRY_SIM_DECODE_GBPS)", c.decode_gbps);
         }
         std::printf(".\n");
+        if (c.encode_gbps > 0.0) {
+            std::printf("  Encoding at seal: %.2f GB/s on %u threads (%.2f GB/s per thread); pinning "
+                        "the store at plan: %.2f GB/s;\n  encode / pin time %.2f.\n",
+                        c.encode_gbps, c.encode_threads, c.encode_gbps / c.encode_threads,
+                        c.pin_gbps, c.encode_vs_pin);
+        }
     }
     const MicroResult &micro = run.micro;
     std::printf("\n  acquire+release, per call: resident group %.0f ns, prefetched group %.0f ns"

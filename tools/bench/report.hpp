@@ -77,6 +77,11 @@ struct CompressionFigures {
     double time_vs_ferry = 0.0;    // ferry-z's pass time over ferry's
     double break_even_gbps = 0.0;  // decode throughput at which ferry-z only ties: link / (1 - r)
     double decode_gbps = 0.0;      // sim: the modeled decode throughput; 0 on cuda
+    // Encoding at seal against pinning at plan, in ferry-z's run (wall time).
+    double encode_gbps = 0.0;      // raw bytes of the compressed groups per second
+    unsigned encode_threads = 0;   // the encoder's threads: every hardware thread
+    double pin_gbps = 0.0;         // model bytes pinned per second
+    double encode_vs_pin = 0.0;    // encode seconds over pin seconds
 };
 CompressionFigures compression_figures(const Run &run);
 

@@ -51,6 +51,11 @@ struct Measured {
     std::uint64_t compressed_bytes_per_pass = 0;
     std::uint64_t decoded_bytes_per_pass = 0;
     double host_ratio = 0.0;
+    // ferry, ferry-z: wall seconds ferry_plan took to allocate and pin the host store, and
+    // ferry_seal to encode the compressed images (stats host_pin_ns, encode_ns).
+    double host_pin_s = 0.0;
+    double encode_s = 0.0;
+    std::uint64_t encoded_raw_bytes = 0;  // the raw images of the compressed groups
 };
 
 Measured run_writeback(const RunSpec &spec);

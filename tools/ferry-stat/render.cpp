@@ -142,11 +142,13 @@ std::string render_detail(const std::vector<Shown> &shown) {
                 << bytes_text(static_cast<double>(st.host_compressed_raw_bytes)) << " raw (ratio "
                 << format("%.3f", ratio) << "); " << st.decodes << " decodes, "
                 << bytes_text(static_cast<double>(st.bytes_h2d_compressed)) << " H2D into "
-                << bytes_text(static_cast<double>(st.bytes_decoded)) << " decoded\n";
+                << bytes_text(static_cast<double>(st.bytes_decoded)) << " decoded; encoded in "
+                << format("%.1f", st.encode_ns * 1e-6) << " ms at seal\n";
         }
         out << "  host             pinned " << bytes_text(static_cast<double>(st.host_pinned_bytes))
             << " (peak " << bytes_text(static_cast<double>(st.host_pinned_peak_bytes))
-            << "), pageable " << bytes_text(static_cast<double>(st.host_pageable_bytes));
+            << "), pageable " << bytes_text(static_cast<double>(st.host_pageable_bytes))
+            << "; pinned in " << format("%.1f", st.host_pin_ns * 1e-6) << " ms";
         if (st.host_disk_bytes > 0) {
             out << ", of which disk tier " << bytes_text(static_cast<double>(st.host_disk_bytes))
                 << " (" << bytes_text(static_cast<double>(st.bytes_disk_read)) << " read)";

@@ -132,6 +132,8 @@ class StatsStruct(ctypes.Structure):
         ("bytes_decoded", ctypes.c_uint64),
         ("decodes", ctypes.c_uint64),
         ("slab_staging_bytes", ctypes.c_uint64),
+        ("host_pin_ns", ctypes.c_uint64),
+        ("encode_ns", ctypes.c_uint64),
     ]
 
 

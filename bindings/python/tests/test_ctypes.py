@@ -678,6 +678,7 @@ def test_compress_encodes_bf16_weights_and_streams_them_back_bit_for_bit():
         assert s["compressed_groups"] == 4
         assert s["host_compressed_bytes"] < 0.72 * s["host_compressed_raw_bytes"]
         assert s["slab_bytes"] + s["slab_staging_bytes"] <= s["vram_budget"]
+        assert s["encode_ns"] > 0 and s["host_pin_ns"] > 0
         out = bytearray(65536)
         tensors[2].copy_out(out)
         assert bytes(out) == data[2]

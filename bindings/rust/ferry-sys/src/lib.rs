@@ -196,6 +196,8 @@ pub struct ferry_stats {
     pub bytes_decoded: u64,
     pub decodes: u64,
     pub slab_staging_bytes: u64,
+    pub host_pin_ns: u64,
+    pub encode_ns: u64,
 }
 
 /// Pinning progress: `(user, pinned_bytes, pageable_bytes, total_bytes)`; `None` is NULL.

@@ -339,7 +339,8 @@ fn struct_layouts_match_c() {
                       writebacks_skipped, verify_checks, verify_failures,
                       host_pageable_bytes, host_disk_bytes, bytes_disk_read,
                       compressed_groups, host_compressed_bytes, host_compressed_raw_bytes,
-                      bytes_h2d_compressed, bytes_decoded, decodes, slab_staging_bytes }
+                      bytes_h2d_compressed, bytes_decoded, decodes, slab_staging_bytes,
+                      host_pin_ns, encode_ns }
         ferry_weights_tensor { name, file, dtype, file_dtype, ndim, shape, bytes, file_offset }
         ferry_load_options { struct_size, name_prefix, tensors, tensor_count, allow_unused,
                              convert_dtype, threads, direct, disk_tier, progress,

@@ -779,6 +779,10 @@ pub struct Stats {
     pub decodes: u64,
     /// VRAM staging area for compressed images, within the budget, outside `slab_bytes`.
     pub slab_staging_bytes: u64,
+    /// `plan`: nanoseconds spent allocating and pinning the host store (wall time).
+    pub host_pin_ns: u64,
+    /// `seal`: nanoseconds spent encoding compressed images (wall time).
+    pub encode_ns: u64,
 }
 
 impl Stats {
@@ -830,6 +834,8 @@ impl Stats {
             bytes_decoded,
             decodes,
             slab_staging_bytes,
+            host_pin_ns,
+            encode_ns,
         } = *s;
         let backend = Backend::from_raw(backend).ok_or_else(|| {
             Error::here(
@@ -887,6 +893,8 @@ impl Stats {
             bytes_decoded,
             decodes,
             slab_staging_bytes,
+            host_pin_ns,
+            encode_ns,
         })
     }
 }
