@@ -10,7 +10,8 @@ ferry.torch.offload(model, budget, weights=FILE[, share=NAME]) on the sim backen
     offload() and again once every rank has offloaded; the growth is summed over ranks
     (shared pages count 1/N in each process, so the sum counts them once);
   - with share=, one more offload of the model in the last rank, timed: attaching to the
-    sealed store, against the loader's offload (plan, read, seal).
+    sealed store, against the loader's offload (plan, read, seal), and how much of that
+    rank's mapping of the segment is in 2 MiB pages (ShmemPmdMapped in /proc/self/smaps).
 
     python3 bench/host_share.py --ranks 4 --blocks 8 --width 1024 --out /tmp/share
 
@@ -79,6 +80,23 @@ def pss_bytes():
     raise RuntimeError("no Pss in /proc/self/smaps_rollup")
 
 
+def segment_pages(segment):
+    """Of this process's shared mappings of /dev/shm/SEGMENT: (bytes resident, bytes of
+    them mapped by 2 MiB PMD entries), from /proc/self/smaps."""
+    rss = pmd = 0
+    ours = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's first line
+                ours = fields[-1] == f"/dev/shm/{segment}" and fields[1].endswith("s")
+            elif ours and fields[0] == "Rss:":
+                rss += int(fields[1]) * 1024
+            elif ours and fields[0] == "ShmemPmdMapped:":
+                pmd += int(fields[1]) * 1024
+    return rss, pmd
+
+
 def worker(args):
     import torch
     import torch.distributed as dist
@@ -104,6 +122,7 @@ def worker(args):
     stats = handle.stats()
     dist.barrier()
     attach_s = attach_offload_s = None
+    attach_rss = attach_pmd = None
     if share is not None and rank == world - 1:
         extra = build(args.blocks, args.width, "meta")
         started = time.perf_counter()
@@ -112,10 +131,12 @@ def worker(args):
         attach_offload_s = time.perf_counter() - started
         attach_s = second.timings["plan_s"]  # joining, mapping, registering
         assert second.host_share_role == "attached"
+        attach_rss, attach_pmd = segment_pages(f"ferry-host.{share}")
         second.close()
     row = {"rank": rank, "pid": os.getpid(), "role": handle.host_share_role,
            "pss_before": before, "pss_after": after, "offload_s": offload_s,
            "attach_s": attach_s, "attach_offload_s": attach_offload_s,
+           "attach_rss": attach_rss, "attach_pmd": attach_pmd,
            "plan_s": handle.timings["plan_s"], "load_s": handle.timings["load_s"],
            "slab_bytes": stats["slab_bytes"],
            "model_bytes": stats["model_bytes"],
@@ -186,7 +207,9 @@ def summarize(label, ranks, run_result):
             "offload_s": (loaders or rows)[0]["offload_s"],
             "attach_s": next((r["attach_s"] for r in rows if r["attach_s"] is not None), None),
             "attach_offload_s": next((r["attach_offload_s"] for r in rows
-                                      if r["attach_offload_s"] is not None), None)}
+                                      if r["attach_offload_s"] is not None), None),
+            "attach_rss": next((r["attach_rss"] for r in rows if r["attach_rss"] is not None), None),
+            "attach_pmd": next((r["attach_pmd"] for r in rows if r["attach_pmd"] is not None), None)}
 
 
 def main():
@@ -230,6 +253,10 @@ def main():
     print(f"  attach (ferry_plan: join, map, register) {share['attach_s'] * 1e3:.1f} ms against "
           f"the loader's plan, read and seal {share['load_s'] * 1e3:.1f} ms: {100 * ratio:.1f}% "
           f"(limit 5%)")
+    if share["attach_rss"]:
+        print(f"  the attaching rank's mappings of the segment: {share['attach_pmd'] / mib:.1f} of "
+              f"{share['attach_rss'] / mib:.1f} MiB resident in 2 MiB pages (ShmemPmdMapped): "
+              f"huge pages {'used' if share['attach_pmd'] > 0 else 'NOT used, 4 KiB pages'}")
     print(f"  whole offload(): attached {share['attach_offload_s'] * 1e3:.1f} ms (its seal onloads "
           f"the resident groups into its own slab), loader {share['offload_s'] * 1e3:.1f} ms")
     print(f"  segment left after every rank exited: {'YES' if left else 'none'}")

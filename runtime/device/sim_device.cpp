@@ -252,9 +252,10 @@ class SimDevice final : public Device {
         if (madvise(ptr, bytes, MADV_POPULATE_WRITE) == 0) return;
         // Supported (a zero length is accepted then), so the range is not writable.
         writable = madvise(ptr, 0, MADV_POPULATE_WRITE) != 0;
+        // Faster than touching every page (Linux 6.18: 42 against 55 ms for 512 MiB of
+        // 4 KiB pages, 0.3 against 1.8 ms where they are 2 MiB pages).
+        if (!writable && madvise(ptr, bytes, MADV_POPULATE_READ) == 0) return;
 #endif
-        // Read faults on a shared mapping map its neighbouring pages too (fault-around):
-        // touching a page in 16 is several times faster than MADV_POPULATE_READ.
         const long page = sysconf(_SC_PAGESIZE);
         auto *at = static_cast<volatile unsigned char *>(ptr);
         for (std::size_t i = 0; i < bytes; i += static_cast<std::size_t>(page)) {

@@ -204,6 +204,8 @@ SegmentInfo read_segment(const std::string &segment) {
         info.data_bytes = h.data_bytes;
         info.loaded_bytes = h.loaded_bytes.load(std::memory_order_relaxed);
         info.pinned_bytes = h.pinned_bytes.load(std::memory_order_relaxed);
+        info.huge_pages = h.huge_pages;
+        info.huge_error = h.huge_error;
         info.loader_pid = static_cast<long>(h.loader_pid.load(std::memory_order_relaxed));
         info.stale = true;
         for (std::uint32_t i = 0; i < h.member_count; ++i) {

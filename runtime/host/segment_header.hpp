@@ -8,7 +8,8 @@
 //                       `magic` (release); state, loader, members: under the segment's
 //                       lock (flock on its descriptor), read without it by waiters
 //     layout text       at layout_offset, layout_bytes long (layout_text(), core/)
-//     store             at data_offset (page-aligned), data_bytes: the host store
+//     store             at data_offset (a multiple of the PMD size, 2 MiB, since version 2,
+//                       so that its huge pages can be mapped whole), data_bytes: the store
 //
 // /dev/shm/ferry-host.<name>, mode 0600. Any change to Header bumps kVersion.
 #pragma once
@@ -22,7 +23,7 @@
 namespace ferry::hostshm {
 
 constexpr std::uint64_t kMagic = 0x3174736f68797266ULL;  // "fryhost1", little-endian
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;  // 2: huge_pages, huge_error
 constexpr const char *kPrefix = "ferry-host.";  // segment names: ferry-host.<name>
 constexpr std::size_t kMaxNameBytes = 200;
 constexpr std::size_t kMaxMembers = 256;
@@ -51,7 +52,7 @@ struct Header {
     std::uint64_t layout_offset;
     std::uint64_t layout_bytes;
     std::uint64_t layout_hash;         // fnv1a64 of the layout text
-    std::uint64_t data_offset;         // page-aligned
+    std::uint64_t data_offset;         // page-aligned (a multiple of 2 MiB, as written)
     std::uint64_t data_bytes;          // the store; the segment is data_offset + data_bytes
     std::uint64_t created_unix_ns;
 
@@ -63,6 +64,11 @@ struct Header {
     std::atomic<std::uint64_t> loaded_bytes;  // the loader's progress
     std::atomic<std::uint64_t> pinned_bytes;  // the loader's pinned prefix
     std::uint32_t member_count;               // entries of `members` in use, at most
+    // The store's PMD-size pages (MADV_COLLAPSE), set by the loader before it loads: the
+    // first huge_pages x 2 MiB of the store; huge_error is the errno that stopped it
+    // (0: none), where fewer than data_bytes / 2 MiB were made.
+    std::uint32_t huge_pages;
+    std::uint32_t huge_error;
     std::uint32_t reserved;
     char failure[kFailureBytes];              // why, when state is kFailed
     Member members[kMaxMembers];
@@ -111,6 +117,8 @@ struct SegmentInfo {
     std::uint64_t data_bytes = 0;
     std::uint64_t loaded_bytes = 0;
     std::uint64_t pinned_bytes = 0;
+    std::uint32_t huge_pages = 0;   // the store's PMD-size (2 MiB) pages
+    std::uint32_t huge_error = 0;   // why no more: an errno of MADV_COLLAPSE, 0: none
     long loader_pid = 0;
     std::vector<MemberInfo> members;
     bool stale = false;  // no live member

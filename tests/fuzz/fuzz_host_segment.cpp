@@ -33,7 +33,7 @@ namespace {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     using namespace ferry::hostshm;
-    static_assert(sizeof(Header) == 25208, "Header changed: update seeds_host_segment.py");
+    static_assert(sizeof(Header) == 25216, "Header changed: update seeds_host_segment.py");
     // Aligned, as a mapping is, and exactly `size` bytes long to the sanitizer.
     std::unique_ptr<std::uint64_t[]> aligned(new std::uint64_t[size / 8 + 1]);
     std::memcpy(aligned.get(), data, size);

@@ -7,7 +7,8 @@ static_assert keeps its size in step."""
 import pathlib
 import struct
 
-HEADER = 25208
+HEADER = 25216
+VERSION = 2
 PAGE = 4096
 MAGIC = 0x3174736F68797266
 LAYOUT = (b"ferry host store layout 1: page 4096, alignment 256, 1 groups, 1 tensors, 4096 bytes\n"
@@ -24,16 +25,16 @@ def fnv1a64(data):
     return h
 
 
-def segment(version=1, header_bytes=HEADER, page=PAGE, layout=LAYOUT, layout_hash=None,
+def segment(version=VERSION, header_bytes=HEADER, page=PAGE, layout=LAYOUT, layout_hash=None,
             data_offset=None, data_bytes=PAGE, state=2, members=1, magic=MAGIC, cut=0):
     layout_offset = (HEADER + 63) // 64 * 64
     if data_offset is None:
         data_offset = (layout_offset + len(layout) + PAGE - 1) // PAGE * PAGE
     if layout_hash is None:
         layout_hash = fnv1a64(layout)
-    head = struct.pack("<QIIIIQQQQQQIIqQQQII", magic, version, header_bytes, 1000, page,
+    head = struct.pack("<QIIIIQQQQQQIIqQQQIIII", magic, version, header_bytes, 1000, page,
                        layout_offset, len(layout), layout_hash, data_offset, data_bytes, 0,
-                       state, 1, 4242, 77, 0, 0, members, 0)
+                       state, 1, 4242, 77, 0, 0, members, 0, 0, 0)
     out = bytearray(data_offset + data_bytes)
     out[:len(head)] = head
     member = struct.pack("<qQQII", 4242, 77, 1, 1, 0) + b"model".ljust(64, b"\0")
@@ -53,7 +54,7 @@ def main():
         "header-only": segment()[:HEADER],
         "bad-magic": segment(magic=0x1234),
         "unsettled": segment(magic=0),
-        "version-2": segment(version=2),
+        "version-1": segment(version=1),
         "bad-hash": segment(layout_hash=1),
         "bad-state": segment(state=9),
         "too-many-members": segment(members=100000),

@@ -2,6 +2,7 @@
 #include "host_shares.hpp"
 
 #include <cstdio>
+#include <cstring>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -23,6 +24,15 @@ const char *state_name(const SegmentInfo &info) {
         case ferry::hostshm::kFailed: return "failed";
     }
     return "?";
+}
+
+// The store's 2 MiB pages, which each process maps with one entry, and why not more.
+std::string huge_text(const SegmentInfo &info) {
+    std::string text = std::to_string(info.huge_pages) + " huge pages";
+    if (info.huge_error != 0) {
+        text += " (MADV_COLLAPSE: " + std::string(std::strerror(static_cast<int>(info.huge_error))) + ")";
+    }
+    return text;
 }
 
 std::string mib(std::uint64_t bytes) {
@@ -76,6 +86,7 @@ std::string render_host_shares(const std::vector<Shown> &shown) {
         }
         out << "  " << mib(info.data_bytes) << ", pinned " << mib(info.pinned_bytes);
         if (info.state == ferry::hostshm::kLoading) out << ", loaded " << mib(info.loaded_bytes);
+        out << ", " << huge_text(info);
         std::size_t live = 0;
         for (const auto &m : info.members) live += m.alive ? 1 : 0;
         out << "; " << live << " runtime" << (live == 1 ? "" : "s") << ":";
@@ -102,6 +113,7 @@ std::string host_shares_json(const std::vector<Shown> &shown) {
         out << (i ? "," : "") << "\n{\"segment\":" << ferry::json_string(info.segment)
             << ",\"state\":\"" << state_name(info) << "\",\"bytes\":" << info.data_bytes
             << ",\"pinned_bytes\":" << info.pinned_bytes << ",\"loaded_bytes\":" << info.loaded_bytes
+            << ",\"huge_pages\":" << info.huge_pages << ",\"huge_error\":" << info.huge_error
             << ",\"problem\":" << ferry::json_string(info.problem) << ",\"members\":[";
         for (std::size_t m = 0; m < info.members.size(); ++m) {
             const auto &member = info.members[m];
