@@ -8,8 +8,9 @@ side, never including one another); core/; and the C API at the top of runtime/.
 include in runtime/ names its room ("device/device.hpp"), ferry.h, or a kernel header
 ("kernels/checksum.hpp"). kernels/ uses only base/. The tools get the same check:
 ferry-stat reads the stats segment and the shared host stores' headers and may use only
-base/, observe/ and host/; ferry-bench drives the runtime and may use base/, device/ and
-core/; ferry-codec-ratio uses base/, load/ and codec/. Prints each violation as
+base/, observe/ and host/; ferry-bench drives the runtime and may use base/, device/,
+core/ and codec/ (it times the device's decode of a container on its own);
+ferry-codec-ratio uses base/, load/ and codec/. Prints each violation as
 FILE:LINE and exits 1 when there is one. With EXPECTED (the test of the check itself, on
 tests/layers_violation/), exits 0 only when exactly that many violations are found.
 """
@@ -23,7 +24,7 @@ RANK = {"base": 0, "device": 1, "host": 2, "load": 2, "codec": 2, "trust": 2, "o
 KERNEL_USERS = {"device", "codec", "trust", "core"}  # rooms that may include kernels/
 TOOL_ROOMS = {
     "tools/ferry-stat": {"base", "observe", "host"},
-    "tools/bench": {"base", "device", "core"},
+    "tools/bench": {"base", "device", "codec", "core"},
     "tools/ferry-load": set(),  # the public C API only, as an engine uses ferry
     "tools/codec-ratio": {"base", "load", "codec"},
 }

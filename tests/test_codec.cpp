@@ -234,3 +234,48 @@ TEST_CASE("each decode status has its own name", "[codec]") {
     std::sort(names.begin(), names.end());
     CHECK(std::unique(names.begin(), names.end()) == names.end());
 }
+
+// The format is what decoders on devices and files of other builds read: a change to the
+// encoder that changes the bytes it writes must be a decision (a new kVersion), not an
+// accident. Inputs of integers only (no floating-point library in the way): exponents
+// 118..130 around 124, random sign and mantissa; the hashes are those of version 1.
+TEST_CASE("A fixed input encodes to the same container bytes as the format's first encoder",
+          "[codec]") {
+    auto splitmix = [](std::uint64_t x) {
+        x += 0x9E3779B97F4A7C15ull;
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+        return x ^ (x >> 31);
+    };
+    struct Golden {
+        std::uint32_t elements;
+        ferry::codec::Dtype dtype;
+        std::size_t size;
+        std::uint64_t fnv;
+    };
+    const Golden goldens[] = {
+        {100000, ferry::kernels::codec::kBf16, 137801, 0x704a96341c5d6f08ull},
+        {100000, ferry::kernels::codec::kF16, 138460, 0x4806fe691d81eb85ull},
+        {4096 * 7 + 33, ferry::kernels::codec::kBf16, 39854, 0x188326f17dba8d76ull},
+        {4096 * 7 + 33, ferry::kernels::codec::kF16, 40052, 0xa5cd1497ae16178eull},
+    };
+    for (const Golden &g : goldens) {
+        std::vector<std::uint16_t> v(g.elements);
+        for (std::uint32_t i = 0; i < g.elements; ++i) {
+            const std::uint64_t h = splitmix(i);
+            const auto exponent = static_cast<unsigned>(118 + __builtin_popcountll(h & 0xFFF));
+            v[i] = static_cast<std::uint16_t>(((h >> 20) & 1) << 15 | exponent << 7 | ((h >> 8) & 0x7F));
+        }
+        for (unsigned threads : {1u, 4u}) {
+            ferry::codec::EncodeOptions options;
+            options.threads = threads;
+            const std::vector<std::uint8_t> c =
+                ferry::codec::encode(v.data(), v.size() * 2, g.dtype, options);
+            std::uint64_t fnv = 1469598103934665603ull;
+            for (const std::uint8_t b : c) fnv = (fnv ^ b) * 1099511628211ull;
+            INFO(g.elements << " elements, dtype " << int(g.dtype) << ", " << threads << " threads");
+            CHECK(c.size() == g.size);
+            CHECK(fnv == g.fnv);
+        }
+    }
+}

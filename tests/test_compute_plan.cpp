@@ -425,6 +425,24 @@ TEST_CASE("With compressed sizes, residency goes to the group whose copy moves m
     REQUIRE(next.modeled_pass_s < ferry::modeled_seconds(in, by_raw));
     const PassModelInput model = ferry::pass_model_input(in, by_link);
     REQUIRE(model.streamed_bytes == std::vector<std::uint64_t>{670, 0, 670, 670});
+
+    // Of equal sizes too: the re-plan's spreading of residents over the pass swaps only
+    // groups whose copies move as many bytes.
+    in.group_bytes = {1000, 1000, 1000, 1000};
+    in.pieces = {{1000}, {1000}, {1000}, {1000}};
+    for (std::size_t uncompressed = 0; uncompressed < 4; ++uncompressed) {
+        in.link_pieces.assign(4, {670});
+        in.link_pieces[uncompressed] = {};
+        Plan first = by_raw;
+        first.resident.assign(4, false);
+        first.size_class.assign(4, 0);
+        first.resident[(uncompressed + 1) % 4] = true;
+        first.size_class[(uncompressed + 1) % 4] = -1;
+        const Plan replanned = ferry::make_compute_plan(in, &first);
+        INFO("uncompressed group " << uncompressed);
+        REQUIRE(replanned.resident[uncompressed]);
+        REQUIRE(std::count(replanned.resident.begin(), replanned.resident.end(), true) == 1);
+    }
 }
 
 TEST_CASE("A split group's streamed link bytes are those of the pieces in its tail",

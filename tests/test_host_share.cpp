@@ -590,6 +590,26 @@ TEST_CASE("Attached runtimes map the store in 2 MiB pages where the kernel makes
         REQUIRE(static_cast<unsigned char *>(theirs)[10] == pattern(1, 2, 10));
         REQUIRE(loader.bytes_right());
     }
+    SECTION("FERRY_HOST_SHARE_HUGE=0: 4 KiB pages, and the header says why") {
+        const std::string share = unique_share("huge-off");
+        setenv("FERRY_HOST_SHARE_HUGE", "0", 1);
+        Model loader(share, false, false, 0, false, 20000, kScale);
+        const ferry_status planned = ferry_plan(loader.rt);
+        unsetenv("FERRY_HOST_SHARE_HUGE");
+        REQUIRE(planned == FERRY_OK);
+        loader.load();
+        REQUIRE(ferry_seal(loader.rt) == FERRY_OK);
+        const auto info = ferry::hostshm::read_segment("ferry-host." + share);
+        REQUIRE(info.huge_pages == 0);
+        REQUIRE(info.huge_error == ECANCELED);
+        Model attached(share, false, false, 0, false, 20000, kScale);
+        REQUIRE(ferry_plan(attached.rt) == FERRY_OK);
+        void *base = nullptr;
+        REQUIRE(ferry_tensor_host_ptr(attached.rt, attached.tensors[0][0], &base) == FERRY_OK);
+        REQUIRE(pmd_mapped(base, info.data_bytes).first == 0);
+        REQUIRE(ferry_seal(attached.rt) == FERRY_OK);
+        REQUIRE(attached.bytes_right());
+    }
 }
 
 TEST_CASE("An attached runtime pins what the loader pinned, whatever its own cap", "[sim-only]") {

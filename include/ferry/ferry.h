@@ -161,6 +161,8 @@ typedef enum ferry_backend {
  *   FERRY_TRACE=<path>                FERRY_TRACE_EVENTS=<n>      (see "Trace" below)
  *   FERRY_PIN_CHUNK=<bytes>           (most bytes pinned per step, default 256 MiB)
  *   FERRY_COMPRESS=0|1                (config.compress; "Compressed streaming" below)
+ *   FERRY_HOST_SHARE_HUGE=0|1         (a shared host store's 2 MiB pages, default 1;
+ *                                      "Shared host store" below)
  *
  * publish_stats / FERRY_STATS=1: the runtime publishes its counters and a per-group table
  * to POSIX shared memory (/dev/shm/ferry.<pid>.<name>, owner-only) while it lives, for
@@ -197,7 +199,9 @@ typedef enum ferry_backend {
  * ferry's, beside the copy stream. The staging area (stats.slab_staging_bytes) is set
  * aside from the budget at plan, before anything is encoded: two buffers (one in
  * synchronous mode) of 0.8 x the largest such group's raw image each; a group whose
- * compressed image is larger stays raw. ferry_tensor_copy_out of an encoded tensor
+ * compressed image is larger stays raw. The re-plan after the first pass (compute-aware
+ * planning) counts each group's compressed bytes, so that residency goes to the groups
+ * whose copies move the most. ferry_tensor_copy_out of an encoded tensor
  * decodes it on the CPU (and fails with FERRY_ERROR_VERIFY_FAILED if its container is
  * corrupt); ferry_tensor_host_ptr of one fails with FERRY_ERROR_NOT_IN_MEMORY, and so does
  * ferry_tensor_copy_in after a seal that failed later had encoded it. In verify mode a

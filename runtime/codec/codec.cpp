@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -11,6 +12,10 @@
 
 namespace ferry::codec {
 namespace {
+
+// The encoder reads elements as native 16-bit words; the store and the format are
+// little-endian.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the encoder assumes a little-endian host");
 
 namespace k = kernels::codec;
 
@@ -21,7 +26,8 @@ unsigned thread_count(unsigned asked) {
 }
 
 // Runs fn(begin, end) over [0, count) cut into at most `threads` ranges, each a multiple
-// of `grain` except the last; the calling thread runs the first range.
+// of `grain` except the last; the calling thread runs the first range, and any range no
+// thread could be started for. fn must not throw.
 template <typename Fn>
 void parallel_for(std::uint64_t count, std::uint64_t grain, unsigned threads, Fn fn) {
     const std::uint64_t units = (count + grain - 1) / grain;
@@ -37,10 +43,16 @@ void parallel_for(std::uint64_t count, std::uint64_t grain, unsigned threads, Fn
         const std::uint64_t end = std::min(count, units * (p + 1) / parts * grain);
         return std::make_pair(begin, end);
     };
-    for (std::uint64_t p = 1; p < parts; ++p) {
-        const auto part = range(p);  // not a structured binding: C++17 cannot capture one
-        workers.emplace_back([part, &fn] { fn(part.first, part.second); });
+    std::uint64_t started = 1;
+    try {
+        for (; started < parts; ++started) {
+            const auto part = range(started);  // not a structured binding: C++17 cannot capture one
+            workers.emplace_back([part, &fn] { fn(part.first, part.second); });
+        }
+    } catch (const std::system_error &) {
+        // No more threads: this one runs the ranges left, below.
     }
+    for (std::uint64_t p = started; p < parts; ++p) fn(range(p).first, range(p).second);
     const auto [begin, end] = range(0);
     fn(begin, end);
     for (auto &worker : workers) worker.join();
@@ -129,7 +141,7 @@ void split_elements_of(const std::uint8_t *__restrict p, std::uint32_t count,
                        std::uint8_t *__restrict symbols, std::uint8_t *__restrict raw) {
     for (std::uint32_t i = 0; i < count; ++i) {
         std::uint16_t x;
-        std::memcpy(&x, p + 2 * i, 2);  // little-endian hosts only, as the store is
+        std::memcpy(&x, p + 2 * i, 2);
         symbols[i] = static_cast<std::uint8_t>(D == k::kBf16 ? x >> 7 : x >> 8);
         if (kRaw)
             raw[i] = static_cast<std::uint8_t>(D == k::kBf16 ? ((x >> 8) & 0x80) | (x & 0x7F) : x);

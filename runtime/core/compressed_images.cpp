@@ -35,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -86,7 +87,11 @@ void run_biggest_first(std::vector<Item> &items, Job job) {
         }
     };
     std::vector<std::thread> pool;
-    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
+    try {
+        for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
+    } catch (const std::system_error &) {
+        // No more threads: the ones started and this one do the work.
+    }
     if (threads > 0) worker();
     for (std::thread &thread : pool) thread.join();
     if (failure != nullptr) std::rethrow_exception(failure);

@@ -68,6 +68,7 @@ void Runtime::open_host_store() {
     share.name = options_.host_share;
     share.runtime_name = options_.name;
     share.timeout_ns = options_.host_share_timeout_ns;
+    share.huge_pages = options_.host_share_huge;
     try {
         share_ = std::make_unique<SharedStore>(share, host_layout_text(), ends.back());
         std::byte *base = share_->map(private_ranges);

@@ -145,6 +145,8 @@ RuntimeOptions resolve_options(const ferry_config &caller) {
         env_double("FERRY_HOST_SHARE_TIMEOUT",
                    static_cast<double>(options.host_share_timeout_ns) / 1e9, 0.001, 1e7) *
         1e9);
+    // A loader that finds huge pages slow to get (fresh memory on some VMs) may keep 4 KiB.
+    options.host_share_huge = env_double("FERRY_HOST_SHARE_HUGE", 1, 0, 1) != 0;
     // Compressed streaming (core/compressed_images.cpp).
     options.compress = env_double("FERRY_COMPRESS", config.compress != 0 ? 1 : 0, 0, 1) != 0;
     return options;

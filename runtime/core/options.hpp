@@ -36,6 +36,7 @@ struct RuntimeOptions {
     // The shared host store (host/shared_store.hpp): its name, empty for a private store.
     std::string host_share;                           // FERRY_HOST_SHARE
     std::uint64_t host_share_timeout_ns = 1800'000'000'000ull;  // FERRY_HOST_SHARE_TIMEOUT
+    bool host_share_huge = true;                                // FERRY_HOST_SHARE_HUGE
 };
 
 // Reads a caller's ferry_config (of any struct_size) and the FERRY_* environment

@@ -26,7 +26,9 @@ struct PlanInput {
     // Per group (or empty), per piece as in `pieces`: the bytes a copy of that piece moves
     // over the link, where it is not its bytes (a compressed image, compressed_images.cpp:
     // the slot holds the raw bytes, the link carries fewer). A group without an entry
-    // moves its bytes. Residency is chosen by the link bytes it saves.
+    // moves its bytes. The knapsack of whole groups values residency by the link bytes it
+    // saves, and the pass model streams link bytes; the choice of split heads and the
+    // tie-break between plans still count raw bytes.
     std::vector<std::vector<std::uint64_t>> link_pieces;
 
     // Compute-aware planning (compute_plan.cpp). Per group, the seconds of compute one
@@ -87,7 +89,8 @@ std::uint64_t streamed_link_bytes(const PlanInput &input, const Plan &plan, std:
 struct PassModelInput {
     std::vector<std::uint32_t> order;          // the acquires of one pass
     std::vector<double> compute_s;             // per group
-    std::vector<std::uint64_t> streamed_bytes;  // per group: its tail; 0 when resident
+    std::vector<std::uint64_t> streamed_bytes;  // per group: the bytes its tail's copy moves
+                                               // over the link; 0 when resident
     std::vector<int> size_class;               // per group; -1 when resident
     std::vector<std::uint32_t> class_slots;    // per class: its slot count
     double link_bytes_per_s = 0.0;

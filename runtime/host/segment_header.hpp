@@ -66,7 +66,7 @@ struct Header {
     std::uint32_t member_count;               // entries of `members` in use, at most
     // The store's PMD-size pages (MADV_COLLAPSE), set by the loader before it loads: the
     // first huge_pages x 2 MiB of the store; huge_error is the errno that stopped it
-    // (0: none), where fewer than data_bytes / 2 MiB were made.
+    // (0: none), where fewer than data_bytes / 2 MiB were made; ECANCELED: turned off.
     std::uint32_t huge_pages;
     std::uint32_t huge_error;
     std::uint32_t reserved;

@@ -206,7 +206,9 @@ bool SharedStore::create(const std::string &layout) {
             fail(FERRY_ERROR_HOST_SHARE, std::string("ftruncate: ") + std::strerror(errno));
         }
         int huge_error = 0;
-        const std::uint32_t huge_pages = make_huge(fd_, data_offset, bytes_, &huge_error);
+        const std::uint32_t huge_pages =
+            options_.huge_pages ? make_huge(fd_, data_offset, bytes_, &huge_error) : 0;
+        if (!options_.huge_pages) huge_error = ECANCELED;  // turned off: FERRY_HOST_SHARE_HUGE=0
         // posix_fallocate reserves the pages, so a full /dev/shm is an error here rather
         // than a SIGBUS at the first write.
         for (const auto &[begin, length] : {std::pair<std::size_t, std::size_t>{0, header_end},
@@ -469,7 +471,10 @@ void SharedStore::take_over() {
         munmap(at, h.data_bytes);
     } else {
         int huge_error = 0;
-        h.huge_pages = make_huge(fd_, h.data_offset, h.data_bytes, &huge_error);
+        h.huge_pages = options_.huge_pages
+                           ? make_huge(fd_, h.data_offset, h.data_bytes, &huge_error)
+                           : 0;
+        if (!options_.huge_pages) huge_error = ECANCELED;
         h.huge_error = static_cast<std::uint32_t>(huge_error);
     }
     h.loaded_bytes.store(0, std::memory_order_relaxed);

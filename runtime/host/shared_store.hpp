@@ -26,6 +26,7 @@ struct ShareOptions {
     std::string name;                  // the share's name (hostshm::segment_name checks it)
     std::string runtime_name;          // shown by ferry-stat
     std::uint64_t timeout_ns = 0;      // longest wait for the loader (and for the lock)
+    bool huge_pages = true;            // the loader makes the store's 2 MiB pages
     ferry_host_share_progress_fn progress = nullptr;
     void *progress_user = nullptr;
 };

@@ -9,9 +9,7 @@
 #include "strategies.hpp"
 
 namespace bench {
-namespace {
 
-// bf16 of a normal distribution of std 0.02: the exponents of trained weights.
 void fill_trained_bf16(void *host, std::uint64_t bytes, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> normal(0.0f, 0.02f);
@@ -23,8 +21,6 @@ void fill_trained_bf16(void *host, std::uint64_t bytes, std::uint64_t seed) {
         out[i] = static_cast<std::uint16_t>(u >> 16);
     }
 }
-
-}  // namespace
 
 Measured run_ferry(const RunSpec &spec, bool compress) {
     const Model &model = *spec.model;

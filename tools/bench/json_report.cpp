@@ -161,7 +161,9 @@ bool write_json(const Run &run, const std::string &path) {
             .field("encode_gbps", number(c.encode_gbps))
             .field("encode_threads", number(static_cast<std::uint64_t>(c.encode_threads)))
             .field("pin_gbps", number(c.pin_gbps))
-            .field("encode_vs_pin", number(c.encode_vs_pin));
+            .field("encode_vs_pin", number(c.encode_vs_pin))
+            .field("device_decode_gbps", number(run.decode.gbps))
+            .field("device_decode_bitwise", run.decode.bitwise ? "true" : "false");
         o.close();
         top.field("compression", z.str());
     }

@@ -123,6 +123,10 @@ Run measure(const Options &options, bool cuda, bool micro) {
         run.strategies.push_back(figures(run_strategy(name, spec), compute_s, run.peak_gbps));
     }
     add_speedups(run.strategies);
+    if (std::find(options.strategies.begin(), options.strategies.end(), "ferry-z") !=
+        options.strategies.end()) {
+        run.decode = measure_decode_rate(platform, cuda ? 512ull << 20 : 16ull << 20);
+    }
     if (micro) {
         std::fprintf(stderr, "ferry-bench: running the acquire+release micro-benchmark...\n");
         run.micro = run_micro(platform);

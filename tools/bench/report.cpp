@@ -117,6 +117,15 @@ std::vector<Target> targets(const Run &run, std::uint64_t largest_group,
             out.push_back({"ferry-z pass time <= 0.78 x ferry's when link-bound", c.time_vs_ferry,
                            0.78, c.time_vs_ferry <= 0.78});
         }
+        if (run.decode.gbps > 0.0 && run.backend == "cuda") {
+            const double times = run.decode.gbps / run.peak_gbps;
+            out.push_back({"the device decodes >= 4x faster than the link (x link)", times, 4.0,
+                           times >= 4.0});
+        }
+        if (run.decode.gbps > 0.0) {
+            out.push_back({"the device's decode returns every byte (1: yes)",
+                           run.decode.bitwise ? 1.0 : 0.0, 1.0, run.decode.bitwise});
+        }
         if (c.encode_vs_pin > 0.0) {
             out.push_back({"ferry-z encodes at seal in no longer than it pins at plan",
                            c.encode_vs_pin, 1.0, c.encode_vs_pin <= 1.0});
@@ -200,6 +209,13 @@ void print_table(const Run &run) {
             std::printf(" (sim decode modeled at %.0f GB/s, FERRY_SIM_DECODE_GBPS)", c.decode_gbps);
         }
         std::printf(".\n");
+        if (run.decode.gbps > 0.0) {
+            std::printf("  Decode on the device alone: %.0f GB/s of raw bytes (%.0f MiB, ratio %.3f%s), "
+                        "%.1f x the link.\n",
+                        run.decode.gbps, run.decode.raw_bytes / 1048576.0, run.decode.ratio,
+                        run.backend == "sim" ? "; sim: the modeled rate" : "",
+                        run.decode.gbps / run.peak_gbps);
+        }
         if (c.encode_gbps > 0.0) {
             std::printf("  Encoding at seal: %.2f GB/s on %u threads (%.2f GB/s per thread); pinning "
                         "the store at plan: %.2f GB/s;\n  encode / pin time %.2f.\n",

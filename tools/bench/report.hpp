@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "decode_rate.hpp"
 #include "micro.hpp"
 #include "options.hpp"
 #include "strategies.hpp"
@@ -60,6 +61,7 @@ struct Run {
     std::string link_line;     // sim only: the modeled link
     std::vector<Figures> strategies;
     MicroResult micro;
+    DecodeRate decode;         // with ferry-z: the device's decode on its own
     std::vector<Target> targets;
 };
 

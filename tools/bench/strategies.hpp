@@ -69,6 +69,10 @@ std::vector<bool> partial_residents(const std::vector<std::uint64_t> &bytes, std
 // bf16 weights are (normal, std 0.02) and streamed compressed.
 Measured run_ferry(const RunSpec &spec, bool compress = false);
 
+// Fills `bytes` at `host` with bf16 of a normal distribution of std 0.02: the exponents
+// of trained weights (ferry_strategy.cpp).
+void fill_trained_bf16(void *host, std::uint64_t bytes, std::uint64_t seed);
+
 // Runs one warm-up pass, then spec.passes timed ones; `drain` waits for all their work.
 // Returns modeled seconds per timed pass.
 double seconds_per_pass(const RunSpec &spec, const std::function<void()> &pass,

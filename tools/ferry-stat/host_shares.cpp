@@ -1,6 +1,7 @@
 // ferry-stat's view of shared host stores (host_shares.hpp).
 #include "host_shares.hpp"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -29,7 +30,9 @@ const char *state_name(const SegmentInfo &info) {
 // The store's 2 MiB pages, which each process maps with one entry, and why not more.
 std::string huge_text(const SegmentInfo &info) {
     std::string text = std::to_string(info.huge_pages) + " huge pages";
-    if (info.huge_error != 0) {
+    if (info.huge_error == ECANCELED) {
+        text += " (turned off: FERRY_HOST_SHARE_HUGE=0)";
+    } else if (info.huge_error != 0) {
         text += " (MADV_COLLAPSE: " + std::string(std::strerror(static_cast<int>(info.huge_error))) + ")";
     }
     return text;
