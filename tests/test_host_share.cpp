@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -361,7 +362,10 @@ TEST_CASE("When the loader is killed mid-load, a waiting runtime takes the load 
     if (waiter == 0) {
         _exit([&] {  // the runtime destroyed before _exit
             Model model(share);
-            if (ferry_plan(model.rt) != FERRY_OK) return 30;
+            if (ferry_plan(model.rt) != FERRY_OK) {
+                std::fprintf(stderr, "waiter: ferry_plan: %s\n", ferry_last_error());
+                return 30;
+            }
             if (model.role() != FERRY_HOST_SHARE_LOADER) return 31;
             // What the dead loader wrote is gone: the store reads as zeros.
             void *host = nullptr;
@@ -389,7 +393,10 @@ TEST_CASE("A loader destroyed before sealing passes the load to a waiter", "[sim
     if (waiter == 0) {
         _exit([&] {
             Model model(share);
-            if (ferry_plan(model.rt) != FERRY_OK) return 30;
+            if (ferry_plan(model.rt) != FERRY_OK) {
+                std::fprintf(stderr, "waiter: ferry_plan: %s\n", ferry_last_error());
+                return 30;
+            }
             if (model.role() != FERRY_HOST_SHARE_LOADER) return 31;
             model.load();
             if (ferry_seal(model.rt) != FERRY_OK) return 33;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -168,7 +169,8 @@ void split(Dtype dtype, const std::uint8_t *p, std::uint32_t count, std::uint8_t
 }
 
 // One lane's bit stream being written, MSB first. Bits gather in a 64-bit word and leave
-// it 32 at a time: a code has at most 12 bits, so the word never holds more than 43.
+// it 32 at a time: at most 24 bits come in at once (two 12-bit codes), so the word never
+// holds more than 55.
 struct LaneWriter {
     std::uint64_t acc = 0;  // the pending bits are the low `have`; higher bits are stale
     unsigned have = 0;
@@ -189,6 +191,21 @@ struct LaneWriter {
             out += 4;
         }
     }
+    // `entry` is two symbols' codes, the first above the second, << 5 | their lengths.
+    void put2(std::uint32_t entry) {
+        const unsigned length = entry & 0x1F;
+        acc = (acc << length) | (entry >> 5);
+        have += length;
+        if (have >= 32) {
+            have -= 32;
+            const auto word = static_cast<std::uint32_t>(acc >> have);
+            out[0] = static_cast<std::uint8_t>(word >> 24);
+            out[1] = static_cast<std::uint8_t>(word >> 16);
+            out[2] = static_cast<std::uint8_t>(word >> 8);
+            out[3] = static_cast<std::uint8_t>(word);
+            out += 4;
+        }
+    }
     // Writes what is pending, zero-padded to a byte; returns the stream's end.
     std::uint8_t *finish() {
         for (; have >= 8; have -= 8) *out++ = static_cast<std::uint8_t>(acc >> (have - 8));
@@ -198,22 +215,29 @@ struct LaneWriter {
 };
 
 // Writes a chunk's record at `record` (its kLanes lane lengths, then the lanes' streams in
-// lane order) from its `count` symbols. `packed[s]` is symbol s's code << 4 | its length.
-// Four lanes are coded side by side into `scratch` (kLanes x kMaxLaneBytes), each lane's
-// stream a chain of shifts that would otherwise wait on the one before; the streams are
-// then moved together behind the lane lengths. Returns the record's end.
+// lane order) from its `count` symbols. `packed[s]` is symbol s's code << 4 | its length;
+// `pairs[a | b << 8]` is the code of a followed by b, << 5 | their lengths' sum, for the
+// symbols the tensor uses: a lane codes two of its symbols per step, half the dependent
+// shifts. Four lanes are coded side by side into `scratch` (kLanes x kMaxLaneBytes), each
+// lane's stream a chain of shifts that would otherwise wait on the one before; the
+// streams are then moved together behind the lane lengths. Returns the record's end.
 std::uint8_t *write_chunk(const std::uint8_t *symbols, std::uint32_t count,
-                          const std::uint32_t *packed, std::uint8_t *scratch,
-                          std::uint8_t *record) {
+                          const std::uint32_t *packed, const std::uint32_t *pairs,
+                          std::uint8_t *scratch, std::uint8_t *record) {
     std::uint8_t *ends[k::kLanes];
     for (std::uint32_t lane = 0; lane < k::kLanes; lane += 4) {
-        // Four named writers, not an array, so that they live in registers.
         LaneWriter w0, w1, w2, w3;
         w0.out = scratch + lane * k::kMaxLaneBytes;
         w1.out = w0.out + k::kMaxLaneBytes;
         w2.out = w1.out + k::kMaxLaneBytes;
         w3.out = w2.out + k::kMaxLaneBytes;
         std::uint32_t i = lane;
+        for (; i + 32 + 3 < count; i += 2 * k::kLanes) {
+            w0.put2(pairs[symbols[i] | symbols[i + 32] << 8]);
+            w1.put2(pairs[symbols[i + 1] | symbols[i + 33] << 8]);
+            w2.put2(pairs[symbols[i + 2] | symbols[i + 34] << 8]);
+            w3.put2(pairs[symbols[i + 3] | symbols[i + 35] << 8]);
+        }
         for (; i + 3 < count; i += k::kLanes) {
             w0.put(packed[symbols[i]]);
             w1.put(packed[symbols[i + 1]]);
@@ -366,6 +390,25 @@ void write_encoded(const EncodePlan &plan, const void *data, void *out_bytes,
     std::uint32_t packed[k::kSymbols];
     for (std::uint32_t s = 0; s < k::kSymbols; ++s)
         packed[s] = (static_cast<std::uint32_t>(codes[s]) << 4) | plan.lengths[s];
+    // 256 KiB, of which only the pairs of symbols the tensor uses are filled (and read):
+    // one per thread, kept, so that a thread encoding many small tensors faults it in once.
+    thread_local std::unique_ptr<std::uint32_t[]> table;
+    if (table == nullptr) table.reset(new std::uint32_t[1 << 16]);
+    std::uint32_t *const pairs = table.get();  // the workers below read this thread's
+    {
+        std::uint32_t used[k::kSymbols], n = 0;
+        for (std::uint32_t s = 0; s < k::kSymbols; ++s) {
+            if (plan.lengths[s] != 0) used[n++] = s;
+        }
+        for (std::uint32_t a = 0; a < n; ++a) {
+            for (std::uint32_t b = 0; b < n; ++b) {
+                const std::uint32_t s1 = used[a], s2 = used[b];
+                const std::uint32_t l1 = plan.lengths[s1], l2 = plan.lengths[s2];
+                pairs[s1 | s2 << 8] =
+                    ((static_cast<std::uint32_t>(codes[s1]) << l2 | codes[s2]) << 5) | (l1 + l2);
+            }
+        }
+    }
     parallel_for(chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
         std::uint8_t symbols[k::kChunkElems];
         std::uint8_t scratch[k::kLanes * k::kMaxLaneBytes];
@@ -374,7 +417,7 @@ void write_encoded(const EncodePlan &plan, const void *data, void *out_bytes,
             const std::uint32_t count =
                 static_cast<std::uint32_t>(std::min<std::uint64_t>(elements - first, k::kChunkElems));
             split(dtype, p + 2 * first, count, symbols, raw + first);
-            write_chunk(symbols, count, packed, scratch, coded + plan.chunk_offsets[c]);
+            write_chunk(symbols, count, packed, pairs, scratch, coded + plan.chunk_offsets[c]);
         }
     });
 }
