@@ -176,36 +176,24 @@ struct LaneWriter {
     unsigned have = 0;
     std::uint8_t *out = nullptr;
 
+    // Appends `length` bits, `code` (which has no higher bits set).
+    void put_bits(std::uint32_t code, unsigned length) {
+        acc = (acc << length) | code;
+        have += length;
+        if (have >= 32) {
+            have -= 32;
+            const auto word = static_cast<std::uint32_t>(acc >> have);
+            out[0] = static_cast<std::uint8_t>(word >> 24);
+            out[1] = static_cast<std::uint8_t>(word >> 16);
+            out[2] = static_cast<std::uint8_t>(word >> 8);
+            out[3] = static_cast<std::uint8_t>(word);
+            out += 4;
+        }
+    }
     // `entry` is a symbol's code << 4 | its length.
-    void put(std::uint32_t entry) {
-        const unsigned length = entry & 0xF;
-        acc = (acc << length) | (entry >> 4);
-        have += length;
-        if (have >= 32) {
-            have -= 32;
-            const auto word = static_cast<std::uint32_t>(acc >> have);
-            out[0] = static_cast<std::uint8_t>(word >> 24);
-            out[1] = static_cast<std::uint8_t>(word >> 16);
-            out[2] = static_cast<std::uint8_t>(word >> 8);
-            out[3] = static_cast<std::uint8_t>(word);
-            out += 4;
-        }
-    }
+    void put(std::uint32_t entry) { put_bits(entry >> 4, entry & 0xF); }
     // `entry` is two symbols' codes, the first above the second, << 5 | their lengths.
-    void put2(std::uint32_t entry) {
-        const unsigned length = entry & 0x1F;
-        acc = (acc << length) | (entry >> 5);
-        have += length;
-        if (have >= 32) {
-            have -= 32;
-            const auto word = static_cast<std::uint32_t>(acc >> have);
-            out[0] = static_cast<std::uint8_t>(word >> 24);
-            out[1] = static_cast<std::uint8_t>(word >> 16);
-            out[2] = static_cast<std::uint8_t>(word >> 8);
-            out[3] = static_cast<std::uint8_t>(word);
-            out += 4;
-        }
-    }
+    void put2(std::uint32_t entry) { put_bits(entry >> 5, entry & 0x1F); }
     // Writes what is pending, zero-padded to a byte; returns the stream's end.
     std::uint8_t *finish() {
         for (; have >= 8; have -= 8) *out++ = static_cast<std::uint8_t>(acc >> (have - 8));
