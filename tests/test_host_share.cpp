@@ -22,6 +22,7 @@
 
 #include "api_fixture.hpp"
 #include "ferry/ferry.h"
+#include "base/process.hpp"
 #include "host/segment_header.hpp"
 
 using namespace ferry_test;
@@ -682,4 +683,28 @@ TEST_CASE("The fuzz seed of a valid segment is one the reader accepts, and broke
         REQUIRE(check(seed) == ferry::hostshm::Check::kCorrupt);
     }
     REQUIRE(check("seed-unsettled.bin") == ferry::hostshm::Check::kUnsettled);
+}
+
+// A waiter polls its loader's /proc/<pid>/stat: a process reaped while it is read makes
+// the read fail (ESRCH), which must read as "gone", never as an error. Each child here
+// is reaped by another thread as soon as it exits, while this one keeps asking.
+TEST_CASE("Telling a live process from a dead one never fails, even while it is reaped",
+          "[fork]") {
+    for (int round = 0; round < 200; ++round) {
+        const pid_t child = fork();
+        REQUIRE(child >= 0);
+        if (child == 0) _exit(0);
+        std::thread reaper([child] {
+            int status = 0;
+            waitpid(child, &status, 0);
+        });
+        bool alive = true;
+        for (int poll = 0; poll < 100000 && alive; ++poll) {
+            REQUIRE_NOTHROW(alive = ferry::process_is_alive(child, 0));
+            REQUIRE_NOTHROW(ferry::process_start_ticks(child));
+        }
+        reaper.join();
+        REQUIRE_FALSE(ferry::process_is_alive(child, 0));
+        REQUIRE(ferry::process_start_ticks(child) == 0);
+    }
 }

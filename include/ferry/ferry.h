@@ -779,6 +779,11 @@ FERRY_API ferry_status ferry_dlpack_live(ferry_runtime *owner, uint64_t *out_liv
  * Mutable tensors are per process: their pages are private copy-on-write mappings of
  * the bytes the loader sealed. Writes to them never reach the segment or the others.
  *
+ * Pages: the loader gives the store 2 MiB pages where the kernel allows (MADV_COLLAPSE,
+ * Linux 6.1 or later), and every process maps it 2 MiB-aligned, so that attaching faults
+ * in and registers 512 times fewer pages; elsewhere it keeps 4 KiB pages.
+ * FERRY_HOST_SHARE_HUGE=0 keeps 4 KiB pages (where fresh huge pages are slow to get).
+ *
  * The segment records the layout of the store (page size, every group and tensor: name,
  * order, bytes, offsets, dtype, shape, flags, split heads). A runtime whose layout
  * differs gets FERRY_ERROR_HOST_SHARE_LAYOUT naming the first difference. The layout

@@ -4,22 +4,41 @@
 // dead one this way, a start time telling a reused pid from the process that was.
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <string>
 
 namespace ferry {
 
+// The text of /proc/<pid>/stat; empty when it cannot be read. Read with read(2), not a
+// stream: a process that exits while it is read makes read fail (ESRCH), which
+// std::filebuf reports by throwing.
+inline std::string process_stat_text(long pid) {
+    const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {};
+    std::string text;
+    char buffer[512];
+    for (;;) {
+        const ssize_t n = read(fd, buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) text.clear();  // gone while read: as if it never was
+        if (n <= 0) break;
+        text.append(buffer, static_cast<std::size_t>(n));
+    }
+    close(fd);
+    return text;
+}
+
 // The process's start time as /proc/<pid>/stat gives it (field 22, clock ticks since
 // boot); 0 when the process does not exist.
 inline std::uint64_t process_start_ticks(long pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::string text = process_stat_text(pid);
     // Field 2 (comm) may hold spaces: count fields after its closing parenthesis.
     const std::size_t close = text.rfind(')');
     if (close == std::string::npos) return 0;
@@ -38,8 +57,7 @@ inline bool process_is_alive(long pid, std::uint64_t start) {
     if (pid <= 0) return false;
     // EPERM: it exists, as another user's process.
     if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::string text = process_stat_text(pid);
     const std::size_t close = text.rfind(')');
     if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z') {
         return false;
