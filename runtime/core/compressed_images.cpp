@@ -3,8 +3,8 @@
 // by codec/, decoded on the device at each onload.
 //
 // Layout. At seal, each group without mutable tensors, wholly in the pinned part of the
-// host store and not on the disk tier, is encoded tensor by tensor (codec::plan_encode,
-// threaded). Its compressed image is the tensors in image order, each at a 256-byte
+// host store and not on the disk tier, is encoded tensor by tensor, the tensors spread
+// over the hardware threads (encode_images()). Its compressed image is the tensors in image order, each at a 256-byte
 // aligned offset: a container where the encoding pays, the raw bytes elsewhere. When the
 // image is smaller than the raw one, it is written over the raw image at the group's
 // host_offset: the store holds one copy of every tensor, raw or encoded. The pages past
@@ -28,6 +28,8 @@
 // budget less the staging area), before anything is encoded: each buffer is sized by
 // kStagingRatio of the largest candidate group's raw image, above the ratio trained bf16
 // weights reach (0.67-0.68); a group whose compressed image turns out larger stays raw.
+// After seal, plan_input() gives the planner each compressed group's pieces as the link
+// carries them (compressed_link_pieces()), so that the re-plan values residency by them.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
