@@ -3,7 +3,6 @@
 // what ferry-stat reads (segment_header.hpp).
 #include "host/segment_header.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -16,6 +15,7 @@
 
 #include "base/error.hpp"
 #include "base/process.hpp"
+#include "base/shm_names.hpp"
 #include "ferry/ferry.h"
 
 namespace ferry::hostshm {
@@ -153,18 +153,7 @@ std::string first_difference(const std::string &stored, const std::string &ours)
     }
 }
 
-std::vector<std::string> list_segments() {
-    std::vector<std::string> out;
-    DIR *dir = opendir("/dev/shm");
-    if (dir == nullptr) return out;
-    while (const dirent *entry = readdir(dir)) {
-        const std::string name = entry->d_name;
-        if (name.rfind(kPrefix, 0) == 0 && name.size() > std::strlen(kPrefix)) out.push_back(name);
-    }
-    closedir(dir);
-    std::sort(out.begin(), out.end());
-    return out;
-}
+std::vector<std::string> list_segments() { return shm_names_with_prefix(kPrefix); }
 
 SegmentInfo read_segment(const std::string &segment) {
     SegmentInfo info;

@@ -2,7 +2,6 @@
 // The stats segment's reader (stats_reader.hpp).
 #include "observe/stats_reader.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -13,9 +12,11 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include "base/clock.hpp"
 #include "base/process.hpp"
+#include "base/shm_names.hpp"
 #include "observe/stats_layout.hpp"
 #include "observe/stats_segment.hpp"
 
@@ -110,14 +111,9 @@ const char *segment_state_name(SegmentState state) {
 
 std::vector<std::string> list_segments() {
     std::vector<std::string> out;
-    DIR *dir = opendir("/dev/shm");
-    if (dir == nullptr) return out;
-    while (const dirent *entry = readdir(dir)) {
-        const std::string name = entry->d_name;
-        if (name.rfind(shm::kPrefix, 0) == 0 && segment_pid(name) > 0) out.push_back(name);
+    for (std::string &name : shm_names_with_prefix(shm::kPrefix)) {
+        if (segment_pid(name) > 0) out.push_back(std::move(name));
     }
-    closedir(dir);
-    std::sort(out.begin(), out.end());
     return out;
 }
 
