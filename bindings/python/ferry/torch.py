@@ -1430,14 +1430,13 @@ class _WaitBar:
             self.bar = None
 
 
-def _attach(groups, rt, device):
-    """A shared host store another process loaded: releases the module's tensors (a
-    meta model's included) and seals. On failure the model is as it was and the runtime
-    is closed."""
-    released = []
+@contextlib.contextmanager
+def _released_or_put_back(rt, released):
+    """Around releasing the module's tensors into `released` and sealing: on failure each
+    released tensor is put back (a meta model's stays on meta) and the runtime closed;
+    on success their original storage is dropped (a real model's bytes are freed)."""
     try:
-        _release_entries(groups, device, released)
-        rt.seal()
+        yield
     except BaseException:
         for e in released:
             e.put_back()
@@ -1446,6 +1445,16 @@ def _attach(groups, rt, device):
         raise
     for e in released:
         e.original = None
+
+
+def _attach(groups, rt, device):
+    """A shared host store another process loaded: releases the module's tensors (a
+    meta model's included) and seals. On failure the model is as it was and the runtime
+    is closed."""
+    released = []
+    with _released_or_put_back(rt, released):
+        _release_entries(groups, device, released)
+        rt.seal()
 
 
 def _release_entries(groups, device, released):
@@ -1510,7 +1519,7 @@ def _load_from_files(model, groups, rt, all_entries, progress, device, files, pr
     model gets its own tensors back (a meta model stays on meta) and the runtime is
     closed."""
     released = []
-    try:
+    with _released_or_put_back(rt, released):
         for e in all_entries:
             if e.key is None and not e.on_meta:  # not in the state dict: the module's bytes
                 src = e.tensor.detach()
@@ -1530,12 +1539,4 @@ def _load_from_files(model, groups, rt, all_entries, progress, device, files, pr
             raise _mismatch(model, files, problems)
         _release_entries(groups, device, released)
         rt.seal()
-    except BaseException:
-        for e in released:
-            e.put_back()
-            e.original = None
-        rt.close()
-        raise
-    for e in released:
-        e.original = None  # a real model's own bytes are freed here
     return report
