@@ -11,6 +11,7 @@
 
 #include "codec/codec.hpp"
 #include "kernels/checksum_ref.hpp"
+#include "trained_weights.hpp"
 
 namespace {
 
@@ -43,19 +44,8 @@ void require_round_trip(const std::vector<std::uint8_t> &raw, k::Dtype dtype,
     REQUIRE(back == raw);
 }
 
-// bf16 weights as trained ones look: normal, a small scale (the exponent's entropy is
-// then about 2.6 bits, as in all-MiniLM-L6-v2's tensors).
 std::vector<std::uint8_t> normal_bf16(std::size_t count, float sigma, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal(0.0f, sigma);
-    std::vector<std::uint16_t> values(count);
-    for (auto &v : values) {
-        const float x = normal(rng);
-        std::uint32_t bits;
-        std::memcpy(&bits, &x, 4);
-        v = static_cast<std::uint16_t>(bits >> 16);
-    }
-    return bytes_of(values);
+    return ferry_test::trained_weights(count, seed, false, sigma);
 }
 
 std::vector<std::uint8_t> every_pattern(unsigned seed) {

@@ -19,6 +19,7 @@
 #include "ferry/ferry.h"
 #include "kernels/decode_core.hpp"
 #include "sim_model.hpp"
+#include "trained_weights.hpp"
 
 using namespace ferry_test;
 
@@ -28,17 +29,7 @@ constexpr std::uint64_t kTensorBytes = 64 * 1024;  // 32,768 bf16 elements
 
 // bf16 values drawn from a normal distribution of std 0.02, as trained weights are.
 std::vector<std::uint8_t> trained_bf16(std::size_t bytes, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal(0.0f, 0.02f);
-    std::vector<std::uint8_t> out(bytes);
-    for (std::size_t i = 0; i + 1 < bytes; i += 2) {
-        const float x = normal(rng);
-        std::uint32_t u;
-        std::memcpy(&u, &x, 4);
-        const auto v = static_cast<std::uint16_t>(u >> 16);
-        std::memcpy(&out[i], &v, 2);
-    }
-    return out;
+    return trained_weights(bytes / 2, seed);
 }
 
 struct Model {

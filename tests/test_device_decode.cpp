@@ -13,6 +13,7 @@
 #include "backend.hpp"
 #include "codec/codec.hpp"
 #include "device/device.hpp"
+#include "trained_weights.hpp"
 
 using namespace ferry_test;
 
@@ -31,26 +32,6 @@ std::unique_ptr<ferry::Device> test_device(const ferry::SimOptions &options = {}
 
 std::uint64_t align(std::uint64_t n) { return (n + 255) / 256 * 256; }
 
-std::vector<std::uint8_t> weights(std::size_t count, bool f16, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal(0.0f, 0.02f);
-    std::vector<std::uint8_t> out(count * 2);
-    for (std::size_t i = 0; i < count; ++i) {
-        const float x = normal(rng);
-        std::uint16_t v;
-        if (f16) {
-            const _Float16 h = static_cast<_Float16>(x);
-            std::memcpy(&v, &h, 2);
-        } else {
-            std::uint32_t bits;
-            std::memcpy(&bits, &x, 4);
-            v = static_cast<std::uint16_t>(bits >> 16);
-        }
-        std::memcpy(out.data() + 2 * i, &v, 2);
-    }
-    return out;
-}
-
 // A group of three tensors: bf16 and f16 weights (coded), random bytes (raw). The slot
 // keeps a 256-byte guard after each tensor.
 struct Image {
@@ -62,8 +43,8 @@ struct Image {
 
 Image make_image() {
     Image image;
-    image.raw.push_back(weights(300001, false, 1));
-    image.raw.push_back(weights(70000, true, 2));
+    image.raw.push_back(ferry_test::trained_weights(300001, 1));
+    image.raw.push_back(ferry_test::trained_weights(70000, 2, true));
     std::vector<std::uint8_t> noise(12345);
     std::mt19937 rng(3);
     for (auto &b : noise) b = static_cast<std::uint8_t>(rng());

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../trained_weights.hpp"
 #include "codec/codec.hpp"
 
 namespace {
@@ -31,20 +32,6 @@ void write(const std::string &dir, const std::string &name, std::uint8_t mode,
     std::fclose(f);
 }
 
-std::vector<std::uint8_t> trained_like(std::size_t count, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal(0.0f, 0.02f);
-    std::vector<std::uint8_t> out(count * 2);
-    for (std::size_t i = 0; i < count; ++i) {
-        const float x = normal(rng);
-        std::uint32_t bits;
-        std::memcpy(&bits, &x, 4);
-        out[2 * i] = static_cast<std::uint8_t>(bits >> 16);
-        out[2 * i + 1] = static_cast<std::uint8_t>(bits >> 24);
-    }
-    return out;
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -59,7 +46,7 @@ int main(int argc, char **argv) {
     for (const auto dtype : {k::kBf16, k::kF16}) {
         const std::string d = dtype == k::kBf16 ? "bf16" : "f16";
         for (const std::size_t count : {1u, 45u, 1000u, 4500u}) {
-            const auto raw = trained_like(count, static_cast<unsigned>(count));
+            const auto raw = ferry_test::trained_weights(count, static_cast<unsigned>(count));
             const auto coded = ferry::codec::encode(raw.data(), raw.size(), dtype, keep);
             const std::string name = d + "-" + std::to_string(count);
             write(dir, name, 0, coded);
