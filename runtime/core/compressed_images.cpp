@@ -334,21 +334,33 @@ void Runtime::split_compressed() {
     }
 }
 
-const kernels::DecodeJob *Runtime::encoded_job(std::uint32_t tensor) const {
+// The piece of its group's compressed image that holds `tensor` (a container, or its raw
+// bytes moved to the piece's offset); nullptr when its group is not compressed.
+const kernels::DecodeJob *Runtime::compressed_piece(std::uint32_t tensor) const {
     const std::uint32_t group = tensors_[tensor].group;
     if (!compressed(group)) return nullptr;
     const CompressedImage &image = compressed_[group];
     for (std::size_t i = 0; i < image.jobs.size(); ++i) {
-        if (image.job_tensor[i] == tensor) return image.jobs[i].coded != 0 ? &image.jobs[i] : nullptr;
+        if (image.job_tensor[i] == tensor) return &image.jobs[i];
     }
     return nullptr;
 }
 
+const kernels::DecodeJob *Runtime::encoded_job(std::uint32_t tensor) const {
+    const kernels::DecodeJob *piece = compressed_piece(tensor);
+    return piece != nullptr && piece->coded != 0 ? piece : nullptr;
+}
+
+std::byte *Runtime::host_bytes_of(std::uint32_t tensor) const {
+    const TensorDef &def = tensors_[tensor];
+    const kernels::DecodeJob *piece = compressed_piece(tensor);
+    return host_->base() + groups_[def.group].host_offset +
+           (piece != nullptr ? piece->src_offset : def.offset);
+}
+
 // The checksum of an encoded tensor's raw bytes, as its encoder stored it.
 std::uint64_t Runtime::encoded_checksum(std::uint32_t tensor) const {
-    const kernels::DecodeJob *job = encoded_job(tensor);
-    const auto *container = reinterpret_cast<const std::uint8_t *>(
-        host_->base() + groups_[tensors_[tensor].group].host_offset + job->src_offset);
+    const auto *container = reinterpret_cast<const std::uint8_t *>(host_bytes_of(tensor));
     return kernels::codec::load_le(container + kernels::codec::kAtChecksum, 8);
 }
 

@@ -181,8 +181,7 @@ void Runtime::copy_out(std::uint32_t tensor, std::uint64_t offset, void *dst,
         if (bytes == 0) return;
         if (encoded_job(tensor) != nullptr) return copy_out_encoded(tensor, offset, dst, bytes);
         if (disk_.empty() || disk_[tensor].set == nullptr) {
-            std::memcpy(dst, host_->base() + groups_[def.group].host_offset + def.offset + offset,
-                        bytes);
+            std::memcpy(dst, host_bytes_of(tensor) + offset, bytes);
             return;
         }
         source = disk_[tensor];  // the files stay open while we read, outside the lock

@@ -284,7 +284,6 @@ void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
     FERRY_EXPECTS(phase_ != FERRY_PHASE_DEFINE, FERRY_ERROR_WRONG_PHASE,
             "host bytes exist after ferry_plan; runtime '" + options_.name +
                 "' is in phase DEFINE");
-    const TensorDef &def = tensors_[tensor];
     if (!disk_.empty() && disk_[tensor].set != nullptr) {
         const DiskSource &source = disk_[tensor];
         throw Error(FERRY_ERROR_NOT_IN_MEMORY,
@@ -296,7 +295,7 @@ void *Runtime::tensor_host_ptr(std::uint32_t tensor) {
     FERRY_EXPECTS(encoded_job(tensor) == nullptr, FERRY_ERROR_NOT_IN_MEMORY,
                   describe_tensor(tensor) + " is compressed in the host store (config.compress): "
                   "it has no raw host bytes; read them with ferry_tensor_copy_out");
-    return host_->base() + groups_[def.group].host_offset + def.offset;
+    return host_bytes_of(tensor);
 }
 
 void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *src,
@@ -317,7 +316,7 @@ void Runtime::copy_in(std::uint32_t tensor, std::uint64_t offset, const void *sr
                   describe_tensor(tensor) + " was compressed in the host store by a seal that "
                   "failed later (config.compress): its bytes cannot be copied in");
     drop_disk_source(tensor);  // copied in: its bytes are the store's from now on
-    std::memcpy(host_->base() + groups_[def.group].host_offset + def.offset + offset, src,
+    std::memcpy(host_bytes_of(tensor) + offset, src,
                 bytes);
 }
 

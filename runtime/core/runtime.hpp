@@ -252,6 +252,7 @@ class Runtime {
     // pass, when the compute clock has timed every group.
     PlanInput plan_input() const;
     bool compute_known() const;  // every group's compute declared
+    bool compute_declared(std::uint32_t group) const;  // ferry_group_compute_declare'd
     double link_estimate() const;  // bytes/s before any copy is timed
     void install_plan(const Plan &plan);  // state_, slots_, class_slots_ and their stats
     void start_compute_clock();
@@ -306,6 +307,10 @@ class Runtime {
     }
     // The job decoding `tensor`, when it is encoded in a compressed image; else null.
     const kernels::DecodeJob *encoded_job(std::uint32_t tensor) const;
+    const kernels::DecodeJob *compressed_piece(std::uint32_t tensor) const;
+    // Where the tensor's bytes are in the host store: its place in its group's image, or
+    // in a compressed image the piece that holds it (a container, or its raw bytes).
+    std::byte *host_bytes_of(std::uint32_t tensor) const;
     std::uint64_t encoded_checksum(std::uint32_t tensor) const;
     void split_compressed();  // after a plan is installed: the tables for its heads
     std::vector<std::uint64_t> compressed_link_pieces(std::uint32_t group) const;

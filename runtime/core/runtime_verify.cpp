@@ -74,8 +74,7 @@ void Runtime::prepare_verify() {
             const std::uint64_t sum =
                 encoded_job(t) != nullptr
                     ? encoded_checksum(t)
-                    : kernels::checksum_ref(host_->base() + group.host_offset + tensor.offset,
-                                            tensor.bytes);
+                    : kernels::checksum_ref(host_bytes_of(t), tensor.bytes);
             if (tensor.is_mutable) {
                 mutable_sum_[t] = sum;
             } else {

@@ -117,6 +117,28 @@ def test_compress_streams_bf16_weights_compressed_and_restores_them_exactly():
     assert_restored(model, ref)
 
 
+def test_compress_restores_raw_tensors_between_encoded_ones():
+    """Blocks of two Linears: each block's first bias (too small to encode) sits between
+    two encoded weights, so the compressed image moves it and overwrites its raw place;
+    close() must read it back from where it moved."""
+    torch.manual_seed(4)
+    blocks = [torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Linear(256, 256))
+              for _ in range(6)]
+    model = torch.nn.Sequential(*blocks)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    model = model.to(torch.bfloat16).eval()
+    ref = copy.deepcopy(model).to(DEVICE)
+    xs = [torch.randn(4, 256).to(torch.bfloat16)]
+    want = outputs(ref, xs)
+    handle = offload(model, budget="100%", compress=True)
+    assert all(torch.equal(a, b) for a, b in zip(outputs(model, xs), want))
+    assert handle.stats()["compressed_groups"] == 6
+    handle.close()
+    assert_restored(model, ref)
+
+
 def test_close_restores_the_plain_model_exactly():
     model, ref = fresh()
     params = dict(model.named_parameters())
