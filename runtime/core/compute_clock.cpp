@@ -56,7 +56,8 @@ void ComputeClock::copy_end(Device &device, Stream stream) {
     stamp(device, stream, &copies_[copies_used_++].end);
 }
 
-void ComputeClock::collect() {
+void ComputeClock::collect(Device &device) {
+    device.poll_timestamps();
     for (std::size_t g = 0; g < held_.size(); ++g) {
         Stamp &s = held_[g];
         if (!s.open || pending_end_[g]) continue;

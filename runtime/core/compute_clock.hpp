@@ -34,8 +34,9 @@ class ComputeClock {
     void copy_begin(Device &device, std::uint64_t bytes, Stream stream);
     void copy_end(Device &device, Stream stream);
 
-    // Folds the stamps that landed into the sums.
-    void collect();
+    // Folds the stamps that landed into the sums, first asking the device to write those
+    // that landed since it last looked (on cuda they land only when polled).
+    void collect(Device &device);
     // Whether `group`'s compute has been timed at least once.
     bool timed(std::uint32_t group) const { return count_[group] > 0; }
     // Stamps `stream` into *out (from acquired()) where it stands; never throws.

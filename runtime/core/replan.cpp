@@ -39,6 +39,10 @@ void Runtime::declare_compute(std::uint32_t group, std::uint64_t nanoseconds) {
     declared_compute_s_[group] = static_cast<double>(nanoseconds) * 1e-9;
 }
 
+bool Runtime::compute_declared(std::uint32_t group) const {
+    return group < declared_compute_s_.size() && declared_compute_s_[group] >= 0.0;
+}
+
 bool Runtime::compute_known() const {
     if (declared_compute_s_.size() != groups_.size()) return false;
     return std::none_of(declared_compute_s_.begin(), declared_compute_s_.end(),
@@ -198,16 +202,9 @@ void Runtime::replan_if_due() {
     for (const GroupState &state : state_) {
         if (state.pins > 0) return;
     }
-    clock_->collect();
-    const std::vector<bool> declared = [&] {
-        std::vector<bool> out(groups_.size(), false);
-        for (std::size_t g = 0; g < declared_compute_s_.size(); ++g) {
-            out[g] = declared_compute_s_[g] >= 0.0;
-        }
-        return out;
-    }();
+    clock_->collect(*device_);
     for (std::uint32_t g : schedule_) {
-        if (!declared[g] && !clock_->timed(g)) return;
+        if (!compute_declared(g) && !clock_->timed(g)) return;
     }
     clock_->stop();
     replan();
@@ -219,9 +216,7 @@ void Runtime::replan() {
     input.pieces_in_order = true;  // the images are laid out: a head is a prefix
     input.budget = slab_->reserved_bytes();
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
-        const bool declared =
-            g < declared_compute_s_.size() && declared_compute_s_[g] >= 0.0;
-        input.compute_s.push_back(declared ? declared_compute_s_[g] : clock_->compute_s(g));
+        input.compute_s.push_back(compute_declared(g) ? declared_compute_s_[g] : clock_->compute_s(g));
     }
     input.link_bytes_per_s = clock_->link_bytes_per_s();
     if (input.link_bytes_per_s > 0.0) {
