@@ -151,8 +151,16 @@ void Runtime::update(std::uint32_t tensor, std::uint64_t offset, const void *src
         }
     }
     // A streamed group (its tail, or the head's partner) is copied whole at its next
-    // onload, after the head's copy on the same stream.
-    if (!state.resident() && state.slot >= 0) evict(state.slot, copy);
+    // onload, after the head's copy on the same stream. The copy stream first waits for
+    // the group's last release: a later update of its head, finding no slot to wait on,
+    // relies on that wait (step 1 synchronizes the copy stream) for a kernel still
+    // reading the head.
+    if (!state.resident() && state.slot >= 0) {
+        if (!options_.synchronous && state.releases_since_onload > 0) {
+            device_->stream_wait(copy, slots_[state.slot].released);
+        }
+        evict(state.slot, copy);
+    }
     observer_->publish(stats_, phase_);
 }
 
