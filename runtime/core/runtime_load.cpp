@@ -217,8 +217,8 @@ ferry_load_report Runtime::load_weights(const std::shared_ptr<load::WeightSet> &
                 if (used[f] || file.bytes == 0) continue;
                 problems.push_back("tensor '" + file.name + "' of '" +
                                    set->file(file.file).path() +
-                                   "': extra, read by no chosen tensor (allow_unused = 1 "
-                                   "accepts that)");
+                                   "': extra, read by no chosen tensor (the load option "
+                                   "allow_unused accepts that)");
             }
         }
         if (!problems.empty()) {
