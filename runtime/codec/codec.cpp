@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -168,63 +169,67 @@ void split(Dtype dtype, const std::uint8_t *p, std::uint32_t count, std::uint8_t
             : split_of<k::kF16, false>(p, count, symbols, raw);
 }
 
-// One lane's bit stream being written, MSB first. Bits gather in a 64-bit word and leave
-// it 32 at a time: at most 24 bits come in at once (two 12-bit codes), so the word never
-// holds more than 55.
+// Lanes in the scratch a chunk is coded into: room for a lane's longest stream and for
+// the 8-byte store LaneWriter makes past its end.
+constexpr std::uint32_t kLaneStride = k::kMaxLaneBytes + 8;
+
+// One lane's bit stream being written, MSB first. Each append stores the pending bits (at
+// most 7 + 48) as 8 bytes at `out` and moves past the whole bytes among them: no branch on
+// when a byte fills, which the processor would mispredict as often as not.
 struct LaneWriter {
     std::uint64_t acc = 0;  // the pending bits are the low `have`; higher bits are stale
-    unsigned have = 0;
+    unsigned have = 0;      // under 8 between appends
     std::uint8_t *out = nullptr;
 
-    // Appends `length` bits, `code` (which has no higher bits set).
-    void put_bits(std::uint32_t code, unsigned length) {
-        acc = (acc << length) | code;
-        have += length;
-        if (have >= 32) {
-            have -= 32;
-            const auto word = static_cast<std::uint32_t>(acc >> have);
-            out[0] = static_cast<std::uint8_t>(word >> 24);
-            out[1] = static_cast<std::uint8_t>(word >> 16);
-            out[2] = static_cast<std::uint8_t>(word >> 8);
-            out[3] = static_cast<std::uint8_t>(word);
-            out += 4;
-        }
+    void store() {
+        const std::uint64_t word = __builtin_bswap64(acc << (64 - have));  // have >= 1
+        std::memcpy(out, &word, 8);
+        out += have >> 3;
+        have &= 7;
     }
     // `entry` is a symbol's code << 4 | its length.
-    void put(std::uint32_t entry) { put_bits(entry >> 4, entry & 0xF); }
-    // `entry` is two symbols' codes, the first above the second, << 5 | their lengths.
-    void put2(std::uint32_t entry) { put_bits(entry >> 5, entry & 0x1F); }
-    // Writes what is pending, zero-padded to a byte; returns the stream's end.
-    std::uint8_t *finish() {
-        for (; have >= 8; have -= 8) *out++ = static_cast<std::uint8_t>(acc >> (have - 8));
-        if (have != 0) *out++ = static_cast<std::uint8_t>(acc << (8 - have));
-        return out;
+    void put(std::uint32_t entry) {
+        acc = (acc << (entry & 0xF)) | (entry >> 4);
+        have += entry & 0xF;
+        store();
     }
+    // `first` and `second` are each two symbols' codes, the first above the second, << 5 |
+    // their lengths' sum: four symbols, 48 bits at most.
+    void put4(std::uint32_t first, std::uint32_t second) {
+        acc = (acc << (first & 0x1F)) | (first >> 5);
+        acc = (acc << (second & 0x1F)) | (second >> 5);
+        have += (first & 0x1F) + (second & 0x1F);
+        store();
+    }
+    // The stream's end: a partial last byte is already stored, zero-padded.
+    std::uint8_t *finish() const { return out + (have != 0); }
 };
 
 // Writes a chunk's record at `record` (its kLanes lane lengths, then the lanes' streams in
 // lane order) from its `count` symbols. `packed[s]` is symbol s's code << 4 | its length;
 // `pairs[a | b << 8]` is the code of a followed by b, << 5 | their lengths' sum, for the
-// symbols the tensor uses: a lane codes two of its symbols per step, half the dependent
-// shifts. Four lanes are coded side by side into `scratch` (kLanes x kMaxLaneBytes), each
-// lane's stream a chain of shifts that would otherwise wait on the one before; the
-// streams are then moved together behind the lane lengths. Returns the record's end.
+// symbols the tensor uses: a lane codes four of its symbols per step, with two lookups and
+// one store. Four lanes are coded side by side into `scratch` (kLanes x kLaneStride), each
+// lane's stream a chain of shifts that would otherwise wait on the one before; the streams
+// are then moved together behind the lane lengths. Returns the record's end.
 std::uint8_t *write_chunk(const std::uint8_t *symbols, std::uint32_t count,
                           const std::uint32_t *packed, const std::uint32_t *pairs,
                           std::uint8_t *scratch, std::uint8_t *record) {
     std::uint8_t *ends[k::kLanes];
+    auto pair = [&](std::uint32_t i) { return pairs[symbols[i] | symbols[i + k::kLanes] << 8]; };
     for (std::uint32_t lane = 0; lane < k::kLanes; lane += 4) {
         LaneWriter w0, w1, w2, w3;
-        w0.out = scratch + lane * k::kMaxLaneBytes;
-        w1.out = w0.out + k::kMaxLaneBytes;
-        w2.out = w1.out + k::kMaxLaneBytes;
-        w3.out = w2.out + k::kMaxLaneBytes;
+        w0.out = scratch + lane * kLaneStride;
+        w1.out = w0.out + kLaneStride;
+        w2.out = w1.out + kLaneStride;
+        w3.out = w2.out + kLaneStride;
         std::uint32_t i = lane;
-        for (; i + 32 + 3 < count; i += 2 * k::kLanes) {
-            w0.put2(pairs[symbols[i] | symbols[i + 32] << 8]);
-            w1.put2(pairs[symbols[i + 1] | symbols[i + 33] << 8]);
-            w2.put2(pairs[symbols[i + 2] | symbols[i + 34] << 8]);
-            w3.put2(pairs[symbols[i + 3] | symbols[i + 35] << 8]);
+        for (; i + 3 * k::kLanes + 3 < count; i += 4 * k::kLanes) {
+            constexpr std::uint32_t kNext = 2 * k::kLanes;
+            w0.put4(pair(i), pair(i + kNext));
+            w1.put4(pair(i + 1), pair(i + 1 + kNext));
+            w2.put4(pair(i + 2), pair(i + 2 + kNext));
+            w3.put4(pair(i + 3), pair(i + 3 + kNext));
         }
         for (; i + 3 < count; i += k::kLanes) {
             w0.put(packed[symbols[i]]);
@@ -242,7 +247,7 @@ std::uint8_t *write_chunk(const std::uint8_t *symbols, std::uint32_t count,
     }
     std::uint8_t *stream = record + k::kLanes;
     for (std::uint32_t lane = 0; lane < k::kLanes; ++lane) {
-        const std::uint8_t *start = scratch + lane * k::kMaxLaneBytes;
+        const std::uint8_t *start = scratch + lane * kLaneStride;
         const auto bytes = static_cast<std::size_t>(ends[lane] - start);
         record[lane] = static_cast<std::uint8_t>(bytes);
         std::memcpy(stream, start, bytes);
@@ -265,112 +270,86 @@ EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
     const auto *p = static_cast<const std::uint8_t *>(data);
     // Small tensors on one thread: starting threads would cost more than they save.
     const unsigned threads = bytes < (1u << 20) ? 1 : thread_count(options.threads);
+    const std::uint64_t chunks = k::chunks_for(elements);
+    const std::uint64_t blocks = (chunks + kBlockChunks - 1) / kBlockChunks;
+    constexpr std::uint64_t kBlockElems = kBlockChunks * k::kChunkElems;
 
     // Histogram and checksum in one pass, a chunk at a time so that the checksum reads it
-    // from L1. Ranges are multiples of the grain, so each covers whole 8-byte words; the
-    // tail word (zero-padded) goes to the last range.
-    std::vector<std::uint64_t> hists(static_cast<std::size_t>(threads) * 256, 0);
-    std::vector<std::uint64_t> sums(threads, 0);
-    std::atomic<unsigned> slot{0};
-    parallel_for(elements, 1 << 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
-        const unsigned me = slot.fetch_add(1);
-        std::uint64_t *hist = &hists[static_cast<std::size_t>(me) * 256];
-        // Four histograms, so that a run of one symbol does not wait on its own increments;
-        // 32-bit, emptied into `hist` every kFlush chunks, long before they could overflow.
-        constexpr std::uint64_t kFlush = 256;
+    // from L1. Each block's histogram is kept for its bound. Ranges are whole blocks, so
+    // each covers whole 8-byte words; the tail word (zero-padded) goes to the last range.
+    std::vector<std::uint32_t> block_hists(blocks * 256);
+    std::vector<std::uint64_t> sums(blocks, 0);
+    parallel_for(elements, kBlockElems, threads, [&](std::uint64_t begin, std::uint64_t end) {
+        // Four histograms, so that a run of one symbol does not wait on its own increments.
         std::uint32_t local[4][256] = {};
         std::uint8_t symbols[k::kChunkElems];
-        std::uint64_t sum = 0;
-        std::uint64_t chunk = 0;
-        for (std::uint64_t at = begin; at < end; at += k::kChunkElems, ++chunk) {
-            const auto count =
-                static_cast<std::uint32_t>(std::min<std::uint64_t>(end - at, k::kChunkElems));
-            split(dtype, p + 2 * at, count, symbols);
-            std::uint32_t i = 0;
-            for (; i + 4 <= count; i += 4) {
-                local[0][symbols[i]]++;
-                local[1][symbols[i + 1]]++;
-                local[2][symbols[i + 2]]++;
-                local[3][symbols[i + 3]]++;
-            }
-            for (; i < count; ++i) local[0][symbols[i]]++;
-            for (std::uint64_t w = at / 4; w < (at + count) / 4; ++w) {
-                std::uint64_t word;
-                std::memcpy(&word, p + 8 * w, 8);
-                sum += kernels::checksum_term(word, w);
-            }
-            if ((chunk + 1) % kFlush == 0 || at + count == end) {
-                for (int s = 0; s < 256; ++s) {
-                    hist[s] += std::uint64_t{local[0][s]} + local[1][s] + local[2][s] + local[3][s];
-                    local[0][s] = local[1][s] = local[2][s] = local[3][s] = 0;
+        for (std::uint64_t block_at = begin; block_at < end; block_at += kBlockElems) {
+            const std::uint64_t block_end = std::min(end, block_at + kBlockElems);
+            std::uint64_t sum = 0;
+            for (std::uint64_t at = block_at; at < block_end; at += k::kChunkElems) {
+                const auto count = static_cast<std::uint32_t>(
+                    std::min<std::uint64_t>(block_end - at, k::kChunkElems));
+                split(dtype, p + 2 * at, count, symbols);
+                std::uint32_t i = 0;
+                for (; i + 4 <= count; i += 4) {
+                    local[0][symbols[i]]++;
+                    local[1][symbols[i + 1]]++;
+                    local[2][symbols[i + 2]]++;
+                    local[3][symbols[i + 3]]++;
+                }
+                for (; i < count; ++i) local[0][symbols[i]]++;
+                for (std::uint64_t w = at / 4; w < (at + count) / 4; ++w) {
+                    std::uint64_t word;
+                    std::memcpy(&word, p + 8 * w, 8);
+                    sum += kernels::checksum_term(word, w);
                 }
             }
+            std::uint32_t *hist = &block_hists[block_at / kBlockElems * 256];
+            for (int s = 0; s < 256; ++s) {
+                hist[s] = local[0][s] + local[1][s] + local[2][s] + local[3][s];
+                local[0][s] = local[1][s] = local[2][s] = local[3][s] = 0;
+            }
+            sums[block_at / kBlockElems] = sum;
         }
         if (end == elements && elements % 4 != 0) {
             std::uint64_t word = 0;
             std::memcpy(&word, p + 8 * (elements / 4), bytes % 8);
-            sum += kernels::checksum_term(word, elements / 4);
+            sums[blocks - 1] += kernels::checksum_term(word, elements / 4);
         }
-        sums[me] = sum;
     });
     std::uint64_t hist[256] = {};
-    for (unsigned t = 0; t < threads; ++t)
-        for (int s = 0; s < 256; ++s) hist[s] += hists[static_cast<std::size_t>(t) * 256 + s];
+    for (std::uint64_t b = 0; b < blocks; ++b)
+        for (int s = 0; s < 256; ++s) hist[s] += block_hists[b * 256 + s];
     for (const std::uint64_t sum : sums) plan.checksum += sum;
     code_lengths(hist, plan.lengths);
 
-    // Each chunk's size: its lane lengths, then each lane's bits rounded up to bytes.
-    const std::uint64_t chunks = k::chunks_for(elements);
-    plan.chunk_offsets.assign(chunks + 1, 0);
-    parallel_for(chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
-        std::uint8_t symbols[k::kChunkElems];
-        for (std::uint64_t c = begin; c < end; ++c) {
-            const std::uint64_t first = c * k::kChunkElems;
-            const std::uint32_t count =
-                static_cast<std::uint32_t>(std::min<std::uint64_t>(elements - first, k::kChunkElems));
-            split(dtype, p + 2 * first, count, symbols);
-            std::uint32_t bits[k::kLanes] = {};
-            std::uint32_t i = 0;
-            for (; i + k::kLanes <= count; i += k::kLanes)
-                for (std::uint32_t lane = 0; lane < k::kLanes; ++lane)
-                    bits[lane] += plan.lengths[symbols[i + lane]];
-            for (std::uint32_t lane = 0; i + lane < count; ++lane)
-                bits[lane] += plan.lengths[symbols[i + lane]];
-            std::uint64_t size = k::kLanes;
-            for (const std::uint32_t b : bits) size += (b + 7) / 8;
-            plan.chunk_offsets[c + 1] = size;
-        }
-    });
-    for (std::uint64_t c = 0; c < chunks; ++c) plan.chunk_offsets[c + 1] += plan.chunk_offsets[c];
-    plan.encoded_bytes = k::kHeaderBytes + 8 * (chunks + 1) + elements + plan.chunk_offsets[chunks];
-    plan.pays = static_cast<double>(plan.encoded_bytes) <=
+    // Each block's bound: its coded bits, and per chunk its lane lengths and at most 7 bits
+    // of padding per lane.
+    plan.block_bounds.resize(blocks);
+    std::uint64_t coded = 0;
+    for (std::uint64_t b = 0; b < blocks; ++b) {
+        std::uint64_t bits = 0;
+        for (int s = 0; s < 256; ++s) bits += std::uint64_t{block_hists[b * 256 + s]} * plan.lengths[s];
+        const std::uint64_t block_chunks = std::min(kBlockChunks, chunks - b * kBlockChunks);
+        plan.block_bounds[b] = block_chunks * k::kLanes + (bits + 7 * k::kLanes * block_chunks) / 8;
+        coded += plan.block_bounds[b];
+    }
+    plan.max_encoded_bytes = k::kHeaderBytes + 8 * (chunks + 1) + elements + coded;
+    plan.pays = static_cast<double>(plan.max_encoded_bytes) <=
                 options.max_ratio * static_cast<double>(bytes);
     return plan;
 }
 
-void write_encoded(const EncodePlan &plan, const void *data, void *out_bytes,
-                   unsigned threads) {
+std::uint64_t write_encoded(const EncodePlan &plan, const void *data, void *out_bytes,
+                            unsigned threads) {
     const auto *p = static_cast<const std::uint8_t *>(data);
     auto *out = static_cast<std::uint8_t *>(out_bytes);
     const std::uint64_t elements = plan.raw_bytes / 2;
-    const std::uint64_t chunks = plan.chunk_offsets.size() - 1;
+    const std::uint64_t chunks = k::chunks_for(elements);
     const Dtype dtype = plan.dtype;
     threads = plan.raw_bytes < (1u << 20) ? 1 : thread_count(threads);
-
-    std::memset(out, 0, k::kHeaderFixedBytes);
-    store_le(out + k::kAtMagic, k::kMagic, 4);
-    store_le(out + k::kAtVersion, k::kVersion, 2);
-    out[k::kAtDtype] = dtype;
-    out[k::kAtMaxBits] = k::kMaxCodeBits;
-    store_le(out + k::kAtElements, elements, 8);
-    store_le(out + k::kAtChunks, chunks, 8);
-    store_le(out + k::kAtCodedBytes, plan.chunk_offsets[chunks], 8);
-    store_le(out + k::kAtChecksum, plan.checksum, 8);
-    std::memcpy(out + k::kAtLengths, plan.lengths, k::kSymbols);
-    std::uint8_t *offsets = out + k::kHeaderBytes;
-    for (std::uint64_t c = 0; c <= chunks; ++c) store_le(offsets + 8 * c, plan.chunk_offsets[c], 8);
-    std::uint8_t *raw = offsets + 8 * (chunks + 1);
-    std::uint8_t *coded = raw + elements;
+    std::uint8_t *const raw = out + k::kHeaderBytes + 8 * (chunks + 1);
+    std::uint8_t *const coded = raw + elements;
 
     // One word per symbol: its code above its length, so a lane step does one lookup.
     std::uint16_t codes[k::kSymbols];
@@ -397,25 +376,71 @@ void write_encoded(const EncodePlan &plan, const void *data, void *out_bytes,
             }
         }
     }
-    parallel_for(chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
+
+    // Each range of blocks is coded from where the bounds of the blocks before it end;
+    // then the ranges are moved together, their chunk offsets with them.
+    std::vector<std::uint64_t> bound_at(plan.block_bounds.size() + 1, 0);
+    for (std::size_t b = 0; b < plan.block_bounds.size(); ++b)
+        bound_at[b + 1] = bound_at[b] + plan.block_bounds[b];
+    struct Range {
+        std::uint64_t first_chunk, start, end;  // start and end: in the coded part
+    };
+    std::vector<Range> ranges;
+    std::mutex ranges_mutex;
+    std::vector<std::uint64_t> offsets(chunks + 1);
+    parallel_for(chunks, kBlockChunks, threads, [&](std::uint64_t begin, std::uint64_t end) {
         std::uint8_t symbols[k::kChunkElems];
-        std::uint8_t scratch[k::kLanes * k::kMaxLaneBytes];
+        std::uint8_t scratch[k::kLanes * kLaneStride];
+        const std::uint64_t start = bound_at[begin / kBlockChunks];
+        std::uint8_t *record = coded + start;
         for (std::uint64_t c = begin; c < end; ++c) {
             const std::uint64_t first = c * k::kChunkElems;
             const std::uint32_t count =
                 static_cast<std::uint32_t>(std::min<std::uint64_t>(elements - first, k::kChunkElems));
             split(dtype, p + 2 * first, count, symbols, raw + first);
-            write_chunk(symbols, count, packed, pairs, scratch, coded + plan.chunk_offsets[c]);
+            offsets[c] = static_cast<std::uint64_t>(record - coded);
+            record = write_chunk(symbols, count, packed, pairs, scratch, record);
         }
+        const Range range{begin, start, static_cast<std::uint64_t>(record - coded)};
+        std::lock_guard<std::mutex> lock(ranges_mutex);
+        ranges.push_back(range);
     });
+    std::sort(ranges.begin(), ranges.end(),
+              [](const Range &a, const Range &b) { return a.first_chunk < b.first_chunk; });
+    std::uint64_t coded_bytes = 0;
+    for (std::size_t r = 0; r < ranges.size(); ++r) {
+        const Range &range = ranges[r];
+        const std::uint64_t shift = range.start - coded_bytes;
+        if (shift != 0) {
+            std::memmove(coded + coded_bytes, coded + range.start, range.end - range.start);
+            const std::uint64_t last = r + 1 < ranges.size() ? ranges[r + 1].first_chunk : chunks;
+            for (std::uint64_t c = range.first_chunk; c < last; ++c) offsets[c] -= shift;
+        }
+        coded_bytes += range.end - range.start;
+    }
+    offsets[chunks] = coded_bytes;
+
+    std::memset(out, 0, k::kHeaderFixedBytes);
+    store_le(out + k::kAtMagic, k::kMagic, 4);
+    store_le(out + k::kAtVersion, k::kVersion, 2);
+    out[k::kAtDtype] = dtype;
+    out[k::kAtMaxBits] = k::kMaxCodeBits;
+    store_le(out + k::kAtElements, elements, 8);
+    store_le(out + k::kAtChunks, chunks, 8);
+    store_le(out + k::kAtCodedBytes, coded_bytes, 8);
+    store_le(out + k::kAtChecksum, plan.checksum, 8);
+    std::memcpy(out + k::kAtLengths, plan.lengths, k::kSymbols);
+    std::uint8_t *const table_at = out + k::kHeaderBytes;
+    for (std::uint64_t c = 0; c <= chunks; ++c) store_le(table_at + 8 * c, offsets[c], 8);
+    return static_cast<std::uint64_t>(coded + coded_bytes - out);
 }
 
 std::vector<std::uint8_t> encode(const void *data, std::uint64_t bytes, Dtype dtype,
                                  const EncodeOptions &options) {
     const EncodePlan plan = plan_encode(data, bytes, dtype, options);
     if (!plan.pays) return {};
-    std::vector<std::uint8_t> out(plan.encoded_bytes);
-    write_encoded(plan, data, out.data(), options.threads);
+    std::vector<std::uint8_t> out(plan.max_encoded_bytes);
+    out.resize(write_encoded(plan, data, out.data(), options.threads));
     return out;
 }
 

@@ -29,28 +29,37 @@ struct EncodeOptions {
     double max_ratio = kDefaultMaxRatio;  // keep the encoding only at or under this ratio
 };
 
+// Chunks per block: the unit whose coded size plan_encode bounds, and the grain by which
+// write_encoded splits a tensor over threads.
+constexpr std::uint64_t kBlockChunks = 16;
+
 // The container a tensor would be encoded into, computed without writing it: the code,
-// each chunk's offset and the total size. `pays` is false when the tensor cannot be
-// encoded (not an even number of bytes, empty, too large) or the encoding would not pay
-// (its size over max_ratio of the raw bytes); the tensor then stays raw.
+// the checksum and a bound on the size. Only the write learns each lane's exact bytes, so
+// that the data is read twice in all (histogram, write), not three times. The bound is
+// the exact number of coded bits plus, per chunk, its lane lengths and each lane's
+// rounding to bytes: over by at most 0.4% of the raw bytes. `pays` is false when the
+// tensor cannot be encoded (not an even number of bytes, empty, too large) or the bound
+// is over max_ratio of the raw bytes; the tensor then stays raw.
 struct EncodePlan {
     bool pays = false;
     Dtype dtype = kernels::codec::kBf16;
     std::uint64_t raw_bytes = 0;
-    std::uint64_t encoded_bytes = 0;  // the container's size, whether it pays or not
-    std::uint64_t checksum = 0;       // kernels::checksum_ref of the raw bytes
+    std::uint64_t max_encoded_bytes = 0;  // the container's size at most, whether it pays or not
+    std::uint64_t checksum = 0;           // kernels::checksum_ref of the raw bytes
     std::uint8_t lengths[kernels::codec::kSymbols] = {};
-    std::vector<std::uint64_t> chunk_offsets;  // chunks + 1 offsets into the coded part
+    std::vector<std::uint64_t> block_bounds;  // each block's coded bytes at most
 };
 
-// Histograms, builds the code and sizes every chunk, on `options.threads` threads. Reads
-// `bytes` bytes at `data`; writes nothing.
+// Histograms and builds the code, on `options.threads` threads. Reads `bytes` bytes at
+// `data`; writes nothing.
 EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
                        const EncodeOptions &options = {});
 
-// Writes the container `plan` describes (plan.encoded_bytes bytes at `out`) from the same
-// `data` plan_encode read, on `threads` threads (0: every hardware thread).
-void write_encoded(const EncodePlan &plan, const void *data, void *out, unsigned threads = 0);
+// Writes the container `plan` describes at `out`, which has room for
+// plan.max_encoded_bytes, from the same `data` plan_encode read, on `threads` threads (0:
+// every hardware thread). Returns the container's size; bytes past it are unspecified.
+std::uint64_t write_encoded(const EncodePlan &plan, const void *data, void *out,
+                            unsigned threads = 0);
 
 // plan_encode, then write_encoded into a new buffer; empty when the encoding does not pay.
 std::vector<std::uint8_t> encode(const void *data, std::uint64_t bytes, Dtype dtype,

@@ -27,7 +27,8 @@
 // The staging area is reserved at plan out of the budget (the planner plans with the
 // budget less the staging area), before anything is encoded: each buffer is sized by
 // kStagingRatio of the largest candidate group's raw image, above the ratio trained bf16
-// weights reach (0.67-0.68); a group whose compressed image turns out larger stays raw.
+// weights reach (0.67-0.68); a group whose compressed image may be larger (by the encoder's
+// bounds, within 0.4% of the real size) stays raw.
 // After seal, plan_input() gives the planner each compressed group's pieces as the link
 // carries them (compressed_link_pieces()), so that the re-plan values residency by them.
 #include <algorithm>
@@ -223,55 +224,59 @@ void Runtime::encode_images() {
     });
 
     // One scratch image for every group, never zero-filled: a fresh buffer per group
-    // would fault in and clear as many pages as the model has compressed bytes.
+    // would fault in and clear as many pages as the model has compressed bytes. Each group
+    // is laid out in it by the encoder's bounds, written, then moved into the store at the
+    // offsets of the real sizes.
     std::unique_ptr<std::byte[]> buffer;
     for (GroupWork &w : work) {
         const GroupDef &def = groups_[w.group];
         CompressedImage image;
+        std::vector<std::uint64_t> scratch_at;  // where each piece is written in `buffer`
         std::uint64_t end = 0;
         bool any_coded = false;
         for (std::size_t i = 0; i < w.order.size(); ++i) {
             const TensorDef &tensor = tensors_[w.order[i]];
             kernels::DecodeJob job{};
-            job.src_offset = align_up(end, kImageAlignment);
             job.dst_offset = tensor.offset;
             job.dst_bytes = tensor.bytes;
             job.src_bytes = tensor.bytes;
             if (w.plans[i].pays) {
                 job.coded = 1;
-                job.src_bytes = w.plans[i].encoded_bytes;
+                job.src_bytes = w.plans[i].max_encoded_bytes;
                 any_coded = true;
             }
-            end = job.src_offset + job.src_bytes;
+            scratch_at.push_back(align_up(end, kImageAlignment));
+            end = scratch_at.back() + job.src_bytes;
             image.jobs.push_back(job);
             image.job_tensor.push_back(w.order[i]);
         }
-        const std::uint64_t bytes = align_up(end, kImageAlignment);
-        // Raw when it does not pay, or does not fit the staging area.
-        if (!any_coded || bytes >= def.image_bytes || bytes > zstage_bytes_) continue;
+        // Raw when it does not pay, or may not fit the staging area.
+        const std::uint64_t most = align_up(end, kImageAlignment);
+        if (!any_coded || most >= def.image_bytes || most > zstage_bytes_) continue;
         if (buffer == nullptr) buffer.reset(new std::byte[zstage_bytes_]);
         std::byte *host = host_->base() + def.host_offset;
-        std::uint64_t written = 0;
         std::vector<Item> pieces;
-        for (std::size_t i = 0; i < image.jobs.size(); ++i) {
-            const kernels::DecodeJob &job = image.jobs[i];
-            std::memset(buffer.get() + written, 0, job.src_offset - written);  // alignment gap
-            written = job.src_offset + job.src_bytes;
-            pieces.push_back({0, i, job.dst_bytes});
-        }
-        std::memset(buffer.get() + written, 0, bytes - written);
+        for (std::size_t i = 0; i < image.jobs.size(); ++i) pieces.push_back({0, i, image.jobs[i].dst_bytes});
         run_biggest_first(pieces, [&](const Item &piece, unsigned threads) {
-            const kernels::DecodeJob &job = image.jobs[piece.index];
-            if (job.coded != 0) {
-                codec::write_encoded(w.plans[piece.index], host + job.dst_offset,
-                                     buffer.get() + job.src_offset, threads);
-            } else {
-                std::memcpy(buffer.get() + job.src_offset, host + job.dst_offset, job.dst_bytes);
-            }
+            kernels::DecodeJob &job = image.jobs[piece.index];
+            std::byte *to = buffer.get() + scratch_at[piece.index];
+            if (job.coded != 0)
+                job.src_bytes = codec::write_encoded(w.plans[piece.index], host + job.dst_offset, to, threads);
+            else
+                std::memcpy(to, host + job.dst_offset, job.dst_bytes);
         });
-        image.bytes = bytes;
         // Committed: from here on the store holds the compressed image.
-        std::memcpy(host, buffer.get(), bytes);
+        std::uint64_t written = 0;
+        for (std::size_t i = 0; i < image.jobs.size(); ++i) {
+            kernels::DecodeJob &job = image.jobs[i];
+            job.src_offset = align_up(written, kImageAlignment);
+            std::memset(host + written, 0, job.src_offset - written);  // alignment gap
+            std::memcpy(host + job.src_offset, buffer.get() + scratch_at[i], job.src_bytes);
+            written = job.src_offset + job.src_bytes;
+        }
+        const std::uint64_t bytes = align_up(written, kImageAlignment);
+        std::memset(host + written, 0, bytes - written);
+        image.bytes = bytes;
         compressed_[w.group] = std::move(image);
         ++stats_.compressed_groups;
         stats_.host_compressed_bytes += bytes;
