@@ -33,6 +33,7 @@
 // carries them (compressed_link_pieces()), so that the re-plan values residency by them.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -166,30 +167,37 @@ void Runtime::release_compression() noexcept {
     stats_.slab_staging_bytes = 0;
 }
 
+// A group to encode: its tensors in image order and their plans, then its compressed image
+// as laid out by the plans' bounds, each piece's place in the scratch image beside it.
+struct Runtime::GroupEncoding {
+    std::uint32_t group = 0;
+    std::vector<std::uint32_t> order;
+    std::vector<codec::EncodePlan> plans;
+    CompressedImage image;
+    std::vector<std::uint64_t> scratch_at;
+};
+
 // At seal, before anything is onloaded. A group encoded by an earlier seal that failed
 // later keeps its encoding (the same bytes).
 //
 // A model's tensors are many and mostly under a few MiB, too small to split over threads
 // one at a time: every tensor of every candidate group is planned at once, spread over
 // the threads, each on one thread (biggest first, so that no big one runs alone at the
-// end); then each group's tensors are written the same way. Tensors of kOwnThreads bytes
-// and more are split over all threads instead, one after the other.
+// end); tensors of kOwnThreads bytes and more are split over all threads instead, one
+// after the other. Then write_images() writes the groups.
 void Runtime::encode_images() {
     if (zstage_ == nullptr) return;
     compressed_.resize(groups_.size());
-    struct GroupWork {
-        std::uint32_t group;
-        std::vector<std::uint32_t> order;  // its tensors in image order
-        std::vector<codec::EncodePlan> plans;
-    };
-    std::vector<GroupWork> work;
+    std::vector<GroupEncoding> work;
     for (std::uint32_t g = 0; g < groups_.size(); ++g) {
         const GroupDef &def = groups_[g];
         if (compressed_[g].bytes > 0 || !compress_candidate(def) || def.disk_tensors > 0 ||
             def.host_offset + def.image_bytes > host_->pinned_bytes()) {
             continue;
         }
-        GroupWork w{g, def.tensors, {}};
+        GroupEncoding w;
+        w.group = g;
+        w.order = def.tensors;
         std::sort(w.order.begin(), w.order.end(), [&](std::uint32_t a, std::uint32_t b) {
             return tensors_[a].offset < tensors_[b].offset;
         });
@@ -213,7 +221,7 @@ void Runtime::encode_images() {
         }
     }
     run_biggest_first(items, [&](const Item &item, unsigned threads) {
-        GroupWork &w = work[item.work];
+        GroupEncoding &w = work[item.work];
         const TensorDef &tensor = tensors_[w.order[item.index]];
         codec::Dtype dtype = kernels::codec::kBf16;
         codec_dtype(tensor.dtype, &dtype);  // true: items are of codec dtypes only
@@ -223,15 +231,11 @@ void Runtime::encode_images() {
                                                  tensor.bytes, dtype, options);
     });
 
-    // One scratch image for every group, never zero-filled: a fresh buffer per group
-    // would fault in and clear as many pages as the model has compressed bytes. Each group
-    // is laid out in it by the encoder's bounds, written, then moved into the store at the
-    // offsets of the real sizes.
-    std::unique_ptr<std::byte[]> buffer;
-    for (GroupWork &w : work) {
-        const GroupDef &def = groups_[w.group];
-        CompressedImage image;
-        std::vector<std::uint64_t> scratch_at;  // where each piece is written in `buffer`
+    // Each group that may pay is laid out by the encoder's bounds in a scratch image,
+    // written there piece by piece, then moved into the store at the offsets of the real
+    // sizes.
+    std::vector<GroupEncoding> writes;
+    for (GroupEncoding &w : work) {
         std::uint64_t end = 0;
         bool any_coded = false;
         for (std::size_t i = 0; i < w.order.size(); ++i) {
@@ -245,44 +249,128 @@ void Runtime::encode_images() {
                 job.src_bytes = w.plans[i].max_encoded_bytes;
                 any_coded = true;
             }
-            scratch_at.push_back(align_up(end, kImageAlignment));
-            end = scratch_at.back() + job.src_bytes;
-            image.jobs.push_back(job);
-            image.job_tensor.push_back(w.order[i]);
+            w.scratch_at.push_back(align_up(end, kImageAlignment));
+            end = w.scratch_at.back() + job.src_bytes;
+            w.image.jobs.push_back(job);
+            w.image.job_tensor.push_back(w.order[i]);
         }
         // Raw when it does not pay, or may not fit the staging area.
         const std::uint64_t most = align_up(end, kImageAlignment);
-        if (!any_coded || most >= def.image_bytes || most > zstage_bytes_) continue;
-        if (buffer == nullptr) buffer.reset(new std::byte[zstage_bytes_]);
+        if (any_coded && most < groups_[w.group].image_bytes && most <= zstage_bytes_)
+            writes.push_back(std::move(w));
+    }
+    write_images(writes);
+    split_compressed();
+}
+
+// Writes the groups of `writes` in order and commits each into the store. Their pieces
+// are one queue, each group's biggest first, taken by every hardware thread in turn: a
+// thread done with one group goes on with the next rather than wait for the group's last
+// piece. Two scratch images are used in turn, so a group is started only once the one two
+// before it is committed; whoever writes a group's last piece commits it. A group that
+// fails part-way stays raw (the store is written only at commit), and the first exception
+// is rethrown once every thread has stopped.
+void Runtime::write_images(std::vector<GroupEncoding> &writes) {
+    struct Piece {
+        std::size_t write, index;
+    };
+    std::vector<Piece> queue;
+    for (std::size_t k = 0; k < writes.size(); ++k) {
+        const std::size_t first = queue.size();
+        for (std::size_t i = 0; i < writes[k].image.jobs.size(); ++i) queue.push_back({k, i});
+        std::stable_sort(queue.begin() + static_cast<std::ptrdiff_t>(first), queue.end(),
+                         [&](const Piece &a, const Piece &b) {
+                             return writes[k].image.jobs[a.index].dst_bytes >
+                                    writes[k].image.jobs[b.index].dst_bytes;
+                         });
+    }
+    std::vector<std::atomic<std::size_t>> left(writes.size());  // pieces not yet written
+    for (std::size_t k = 0; k < writes.size(); ++k) left[k] = writes[k].image.jobs.size();
+    const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
+    constexpr std::size_t kScratchImages = 2;
+    // Never zero-filled: clearing would touch as many pages as the groups' bytes.
+    std::unique_ptr<std::byte[]> scratch[kScratchImages];
+    for (std::size_t b = 0; b < std::min(kScratchImages, writes.size()); ++b)
+        scratch[b].reset(new std::byte[zstage_bytes_]);
+    std::vector<char> committed(writes.size(), 0);
+    std::mutex mutex;  // committed, failure
+    std::condition_variable commit_done;
+    std::exception_ptr failure;
+    std::atomic<std::size_t> cursor{0};
+
+    auto commit = [&](std::size_t k) {
+        GroupEncoding &gw = writes[k];
+        const GroupDef &def = groups_[gw.group];
         std::byte *host = host_->base() + def.host_offset;
-        std::vector<Item> pieces;
-        for (std::size_t i = 0; i < image.jobs.size(); ++i) pieces.push_back({0, i, image.jobs[i].dst_bytes});
-        run_biggest_first(pieces, [&](const Item &piece, unsigned threads) {
-            kernels::DecodeJob &job = image.jobs[piece.index];
-            std::byte *to = buffer.get() + scratch_at[piece.index];
-            if (job.coded != 0)
-                job.src_bytes = codec::write_encoded(w.plans[piece.index], host + job.dst_offset, to, threads);
-            else
-                std::memcpy(to, host + job.dst_offset, job.dst_bytes);
-        });
+        const std::byte *from = scratch[k % kScratchImages].get();
         // Committed: from here on the store holds the compressed image.
         std::uint64_t written = 0;
-        for (std::size_t i = 0; i < image.jobs.size(); ++i) {
-            kernels::DecodeJob &job = image.jobs[i];
+        for (std::size_t i = 0; i < gw.image.jobs.size(); ++i) {
+            kernels::DecodeJob &job = gw.image.jobs[i];
             job.src_offset = align_up(written, kImageAlignment);
             std::memset(host + written, 0, job.src_offset - written);  // alignment gap
-            std::memcpy(host + job.src_offset, buffer.get() + scratch_at[i], job.src_bytes);
+            std::memcpy(host + job.src_offset, from + gw.scratch_at[i], job.src_bytes);
             written = job.src_offset + job.src_bytes;
         }
         const std::uint64_t bytes = align_up(written, kImageAlignment);
         std::memset(host + written, 0, bytes - written);
-        image.bytes = bytes;
-        compressed_[w.group] = std::move(image);
-        ++stats_.compressed_groups;
-        stats_.host_compressed_bytes += bytes;
-        stats_.host_compressed_raw_bytes += def.image_bytes;
+        gw.image.bytes = bytes;
+        std::lock_guard<std::mutex> lock(mutex);
+        committed[k] = 1;
+        commit_done.notify_all();
+    };
+    auto write_piece = [&](const Piece &piece) {
+        GroupEncoding &gw = writes[piece.write];
+        kernels::DecodeJob &job = gw.image.jobs[piece.index];
+        const std::byte *host = host_->base() + groups_[gw.group].host_offset + job.dst_offset;
+        std::byte *to = scratch[piece.write % kScratchImages].get() + gw.scratch_at[piece.index];
+        if (job.coded == 0) return std::memcpy(to, host, job.dst_bytes), void();
+        // A group of fewer pieces than threads lends each piece the threads left over.
+        const auto pieces = static_cast<unsigned>(gw.image.jobs.size());
+        const unsigned threads = pieces >= hardware ? 1 : (hardware + pieces - 1) / pieces;
+        job.src_bytes = codec::write_encoded(gw.plans[piece.index], host, to, threads);
+    };
+    auto worker = [&] {
+        for (std::size_t q; (q = cursor.fetch_add(1)) < queue.size();) {
+            const Piece &piece = queue[q];
+            try {
+                if (piece.write >= kScratchImages) {
+                    std::unique_lock<std::mutex> lock(mutex);
+                    commit_done.wait(lock, [&] {
+                        return committed[piece.write - kScratchImages] != 0 || failure != nullptr;
+                    });
+                    if (failure != nullptr) return;
+                }
+                write_piece(piece);
+                if (left[piece.write].fetch_sub(1) == 1) commit(piece.write);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(mutex);
+                if (failure == nullptr) failure = std::current_exception();
+                cursor = queue.size();
+                commit_done.notify_all();
+                return;
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    try {
+        for (unsigned t = 1; t < std::min<std::size_t>(hardware, queue.size()); ++t)
+            pool.emplace_back(worker);
+    } catch (const std::system_error &) {
+        // No more threads: the ones started and this one do the work.
     }
-    split_compressed();
+    worker();
+    for (std::thread &thread : pool) thread.join();
+    // Every committed group, also when another failed: the store holds its compressed image.
+    for (std::size_t k = 0; k < writes.size(); ++k) {
+        if (committed[k] == 0) continue;
+        CompressedImage &image = writes[k].image;
+        ++stats_.compressed_groups;
+        stats_.host_compressed_bytes += image.bytes;
+        stats_.host_compressed_raw_bytes += groups_[writes[k].group].image_bytes;
+        compressed_[writes[k].group] = std::move(image);
+    }
+    if (failure != nullptr) std::rethrow_exception(failure);
 }
 
 // Per tensor of compressed group g, in image order (as plan_input's pieces): the bytes its

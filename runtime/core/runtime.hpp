@@ -302,6 +302,8 @@ class Runtime {
     void synchronize_decodes();
     void prepare_compression();                    // at plan: the staging area
     void encode_images();                          // at seal: compressed images in the store
+    struct GroupEncoding;                          // compressed_images.cpp
+    void write_images(std::vector<GroupEncoding> &writes);
     bool compressed(std::uint32_t group) const {
         return !compressed_.empty() && compressed_[group].bytes > 0;
     }
