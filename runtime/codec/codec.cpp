@@ -279,18 +279,14 @@ EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
     const std::uint64_t blocks = (chunks + kBlockChunks - 1) / kBlockChunks;
     constexpr std::uint64_t kBlockElems = kBlockChunks * k::kChunkElems;
 
-    // Histogram and checksum in one pass, a chunk at a time so that the checksum reads it
-    // from L1. Each block's histogram is kept for its bound. Ranges are whole blocks, so
-    // each covers whole 8-byte words; the tail word (zero-padded) goes to the last range.
+    // The histogram of each block, kept for its bound.
     std::vector<std::uint32_t> block_hists(blocks * 256);
-    std::vector<std::uint64_t> sums(blocks, 0);
     parallel_for(elements, kBlockElems, threads, [&](std::uint64_t begin, std::uint64_t end) {
         // Four histograms, so that a run of one symbol does not wait on its own increments.
         std::uint32_t local[4][256] = {};
         std::uint8_t symbols[k::kChunkElems];
         for (std::uint64_t block_at = begin; block_at < end; block_at += kBlockElems) {
             const std::uint64_t block_end = std::min(end, block_at + kBlockElems);
-            std::uint64_t sum = 0;
             for (std::uint64_t at = block_at; at < block_end; at += k::kChunkElems) {
                 const auto count = static_cast<std::uint32_t>(
                     std::min<std::uint64_t>(block_end - at, k::kChunkElems));
@@ -303,29 +299,17 @@ EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
                     local[3][symbols[i + 3]]++;
                 }
                 for (; i < count; ++i) local[0][symbols[i]]++;
-                for (std::uint64_t w = at / 4; w < (at + count) / 4; ++w) {
-                    std::uint64_t word;
-                    std::memcpy(&word, p + 8 * w, 8);
-                    sum += kernels::checksum_term(word, w);
-                }
             }
             std::uint32_t *hist = &block_hists[block_at / kBlockElems * 256];
             for (int s = 0; s < 256; ++s) {
                 hist[s] = local[0][s] + local[1][s] + local[2][s] + local[3][s];
                 local[0][s] = local[1][s] = local[2][s] = local[3][s] = 0;
             }
-            sums[block_at / kBlockElems] = sum;
-        }
-        if (end == elements && elements % 4 != 0) {
-            std::uint64_t word = 0;
-            std::memcpy(&word, p + 8 * (elements / 4), bytes % 8);
-            sums[blocks - 1] += kernels::checksum_term(word, elements / 4);
         }
     });
     std::uint64_t hist[256] = {};
     for (std::uint64_t b = 0; b < blocks; ++b)
         for (int s = 0; s < 256; ++s) hist[s] += block_hists[b * 256 + s];
-    for (const std::uint64_t sum : sums) plan.checksum += sum;
     code_lengths(hist, plan.lengths);
 
     // Each block's bound: its coded bits, and per chunk its lane lengths and at most 7 bits
@@ -383,12 +367,16 @@ std::uint64_t write_encoded(const EncodePlan &plan, const void *data, void *out_
     }
 
     // Each range of blocks is coded from where the bounds of the blocks before it end;
-    // then the ranges are moved together, their chunk offsets with them.
+    // then the ranges are moved together, their chunk offsets with them. The checksum is
+    // summed here, of each chunk while it is in L1, rather than in plan_encode's pass,
+    // where its multiplies waited on the histogram's loads and stores. A range covers whole
+    // 8-byte words; the tail word (zero-padded) goes to the last one.
     std::vector<std::uint64_t> bound_at(plan.block_bounds.size() + 1, 0);
     for (std::size_t b = 0; b < plan.block_bounds.size(); ++b)
         bound_at[b + 1] = bound_at[b] + plan.block_bounds[b];
     struct Range {
         std::uint64_t first_chunk, start, end;  // start and end: in the coded part
+        std::uint64_t checksum;                 // of the range's elements
     };
     std::vector<Range> ranges;
     std::mutex ranges_mutex;
@@ -398,23 +386,35 @@ std::uint64_t write_encoded(const EncodePlan &plan, const void *data, void *out_
         std::uint8_t scratch[k::kLanes * kLaneStride];
         const std::uint64_t start = bound_at[begin / kBlockChunks];
         std::uint8_t *record = coded + start;
+        std::uint64_t sum = 0;
         for (std::uint64_t c = begin; c < end; ++c) {
             const std::uint64_t first = c * k::kChunkElems;
             const std::uint32_t count =
                 static_cast<std::uint32_t>(std::min<std::uint64_t>(elements - first, k::kChunkElems));
             split(dtype, p + 2 * first, count, symbols, raw + first);
+            for (std::uint64_t w = first / 4; w < (first + count) / 4; ++w) {
+                std::uint64_t word;
+                std::memcpy(&word, p + 8 * w, 8);
+                sum += kernels::checksum_term(word, w);
+            }
             offsets[c] = static_cast<std::uint64_t>(record - coded);
             record = write_chunk(symbols, count, packed, pairs, scratch, record);
         }
-        const Range range{begin, start, static_cast<std::uint64_t>(record - coded)};
+        if (end == chunks && elements % 4 != 0) {
+            std::uint64_t word = 0;
+            std::memcpy(&word, p + 8 * (elements / 4), plan.raw_bytes % 8);
+            sum += kernels::checksum_term(word, elements / 4);
+        }
+        const Range range{begin, start, static_cast<std::uint64_t>(record - coded), sum};
         std::lock_guard<std::mutex> lock(ranges_mutex);
         ranges.push_back(range);
     });
     std::sort(ranges.begin(), ranges.end(),
               [](const Range &a, const Range &b) { return a.first_chunk < b.first_chunk; });
-    std::uint64_t coded_bytes = 0;
+    std::uint64_t coded_bytes = 0, checksum = 0;
     for (std::size_t r = 0; r < ranges.size(); ++r) {
         const Range &range = ranges[r];
+        checksum += range.checksum;
         const std::uint64_t shift = range.start - coded_bytes;
         if (shift != 0) {
             std::memmove(coded + coded_bytes, coded + range.start, range.end - range.start);
@@ -433,7 +433,7 @@ std::uint64_t write_encoded(const EncodePlan &plan, const void *data, void *out_
     store_le(out + k::kAtElements, elements, 8);
     store_le(out + k::kAtChunks, chunks, 8);
     store_le(out + k::kAtCodedBytes, coded_bytes, 8);
-    store_le(out + k::kAtChecksum, plan.checksum, 8);
+    store_le(out + k::kAtChecksum, checksum, 8);
     std::memcpy(out + k::kAtLengths, plan.lengths, k::kSymbols);
     std::uint8_t *const table_at = out + k::kHeaderBytes;
     for (std::uint64_t c = 0; c <= chunks; ++c) store_le(table_at + 8 * c, offsets[c], 8);

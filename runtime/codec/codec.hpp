@@ -33,19 +33,18 @@ struct EncodeOptions {
 // write_encoded splits a tensor over threads.
 constexpr std::uint64_t kBlockChunks = 16;
 
-// The container a tensor would be encoded into, computed without writing it: the code,
-// the checksum and a bound on the size. Only the write learns each lane's exact bytes, so
-// that the data is read twice in all (histogram, write), not three times. The bound is
-// the exact number of coded bits plus, per chunk, its lane lengths and each lane's
-// rounding to bytes: over by at most 0.4% of the raw bytes. `pays` is false when the
-// tensor cannot be encoded (not an even number of bytes, empty, too large) or the bound
-// is over max_ratio of the raw bytes; the tensor then stays raw.
+// The container a tensor would be encoded into, computed without writing it: the code and
+// a bound on the size. Only the write learns each lane's exact bytes (and sums the
+// checksum), so that the data is read twice in all (histogram, write), not three times.
+// The bound is the exact number of coded bits plus, per chunk, its lane lengths and each
+// lane's rounding to bytes: over by at most 0.4% of the raw bytes. `pays` is false when
+// the tensor cannot be encoded (not an even number of bytes, empty, too large) or the
+// bound is over max_ratio of the raw bytes; the tensor then stays raw.
 struct EncodePlan {
     bool pays = false;
     Dtype dtype = kernels::codec::kBf16;
     std::uint64_t raw_bytes = 0;
     std::uint64_t max_encoded_bytes = 0;  // the container's size at most, whether it pays or not
-    std::uint64_t checksum = 0;           // kernels::checksum_ref of the raw bytes
     std::uint8_t lengths[kernels::codec::kSymbols] = {};
     std::vector<std::uint64_t> block_bounds;  // each block's coded bytes at most
 };
