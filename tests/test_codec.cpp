@@ -148,15 +148,17 @@ TEST_CASE("trained-like bf16 weights compress under 0.72 of raw", "[codec]") {
 // Several threads code ranges of blocks apart, from the blocks' bounds, then move them
 // together: the result must not tell.
 TEST_CASE("the encoding is the same bytes on one thread or several", "[codec]") {
-    const auto raw = normal_bf16((3 << 20) + 12345, 0.02f, 4);
-    const auto one = encode(raw.data(), raw.size(), k::kBf16, always_keep(1));
-    for (const unsigned threads : {2u, 3u, 4u, 7u}) {
-        INFO(threads << " threads");
-        REQUIRE(encode(raw.data(), raw.size(), k::kBf16, always_keep(threads)) == one);
+    const auto raw = normal_bf16((3 << 20) + 12345, 0.02f, 4);  // 49 blocks, the last partial
+    for (const auto dtype : {k::kBf16, k::kF16}) {
+        const auto one = encode(raw.data(), raw.size(), dtype, always_keep(1));
+        for (const unsigned threads : {2u, 3u, 4u, 7u, 64u}) {
+            INFO(threads << " threads, dtype " << int(dtype));
+            REQUIRE(encode(raw.data(), raw.size(), dtype, always_keep(threads)) == one);
+        }
+        std::vector<std::uint8_t> back(raw.size());
+        REQUIRE(decode(one.data(), one.size(), back.data(), back.size(), 3, true) == k::kOk);
+        REQUIRE(back == raw);
     }
-    std::vector<std::uint8_t> back(raw.size());
-    REQUIRE(decode(one.data(), one.size(), back.data(), back.size(), 3, true) == k::kOk);
-    REQUIRE(back == raw);
 }
 
 TEST_CASE("the plan's size bound is never under the container and within 0.4% of raw",

@@ -379,6 +379,7 @@ std::uint64_t write_encoded(const EncodePlan &plan, const void *data, void *out_
         std::uint64_t checksum;                 // of the range's elements
     };
     std::vector<Range> ranges;
+    ranges.reserve(threads);  // one per part at most: push_back below cannot throw
     std::mutex ranges_mutex;
     std::vector<std::uint64_t> offsets(chunks + 1);
     parallel_for(chunks, kBlockChunks, threads, [&](std::uint64_t begin, std::uint64_t end) {

@@ -28,7 +28,7 @@
 // budget less the staging area), before anything is encoded: each buffer is sized by
 // kStagingRatio of the largest candidate group's raw image, above the ratio trained bf16
 // weights reach (0.67-0.68); a group whose compressed image may be larger (by the encoder's
-// bounds, within 0.4% of the real size) stays raw.
+// bounds: at most 0.4% of the raw bytes over the real size) stays raw.
 // After seal, plan_input() gives the planner each compressed group's pieces as the link
 // carries them (compressed_link_pieces()), so that the re-plan values residency by them.
 #include <algorithm>
@@ -38,6 +38,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -46,6 +47,7 @@
 #include "base/error.hpp"
 #include "codec/codec.hpp"
 #include "core/runtime.hpp"
+#include "device/fault_injection.hpp"
 
 namespace ferry {
 namespace {
@@ -91,6 +93,7 @@ void run_biggest_first(std::vector<Item> &items, Job job) {
         }
     };
     std::vector<std::thread> pool;
+    pool.reserve(threads);  // a vector that grew mid-loop could throw with threads running
     try {
         for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
     } catch (const std::system_error &) {
@@ -329,6 +332,8 @@ void Runtime::write_images(std::vector<GroupEncoding> &writes) {
         const auto pieces = static_cast<unsigned>(gw.image.jobs.size());
         const unsigned threads = pieces >= hardware ? 1 : (hardware + pieces - 1) / pieces;
         job.src_bytes = codec::write_encoded(gw.plans[piece.index], host, to, threads);
+        // After the write, so that in a test the other threads have gone on meanwhile.
+        if (FaultInjector::instance().fire(Fault::encode)) throw std::bad_alloc();
     };
     auto worker = [&] {
         for (std::size_t q; (q = cursor.fetch_add(1)) < queue.size();) {
@@ -353,6 +358,7 @@ void Runtime::write_images(std::vector<GroupEncoding> &writes) {
         }
     };
     std::vector<std::thread> pool;
+    pool.reserve(hardware);  // a vector that grew mid-loop could throw with threads running
     try {
         for (unsigned t = 1; t < std::min<std::size_t>(hardware, queue.size()); ++t)
             pool.emplace_back(worker);

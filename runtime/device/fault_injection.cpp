@@ -12,6 +12,7 @@ const char *fault_name(Fault fault) {
         case Fault::event_record: return "event-record";
         case Fault::event_wait: return "event-wait";
         case Fault::copy_error: return "copy-error";
+        case Fault::encode: return "encode";
         case Fault::count: break;
     }
     return "?";

@@ -20,6 +20,8 @@ enum class Fault : int {
     event_record,   // recording an event fails
     event_wait,     // making a stream wait on an event fails
     copy_error,     // a copy is accepted, then completes with an error (sim only)
+    encode,         // not a device call: encoding a tensor at seal runs out of host memory
+                    // (core/compressed_images.cpp), on any backend
     count
 };
 
