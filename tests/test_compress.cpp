@@ -163,6 +163,56 @@ TEST_CASE("A seal whose encoding fails part-way loses nothing, and the next seal
     }
 }
 
+// ferry.torch's root group (embeddings, norms, head) is preferred resident and often the
+// largest: the staging area is sized by the groups that stream, or a budget that fits the
+// root, two slots and their staging would be refused.
+TEST_CASE("The staging area is sized by the largest group not preferred resident",
+          "[compress]") {
+    constexpr std::uint64_t kRoot = 4 * kTensorBytes;
+    ferry_config config;
+    ferry_config_init(&config);
+    config.backend = test_backend();
+    config.compress = 1;
+    // The root, two slots, their staging (2 x 0.8 x 64 KiB) and some room; staging sized
+    // by the root (2 x 0.8 x 256 KiB) would leave less than the two slots.
+    config.vram_budget = kRoot + 2 * kTensorBytes + 2 * (kTensorBytes * 4 / 5) + 16384;
+    ferry_runtime *rt = nullptr;
+    check(ferry_create(&config, &rt), "ferry_create");
+    std::vector<ferry_group> groups(5);
+    std::vector<ferry_tensor> tensors(5);
+    for (int g = 0; g < 5; ++g) {
+        check(ferry_group_define(rt, ("g" + std::to_string(g)).c_str(), &groups[g]), "group");
+        const std::uint64_t bytes = g == 0 ? kRoot : kTensorBytes;
+        const auto elements = static_cast<std::int64_t>(bytes / 2);
+        check(ferry_tensor_define(rt, groups[g], "w", bytes, FERRY_DTYPE_BF16, 1, &elements, 0,
+                                  &tensors[g]), "tensor");
+    }
+    check(ferry_group_prefer_resident(rt, groups[0]), "prefer_resident");
+    check(ferry_plan(rt), "ferry_plan");
+    std::vector<std::vector<std::uint8_t>> bytes;
+    for (int g = 0; g < 5; ++g) {
+        bytes.push_back(trained_bf16(g == 0 ? kRoot : kTensorBytes, static_cast<unsigned>(g + 7)));
+        check(ferry_tensor_copy_in(rt, tensors[g], 0, bytes[g].data(), bytes[g].size()), "copy_in");
+    }
+    check(ferry_seal(rt), "ferry_seal");
+    ferry_stats s;
+    s.struct_size = sizeof s;
+    check(ferry_stats_get(rt, &s), "ferry_stats_get");
+    CHECK(s.slab_staging_bytes < 2 * kTensorBytes);
+    CHECK(s.compressed_groups == 4);  // the root is resident, and too big for the staging area
+    for (int pass = 0; pass < 2; ++pass) {
+        for (int g = 0; g < 5; ++g) {
+            check(ferry_acquire(rt, groups[g], nullptr), "ferry_acquire");
+            void *ptr = nullptr;
+            check(ferry_tensor_device_ptr(rt, tensors[g], &ptr), "device_ptr");
+            REQUIRE(read_device(rt, ptr, bytes[g].size()) ==
+                    std::vector<unsigned char>(bytes[g].begin(), bytes[g].end()));
+            check(ferry_release(rt, groups[g], nullptr), "ferry_release");
+        }
+    }
+    ferry_destroy(rt);
+}
+
 TEST_CASE("Without compress nothing is encoded and no staging area is set aside",
           "[compress]") {
     Model model(0);

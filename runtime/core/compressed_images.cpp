@@ -26,9 +26,10 @@
 //
 // The staging area is reserved at plan out of the budget (the planner plans with the
 // budget less the staging area), before anything is encoded: each buffer is sized by
-// kStagingRatio of the largest candidate group's raw image, above the ratio trained bf16
-// weights reach (0.67-0.68); a group whose compressed image may be larger (by the encoder's
-// bounds: at most 0.4% of the raw bytes over the real size) stays raw.
+// kStagingRatio of the largest candidate group's raw image (of those not preferred
+// resident: compress_staging_bytes()), above the ratio trained bf16 weights reach
+// (0.67-0.68); a group whose compressed image may be larger (by the encoder's bounds: at
+// most 0.4% of the raw bytes over the real size) stays raw.
 // After seal, plan_input() gives the planner each compressed group's pieces as the link
 // carries them (compressed_link_pieces()), so that the re-plan values residency by them.
 #include <algorithm>
@@ -118,11 +119,18 @@ bool Runtime::compress_candidate(const GroupDef &group) const {
     return false;
 }
 
+// Sized for the groups that stream. A group preferred resident (ferry.torch's root: the
+// embeddings, norms and head, often the largest group of all) is planned resident first,
+// so it does not count unless every candidate is preferred; should it stream after all, or
+// be larger than the staging area while resident, it stays raw.
 std::uint64_t Runtime::compress_staging_bytes() const {
-    std::uint64_t most = 0;
+    std::uint64_t most = 0, most_preferred = 0;
     for (const GroupDef &group : groups_) {
-        if (compress_candidate(group)) most = std::max(most, group.image_bytes);
+        if (!compress_candidate(group)) continue;
+        std::uint64_t &into = group.prefer_resident ? most_preferred : most;
+        into = std::max(into, group.image_bytes);
     }
+    if (most == 0) most = most_preferred;
     return align_up(static_cast<std::uint64_t>(static_cast<double>(most) * kStagingRatio),
                     kImageAlignment);
 }

@@ -242,10 +242,12 @@ void Runtime::plan() {
     } catch (const Error &error) {
         if (error.status() != FERRY_ERROR_BUDGET_TOO_SMALL || input.budget == options_.vram_budget)
             throw;
-        throw Error(error.status(), std::string(error.what()) + "; that budget is config.vram_budget (" +
-                                        std::to_string(options_.vram_budget) + " bytes) less " +
-                                        std::to_string(options_.vram_budget - input.budget) +
-                                        " bytes of staging for compressed images (config.compress)");
+        const std::uint64_t staging = staging_buffers() * compress_staging_bytes();
+        throw Error(error.status(),
+                    std::string(error.what()) + "; that budget is config.vram_budget (" +
+                        std::to_string(options_.vram_budget) + " bytes) less the staging area "
+                        "for compressed images (config.compress), " + std::to_string(staging) +
+                        " bytes" + (staging >= options_.vram_budget ? ", all of the budget" : ""));
     }
     lay_out_heads(plan);
 

@@ -692,6 +692,11 @@ class OffloadHandle:
                 f"ferry.torch: a LoRA merge of {type(layer).__name__} while its group "
                 f"{busy[0]!r} is held (inside forward or acquired()); merge outside it")
         by_param = {id(e.tensor): e for _, g in entries for e in g.entries}
+        # An update ferry would refuse (a compressed image, a shared host store) is refused
+        # before PEFT merges and records the adapter as merged: a zero-byte update checks
+        # every condition and changes nothing.
+        for p, _ in entries:
+            by_param[id(p)].ferry.update_address(0, 0)
         saved = []
         moved = []
         before = list(getattr(layer, "merged_adapters", []))
@@ -1370,6 +1375,9 @@ def _offload(model, groups, root, all_entries, model_bytes, vram_budget, progres
     model.__dict__["_ferry_handle"] = handle
     handle._install_hooks(model)
     handle._watch_model()
+    # PEFT's layer classes imported by now (diffusers imports them with its models): a
+    # merge right after adapters are injected, before any forward, must reach ferry too.
+    _route_peft_merges()
     return handle
 
 

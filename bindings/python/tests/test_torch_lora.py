@@ -105,6 +105,58 @@ def test_a_merge_while_its_group_is_held_is_refused_and_changes_nothing():
     handle.close()
 
 
+class _Bf16Blocks(nn.Module):
+    """Twelve residual blocks of one bf16 Linear, its weights of trained scale: they
+    compress."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(128, 128)
+
+        def forward(self, x):
+            return x + self.fc(x)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.blocks = nn.ModuleList(self.Block() for _ in range(12))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.normal_(0.0, 0.02)
+        self.to(torch.bfloat16)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_a_merge_into_compressed_weights_is_refused_before_peft_records_it():
+    """With compress=True the store holds encoded images, which an update cannot change:
+    the merge fails before PEFT marks the adapter merged, so the unmerged adapter still
+    runs and the outputs stay those of the plain model."""
+    model = _Bf16Blocks().eval()
+    plain = copy.deepcopy(model)
+    handle = ferry.torch.offload(model, budget="50%", backend=BACKEND, adapter_budget="10%",
+                                 compress=True)
+    assert handle.stats()["compressed_groups"] > 0
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["fc"], init_lora_weights=False)
+    for m in (plain, model):
+        torch.manual_seed(1)
+        peft.inject_adapter_in_model(config, m, adapter_name="a")
+        for name, p in m.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.to(torch.bfloat16)  # PEFT makes them f32
+    x = torch.randn(2, 128).to(torch.bfloat16)
+    layer = model.blocks[3].fc
+    with pytest.raises(ferry.InvalidArgumentError, match="compressed"):
+        layer.merge()  # before any forward: PEFT's classes are routed at offload
+    assert layer.merged_adapters == []
+    assert torch.equal(forward(model, x), forward(plain, x))
+    handle.close()
+
+
 def test_adapters_past_the_budget_are_a_clear_error_naming_adapter_budget():
     model = TinyTransformer().eval()
     handle = ferry.torch.offload(model, budget="40%", backend=BACKEND)
