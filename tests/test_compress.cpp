@@ -33,6 +33,21 @@ std::vector<std::uint8_t> trained_bf16(std::size_t bytes, unsigned seed) {
     return trained_weights(bytes / 2, seed);
 }
 
+// Each group acquired in turn, its first tensor (tensors[g]) read back through the device
+// and compared with bytes[g].
+void check_groups(ferry_runtime *rt, const std::vector<ferry_group> &groups,
+                  const std::vector<ferry_tensor> &tensors,
+                  const std::vector<std::vector<std::uint8_t>> &bytes) {
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+        check(ferry_acquire(rt, groups[g], nullptr), "ferry_acquire");
+        void *ptr = nullptr;
+        check(ferry_tensor_device_ptr(rt, tensors[g], &ptr), "device_ptr");
+        REQUIRE(read_device(rt, ptr, bytes[g].size()) ==
+                std::vector<unsigned char>(bytes[g].begin(), bytes[g].end()));
+        check(ferry_release(rt, groups[g], nullptr), "ferry_release");
+    }
+}
+
 struct Model {
     ferry_runtime *rt = nullptr;
     std::vector<ferry_group> groups;
@@ -84,16 +99,7 @@ struct Model {
         return s;
     }
     // Every group acquired and its bytes read back through the device.
-    void check_pass() {
-        for (std::size_t g = 0; g < groups.size(); ++g) {
-            check(ferry_acquire(rt, groups[g], nullptr), "ferry_acquire");
-            void *ptr = nullptr;
-            check(ferry_tensor_device_ptr(rt, tensors[g], &ptr), "device_ptr");
-            REQUIRE(read_device(rt, ptr, tensor_bytes) ==
-                    std::vector<unsigned char>(bytes[g].begin(), bytes[g].end()));
-            check(ferry_release(rt, groups[g], nullptr), "ferry_release");
-        }
-    }
+    void check_pass() { check_groups(rt, groups, tensors, bytes); }
 };
 
 }  // namespace
@@ -200,16 +206,7 @@ TEST_CASE("The staging area is sized by the largest group not preferred resident
     check(ferry_stats_get(rt, &s), "ferry_stats_get");
     CHECK(s.slab_staging_bytes < 2 * kTensorBytes);
     CHECK(s.compressed_groups == 4);  // the root is resident, and too big for the staging area
-    for (int pass = 0; pass < 2; ++pass) {
-        for (int g = 0; g < 5; ++g) {
-            check(ferry_acquire(rt, groups[g], nullptr), "ferry_acquire");
-            void *ptr = nullptr;
-            check(ferry_tensor_device_ptr(rt, tensors[g], &ptr), "device_ptr");
-            REQUIRE(read_device(rt, ptr, bytes[g].size()) ==
-                    std::vector<unsigned char>(bytes[g].begin(), bytes[g].end()));
-            check(ferry_release(rt, groups[g], nullptr), "ferry_release");
-        }
-    }
+    for (int pass = 0; pass < 2; ++pass) check_groups(rt, groups, tensors, bytes);
     ferry_destroy(rt);
 }
 
@@ -388,16 +385,7 @@ TEST_CASE("The re-plan after seal keeps resident the group whose copy moves the 
     check(ferry_synchronize(rt), "ferry_synchronize");  // the re-plan (replan.cpp)
     CHECK(ferry_runtime_impl(rt).replans() == 1);
     CHECK(resident(1));
-    for (int pass = 0; pass < 2; ++pass) {
-        for (std::size_t g = 0; g < groups.size(); ++g) {
-            check(ferry_acquire(rt, groups[g], nullptr), "ferry_acquire");
-            void *ptr = nullptr;
-            check(ferry_tensor_device_ptr(rt, tensors[g], &ptr), "device_ptr");
-            REQUIRE(read_device(rt, ptr, bytes[g].size()) ==
-                    std::vector<unsigned char>(bytes[g].begin(), bytes[g].end()));
-            check(ferry_release(rt, groups[g], nullptr), "ferry_release");
-        }
-    }
+    for (int pass = 0; pass < 2; ++pass) check_groups(rt, groups, tensors, bytes);
     ferry_destroy(rt);
 }
 
