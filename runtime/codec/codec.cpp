@@ -21,7 +21,10 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the encoder assumes a 
 
 namespace k = kernels::codec;
 
-unsigned thread_count(unsigned asked) {
+// The threads to work on `bytes` with, `asked` (0: every hardware thread): one for a
+// tensor under 1 MiB, where starting threads would cost more than they save.
+unsigned threads_for(std::uint64_t bytes, unsigned asked) {
+    if (bytes < (1u << 20)) return 1;
     if (asked != 0) return asked;
     const unsigned hw = std::thread::hardware_concurrency();
     return hw == 0 ? 1 : hw;
@@ -273,8 +276,7 @@ EncodePlan plan_encode(const void *data, std::uint64_t bytes, Dtype dtype,
         elements > k::kMaxElements)
         return plan;
     const auto *p = static_cast<const std::uint8_t *>(data);
-    // Small tensors on one thread: starting threads would cost more than they save.
-    const unsigned threads = bytes < (1u << 20) ? 1 : thread_count(options.threads);
+    const unsigned threads = threads_for(bytes, options.threads);
     const std::uint64_t chunks = k::chunks_for(elements);
     const std::uint64_t blocks = (chunks + kBlockChunks - 1) / kBlockChunks;
     constexpr std::uint64_t kBlockElems = kBlockChunks * k::kChunkElems;
@@ -336,7 +338,7 @@ std::uint64_t write_encoded(const EncodePlan &plan, const void *data, void *out_
     const std::uint64_t elements = plan.raw_bytes / 2;
     const std::uint64_t chunks = k::chunks_for(elements);
     const Dtype dtype = plan.dtype;
-    threads = plan.raw_bytes < (1u << 20) ? 1 : thread_count(threads);
+    threads = threads_for(plan.raw_bytes, threads);
     std::uint8_t *const raw = out + k::kHeaderBytes + 8 * (chunks + 1);
     std::uint8_t *const coded = raw + elements;
 
@@ -475,7 +477,7 @@ Status decode(const void *src_bytes_ptr, std::uint64_t src_bytes, void *dst,
         out = bounce.data();
     }
     std::atomic<std::uint32_t> first_error{k::kOk};
-    threads = dst_bytes < (1u << 20) ? 1 : thread_count(threads);
+    threads = threads_for(dst_bytes, threads);
     parallel_for(l.chunks, 16, threads, [&](std::uint64_t begin, std::uint64_t end) {
         const std::uint32_t s = k::decode_chunks_ref(src, l, table.data(), out, begin, end);
         std::uint32_t none = k::kOk;

@@ -37,6 +37,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -66,6 +67,21 @@ constexpr double kStagingRatio = 0.8;
 // Tensors this big are encoded on every thread, one at a time; smaller ones one a thread.
 constexpr std::uint64_t kOwnThreads = 32ull << 20;
 
+// Runs worker() on `threads` threads, this one among them, and returns once all have:
+// on fewer where no more can be started (worker must then do the rest of the work).
+template <typename Worker>
+void run_on_threads(unsigned threads, Worker &worker) {
+    std::vector<std::thread> pool;
+    pool.reserve(threads);  // a vector that grew mid-loop could throw with threads running
+    try {
+        for (unsigned t = 1; t < threads; ++t) pool.emplace_back(std::ref(worker));
+    } catch (const std::system_error &) {
+        // No more threads: the ones started and this one do the work.
+    }
+    if (threads > 0) worker();
+    for (std::thread &thread : pool) thread.join();
+}
+
 // Runs job(item, threads) for every item: those of kOwnThreads bytes and more one after
 // the other with threads = 0 (every hardware thread), then the rest biggest first, each on
 // one of up to hardware_concurrency threads (threads = 1). `items` is reordered. The
@@ -93,15 +109,7 @@ void run_biggest_first(std::vector<Item> &items, Job job) {
             }
         }
     };
-    std::vector<std::thread> pool;
-    pool.reserve(threads);  // a vector that grew mid-loop could throw with threads running
-    try {
-        for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
-    } catch (const std::system_error &) {
-        // No more threads: the ones started and this one do the work.
-    }
-    if (threads > 0) worker();
-    for (std::thread &thread : pool) thread.join();
+    run_on_threads(threads, worker);
     if (failure != nullptr) std::rethrow_exception(failure);
 }
 
@@ -365,16 +373,7 @@ void Runtime::write_images(std::vector<GroupEncoding> &writes) {
             }
         }
     };
-    std::vector<std::thread> pool;
-    pool.reserve(hardware);  // a vector that grew mid-loop could throw with threads running
-    try {
-        for (unsigned t = 1; t < std::min<std::size_t>(hardware, queue.size()); ++t)
-            pool.emplace_back(worker);
-    } catch (const std::system_error &) {
-        // No more threads: the ones started and this one do the work.
-    }
-    worker();
-    for (std::thread &thread : pool) thread.join();
+    run_on_threads(static_cast<unsigned>(std::min<std::size_t>(hardware, queue.size())), worker);
     // Every committed group, also when another failed: the store holds its compressed image.
     for (std::size_t k = 0; k < writes.size(); ++k) {
         if (committed[k] == 0) continue;
