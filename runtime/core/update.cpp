@@ -123,16 +123,20 @@ void Runtime::update(std::uint32_t tensor, std::uint64_t offset, const void *src
     const std::uint64_t end = begin + bytes;
     const Stream copy = copy_stream_for(nullptr);
     const bool in_head = begin < owner.head_bytes;
+    // Work of the group's last release may still read its slot or its head: the copy
+    // stream waits for it before it copies or gives the slot up. A later update of the
+    // head of a streamed group, finding no slot to wait on, relies on this wait (step 1
+    // synchronizes the copy stream).
+    const bool waited =
+        !options_.synchronous && state.slot >= 0 && state.releases_since_onload > 0;
+    if (waited) device_->stream_wait(copy, slots_[state.slot].released);
     if (state.resident() || in_head) {
         std::byte *dst = state.resident() ? slots_[state.slot].device + begin : state.head + begin;
-        if (!options_.synchronous) {
-            if (state.slot >= 0 && state.releases_since_onload > 0) {
-                device_->stream_wait(copy, slots_[state.slot].released);
-            } else if (state.resident() && !owner.has_mutable && !state.track_releases) {
-                // Its releases recorded nothing so far: wait for them all, once per group.
-                device_->device_synchronize();
-                state.track_releases = true;
-            }
+        if (!options_.synchronous && !waited && state.resident() && !owner.has_mutable &&
+            !state.track_releases) {
+            // Its releases recorded nothing so far: wait for them all, once per group.
+            device_->device_synchronize();
+            state.track_releases = true;
         }
         copy_image_part(group, dst, begin, end, copy);
         ++stats_.onloads;
@@ -151,16 +155,8 @@ void Runtime::update(std::uint32_t tensor, std::uint64_t offset, const void *src
         }
     }
     // A streamed group (its tail, or the head's partner) is copied whole at its next
-    // onload, after the head's copy on the same stream. The copy stream first waits for
-    // the group's last release: a later update of its head, finding no slot to wait on,
-    // relies on that wait (step 1 synchronizes the copy stream) for a kernel still
-    // reading the head.
-    if (!state.resident() && state.slot >= 0) {
-        if (!options_.synchronous && state.releases_since_onload > 0) {
-            device_->stream_wait(copy, slots_[state.slot].released);
-        }
-        evict(state.slot, copy);
-    }
+    // onload, after the head's copy on the same stream.
+    if (!state.resident() && state.slot >= 0) evict(state.slot, copy);
     observer_->publish(stats_, phase_);
 }
 
