@@ -479,7 +479,7 @@ void Runtime::onload_compressed(std::uint32_t group, SlotState &slot, Stream str
     if (image.tail_table == nullptr) return device_->record(slot.ready, stream);  // all head
     decode_from_staging(group, image.tail_src, bytes, def.image_bytes - def.head_bytes,
                         image.tail_table, slot.device,
-                        &decode_results_[2 * group], stream, slot.ready);
+                        &decode_results_[2 * group], stream, slot.ready, /*timed=*/true);
     stats_.bytes_h2d += bytes;
     stats_.bytes_h2d_compressed += bytes;
     stats_.bytes_decoded += def.image_bytes - def.head_bytes;
@@ -491,15 +491,21 @@ void Runtime::onload_compressed(std::uint32_t group, SlotState &slot, Stream str
 // once the decode is done, where a later reader of dst can wait for it.
 void Runtime::decode_from_staging(std::uint32_t group, std::uint64_t src, std::uint64_t bytes,
                                   std::uint64_t decoded, void *table, std::byte *dst,
-                                  kernels::DecodeResult *result, Stream stream, Event ready) {
+                                  kernels::DecodeResult *result, Stream stream, Event ready,
+                                  bool timed) {
     const std::uint32_t b = zstage_next_;
     zstage_next_ = (zstage_next_ + 1) % zstage_count_;
     std::byte *buffer = zstage_ + b * zstage_bytes_;
     const bool beside = stream == copy_stream_ && decode_stream_ != nullptr;
     const Stream decode = beside ? decode_stream_ : stream;
     device_->stream_wait(stream, zstage_free_[b]);
+    // The compute clock times the copy alone, after the wait for the staging buffer: the
+    // bytes that cross the link, as the planner counts them (plan_input's link_pieces).
+    timed = timed && clock_ != nullptr;
+    if (timed) clock_->copy_begin(*device_, bytes, stream);
     observer_->copy_h2d(group, buffer, host_->base() + groups_[group].host_offset + src, bytes,
                         stream);
+    if (timed) clock_->copy_end(*device_, stream);
     if (beside) {
         device_->record(zstage_full_[b], stream);
         device_->stream_wait(decode, zstage_full_[b]);
@@ -516,7 +522,7 @@ void Runtime::onload_head_compressed(std::uint32_t group, Stream stream) {
     if (image.head_table == nullptr) return;
     decode_from_staging(group, 0, image.tail_src, def.head_bytes, image.head_table,
                         state_[group].head,
-                        &decode_results_[2 * group + 1], stream, nullptr);
+                        &decode_results_[2 * group + 1], stream, nullptr, /*timed=*/false);
     stats_.bytes_h2d += image.tail_src;
     stats_.bytes_h2d_compressed += image.tail_src;
     stats_.bytes_decoded += def.head_bytes;

@@ -298,7 +298,8 @@ class Runtime {
     std::uint32_t staging_buffers() const { return options_.synchronous ? 1 : 2; }
     void decode_from_staging(std::uint32_t group, std::uint64_t src, std::uint64_t bytes,
                              std::uint64_t decoded, void *table, std::byte *dst,
-                             kernels::DecodeResult *result, Stream stream, Event ready);
+                             kernels::DecodeResult *result, Stream stream, Event ready,
+                             bool timed);
     void synchronize_decodes();
     void prepare_compression();                    // at plan: the staging area
     void encode_images();                          // at seal: compressed images in the store

@@ -72,20 +72,14 @@ void Runtime::onload(std::uint32_t group, int slot_index, Stream stream) {
     if (slot.decoded) device_->stream_wait(stream, slot.ready);
     slot.decoded = compressed(group);
     if (state.host_current != nullptr) device_->stream_wait(stream, state.host_current);
-    // The clock times the bytes that cross the link, as the planner counts them
-    // (plan_input's link_pieces): a compressed group's compressed tail. Its decode runs on
-    // the decode stream, outside the timed copy.
-    if (clock_ != nullptr) {
-        const std::uint64_t link_bytes =
-            compressed(group) ? compressed_[group].bytes - compressed_[group].tail_src
-                              : def.image_bytes - def.head_bytes;
-        clock_->copy_begin(*device_, link_bytes, stream);
-    }
     if (compressed(group)) {
-        // compressed_images.cpp: counts its bytes, records `ready` after the decode.
+        // compressed_images.cpp: counts its bytes, times its copy for the compute clock,
+        // records `ready` after the decode.
         onload_compressed(group, slot, stream);
-        if (clock_ != nullptr) clock_->copy_end(*device_, stream);
     } else {
+        if (clock_ != nullptr) {
+            clock_->copy_begin(*device_, def.image_bytes - def.head_bytes, stream);
+        }
         copy_image_part(group, slot.device, def.head_bytes, def.image_bytes, stream);
         stats_.bytes_h2d += def.image_bytes - def.head_bytes;
         if (clock_ != nullptr) clock_->copy_end(*device_, stream);
