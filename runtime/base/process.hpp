@@ -35,10 +35,9 @@ inline std::string process_stat_text(long pid) {
     return text;
 }
 
-// The process's start time as /proc/<pid>/stat gives it (field 22, clock ticks since
-// boot); 0 when the process does not exist.
-inline std::uint64_t process_start_ticks(long pid) {
-    const std::string text = process_stat_text(pid);
+// Field 22 of a /proc/<pid>/stat text, the start time (clock ticks since boot); 0 when the
+// text is not one.
+inline std::uint64_t stat_start_ticks(const std::string &text) {
     // Field 2 (comm) may hold spaces: count fields after its closing parenthesis.
     const std::size_t close = text.rfind(')');
     if (close == std::string::npos) return 0;
@@ -49,6 +48,12 @@ inline std::uint64_t process_start_ticks(long pid) {
         ++at;
     }
     return std::strtoull(text.c_str() + at, nullptr, 10);
+}
+
+// The process's start time as /proc/<pid>/stat gives it; 0 when the process does not
+// exist.
+inline std::uint64_t process_start_ticks(long pid) {
+    return stat_start_ticks(process_stat_text(pid));
 }
 
 // Whether the process with this pid exists and (when start is not 0) started at `start`.
@@ -62,7 +67,7 @@ inline bool process_is_alive(long pid, std::uint64_t start) {
     if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z') {
         return false;
     }
-    return start == 0 || process_start_ticks(pid) == start;
+    return start == 0 || stat_start_ticks(text) == start;  // the same reading of the file
 }
 
 }  // namespace ferry
