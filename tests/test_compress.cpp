@@ -252,6 +252,8 @@ TEST_CASE("An update of a tensor of a compressed group is refused and changes no
         CHECK(ferry_tensor_update(model.rt, t, 0, other.data(), 16) ==
               FERRY_ERROR_INVALID_ARGUMENT);
         CHECK(std::string(ferry_last_error()).find("compressed") != std::string::npos);
+        // A zero-byte update makes the same checks (ferry.torch asks this way).
+        CHECK(ferry_tensor_update(model.rt, t, 0, nullptr, 0) == FERRY_ERROR_INVALID_ARGUMENT);
     }
     model.check_pass();  // every byte as it was
 }

@@ -397,11 +397,13 @@ FERRY_API ferry_status ferry_release(ferry_runtime *runtime, ferry_group group,
    Errors, each changing nothing: FERRY_ERROR_GROUP_BUSY while the group is acquired;
    FERRY_ERROR_WRONG_PHASE before seal (use ferry_tensor_copy_in);
    FERRY_ERROR_INVALID_ARGUMENT for a mutable tensor (already writable: write its device
-   copy while acquired), a NULL src with bytes > 0, or a host store shared with other
-   processes (host_share: their device copies would go stale); FERRY_ERROR_OUT_OF_RANGE past the
+   copy while acquired), a NULL src with bytes > 0, a host store shared with other
+   processes (host_share: their device copies would go stale), or a tensor of a compressed
+   group (config.compress: its host image is encoded); FERRY_ERROR_OUT_OF_RANGE past the
    tensor's end; FERRY_ERROR_FOREIGN_HANDLE for a tensor of another runtime. bytes == 0
-   does nothing. A reader of the same bytes through ferry_tensor_host_ptr on another
-   thread may see them change during the call. */
+   makes every one of these checks and then does nothing: a way to ask whether an update
+   would be taken (ferry.torch asks before a LoRA merge). A reader of the same bytes
+   through ferry_tensor_host_ptr on another thread may see them change during the call. */
 FERRY_API ferry_status ferry_tensor_update(ferry_runtime *runtime, ferry_tensor tensor,
                                            uint64_t offset, const void *src, uint64_t bytes);
 

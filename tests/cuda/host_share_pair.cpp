@@ -137,7 +137,13 @@ int main() {
         close(ready[0]);
         close(hold[1]);
         int count = 0;
-        if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) _exit(kExitSkip);
+        const cudaError_t error = cudaGetDeviceCount(&count);
+        if (error != cudaSuccess || count == 0) {
+            std::printf("SKIPPED: no CUDA device visible (%s)\n",
+                        error != cudaSuccess ? cudaGetErrorString(error) : "0 devices");
+            std::fflush(stdout);  // _exit does not flush
+            _exit(kExitSkip);
+        }
         _exit(run("loader", share, 0, true, ready[1], hold[0]));
     }
     close(ready[1]);
@@ -146,12 +152,13 @@ int main() {
     const bool sealed = read(ready[0], &c, 1) == 1;
     close(ready[0]);
     if (!sealed) {  // the loader left before sealing: no device, or a failure
-        const int code = wait_exit(loader);
-        if (code == kExitSkip) std::printf("SKIPPED: no CUDA device visible\n");
+        const int code = wait_exit(loader);  // a skip says why itself
         return code == kExitSkip ? kExitSkip : 1;
     }
     int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    if (const cudaError_t error = cudaGetDeviceCount(&count); error != cudaSuccess || count == 0) {
+        std::fprintf(stderr, "host-share pair: the loader sealed on a GPU, but this process "
+                     "sees none (%s)\n", error != cudaSuccess ? cudaGetErrorString(error) : "0 devices");
         close(hold[1]);
         wait_exit(loader);
         return 1;
